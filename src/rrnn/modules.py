@@ -1,0 +1,812 @@
+"""Restricted RNN / GRU / LSTM layers and cells: drop-in ``torch.nn`` replacements.
+
+Parameters of layer ``L`` and direction ``sfx`` (``""`` or ``"_reverse"``),
+with ``k_x`` the layer's input size, ``d = hidden_size``, ``n`` gates, the
+shared head ``head = min(A_x, A_h)`` rows, the tail and private counts ``Q_x``,
+``Q_h`` as defined in :mod:`rrnn.restriction`::
+
+    weight_shared_l{L}{sfx}       (head, max(k_x, d))   rows every gate of both inputs reads
+    weight_shared_tail_l{L}{sfx}  (tail, k_owner)       shared rows only one input reads
+                                                        (0 rows at a uniform sharing rate)
+    weight_ih_private_l{L}{sfx}   (Q_x, k_x)            private rows of x, gate after gate
+    weight_hh_private_l{L}{sfx}   (Q_h, d)              private rows of h, gate after gate
+    bias_shared_l{L}{sfx}         (s_r,)
+    bias_ih_private_l{L}{sfx}     (Q_x,)
+    bias_hh_private_l{L}{sfx}     (Q_h,)
+
+At a uniform rate ``r``: ``head = s = round(r*d)``, ``Q_x = Q_h = n*(d - s)``.
+Gate order is torch.nn's: LSTM (i, f, g, o), GRU (r, z, n), RNN (one gate).
+
+The full ``weight_ih_l{L}`` of shape ``(n*d, k_x)`` is gathered from these once
+per forward call (gate ``j`` rows ``0..s_j-1`` are shared rows ``0..s_j-1``),
+then torch's fused recurrent kernel runs over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import restriction as R
+
+_TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+_TORCH_CELL = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+
+# --------------------------------------------------------------------------
+# Shared machinery: compact parameters of one (layer, direction) and their
+# gather into full torch.nn-shaped weights.
+# --------------------------------------------------------------------------
+class _CompactWeights(nn.Module):
+    """Helpers shared by the layers and the cells. Not a public class."""
+
+    def _register_compact(self, res: R.Restriction, sfx: str, bias: bool, factory) -> None:
+        k_x, k_h = res.in_sizes
+        self.register_parameter(
+            f"weight_shared{sfx}", nn.Parameter(torch.empty(res.head_rows, res.k_r, **factory))
+        )
+        self.register_parameter(
+            f"weight_shared_tail{sfx}",
+            nn.Parameter(torch.empty(res.tail_rows, res.tail_cols, **factory)),
+        )
+        self.register_parameter(
+            f"weight_ih_private{sfx}",
+            nn.Parameter(torch.empty(res.private_rows(0), k_x, **factory)),
+        )
+        self.register_parameter(
+            f"weight_hh_private{sfx}",
+            nn.Parameter(torch.empty(res.private_rows(1), k_h, **factory)),
+        )
+        if bias:
+            for name, size in (
+                ("bias_shared", res.s_r),
+                ("bias_ih_private", res.private_rows(0)),
+                ("bias_hh_private", res.private_rows(1)),
+            ):
+                self.register_parameter(f"{name}{sfx}", nn.Parameter(torch.empty(size, **factory)))
+
+    def _register_index(self, res: R.Restriction, key: str) -> None:
+        for i, tag in enumerate(("ih", "hh")):
+            index = torch.tensor(res.gather_index(i), dtype=torch.long)
+            self.register_buffer(f"_index_{tag}{key}", index, persistent=False)
+
+    def _compact(self, sfx: str) -> dict[str, Tensor | None]:
+        names = (
+            "weight_shared",
+            "weight_shared_tail",
+            "weight_ih_private",
+            "weight_hh_private",
+            "bias_shared",
+            "bias_ih_private",
+            "bias_hh_private",
+        )
+        return {name: getattr(self, name + sfx, None) for name in names}
+
+    def _gather(
+        self, res: R.Restriction, sfx: str, key: str
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Full ``(w_ih, w_hh, b_ih, b_hh)`` of one (layer, direction), shapes
+        ``(n*d, k_x)``, ``(n*d, d)``, ``(n*d,)``, ``(n*d,)``; differentiable, so a
+        shared row's gradient is the sum over every matrix that reads it."""
+        p = self._compact(sfx)
+        out_w, out_b = [], []
+        for i, tag in enumerate(("ih", "hh")):
+            k_i = res.in_sizes[i]
+            index = getattr(self, f"_index_{tag}{key}")
+            parts = [p["weight_shared"][:, :k_i]]
+            if res.tail_rows and res.tail_owner == i:
+                parts.append(p["weight_shared_tail"])
+            parts.append(p[f"weight_{tag}_private"])
+            out_w.append(torch.cat(parts).index_select(0, index))  # (n*d, k_i)
+            if p["bias_shared"] is not None:
+                src = torch.cat([p["bias_shared"][: res.reach[i]], p[f"bias_{tag}_private"]])
+                out_b.append(src.index_select(0, index))  # (n*d,)
+            else:
+                out_b.append(None)
+        return out_w[0], out_w[1], out_b[0], out_b[1]
+
+    def _pool(self, res: R.Restriction, sfx: str) -> tuple[Tensor, Tensor | None]:
+        p = self._compact(sfx)
+        ref = p["weight_ih_private"]
+        weight = ref.new_zeros(res.d_r, res.k_r)
+        weight[: res.head_rows] = p["weight_shared"]
+        weight[res.head_rows : res.s_r, : res.tail_cols] = p["weight_shared_tail"]
+        row = res.s_r
+        for i, tag in enumerate(("ih", "hh")):
+            rows = res.private_rows(i)
+            weight[row : row + rows, : res.in_sizes[i]] = p[f"weight_{tag}_private"]
+            row += rows
+        bias = None
+        if p["bias_shared"] is not None:
+            bias = torch.cat([p["bias_shared"], p["bias_ih_private"], p["bias_hh_private"]])
+        return weight.detach(), None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def _load_pool(self, res: R.Restriction, sfx: str, weight: Tensor, bias: Tensor | None) -> None:
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != (res.d_r, res.k_r):
+            got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(
+                f"load_pool: weight must have shape (d_r, k_r) = ({res.d_r}, {res.k_r}) "
+                f"for this layer, got {got}"
+            )
+        p = self._compact(sfx)
+        has_bias = p["bias_shared"] is not None
+        if has_bias and (not isinstance(bias, Tensor) or tuple(bias.shape) != (res.d_r,)):
+            got = tuple(bias.shape) if isinstance(bias, Tensor) else repr(bias)
+            raise ValueError(
+                f"load_pool: bias must have shape (d_r,) = ({res.d_r},) for this layer "
+                f"(the module has bias=True), got {got}"
+            )
+        if not has_bias and bias is not None:
+            raise ValueError("load_pool: this module has bias=False; pass bias=None")
+        p["weight_shared"].copy_(weight[: res.head_rows])
+        p["weight_shared_tail"].copy_(weight[res.head_rows : res.s_r, : res.tail_cols])
+        row = res.s_r
+        for i, tag in enumerate(("ih", "hh")):
+            rows = res.private_rows(i)
+            p[f"weight_{tag}_private"].copy_(weight[row : row + rows, : res.in_sizes[i]])
+            if has_bias:
+                p[f"bias_{tag}_private"].copy_(bias[row : row + rows])
+            row += rows
+        if has_bias:
+            p["bias_shared"].copy_(bias[: res.s_r])
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch.nn."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def __prepare_scriptable__(self):
+        raise TypeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script: its weights are "
+            "gathered from compact shared/private parameters in Python (and TorchScript "
+            "is deprecated). Use torch.compile(module) to compile it, torch.export.export"
+            "(module, args) to export it, or module.to_torch() for a plain torch.nn module "
+            "with the same outputs."
+        )
+
+
+def _check_common(input_size, hidden_size, bias, mode: str) -> None:
+    R.num_gates(mode)
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+
+
+def _check_nonlinearity(nonlinearity: str) -> None:
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+class RestrictedRNNBase(_CompactWeights):
+    """Common code of :class:`RestrictedRNN`, :class:`RestrictedGRU`, :class:`RestrictedLSTM`."""
+
+    _mode = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        sharing_rate=0.5,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        mode = self._mode
+        _check_common(input_size, hidden_size, bias, mode)
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, numbers.Number)
+            or not 0 <= dropout <= 1
+        ):
+            raise ValueError(
+                f"dropout must be a number in [0, 1] (the probability of zeroing an "
+                f"element between layers), got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: dropout is applied "
+                "between recurrent layers, after every layer but the last",
+                stacklevel=2,
+            )
+        if mode == "rnn":
+            _check_nonlinearity(nonlinearity)
+        self.mode = {
+            "rnn": "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            "gru": "GRU",
+            "lstm": "LSTM",
+        }[mode]
+        self.nonlinearity = nonlinearity
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.proj_size = 0
+        self.sharing_rate = sharing_rate
+        self.restrictions = R.layer_restrictions(
+            mode, input_size, hidden_size, num_layers, sharing_rate, self.bidirectional
+        )
+        factory = {"device": device, "dtype": dtype}
+        for layer, res in enumerate(self.restrictions):
+            self._register_index(res, f"_l{layer}")
+            for sfx in self._directions():
+                self._register_compact(res, f"_l{layer}{sfx}", bias, factory)
+        self.reset_parameters()
+
+    def _directions(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def layer_weights(
+        self, layer: int, direction: int = 0
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """The full torch.nn weights ``(weight_ih, weight_hh, bias_ih, bias_hh)`` of
+        one layer and direction, gathered from the compact parameters
+        (differentiable). Shapes ``(n*H, k_x)``, ``(n*H, H)``, ``(n*H,)``, ``(n*H,)``."""
+        self._check_layer(layer, direction)
+        sfx = self._directions()[direction]
+        return self._gather(self.restrictions[layer], f"_l{layer}{sfx}", f"_l{layer}")
+
+    def flat_weights(self) -> list[Tensor]:
+        """Every layer's full weights in torch.nn's ``_flat_weights`` order."""
+        flat: list[Tensor] = []
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+                flat += [w_ih, w_hh] + ([b_ih, b_hh] if self.bias else [])
+        return flat
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against torch.nn: the full weights are
+        gathered afresh on every forward call."""
+
+    def _check_layer(self, layer: int, direction: int) -> None:
+        if not isinstance(layer, int) or not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must be in [0, {self.num_layers - 1}], got {layer!r}")
+        if direction not in range(self.num_directions):
+            raise ValueError(
+                f"direction must be 0{' or 1' if self.bidirectional else ''} for this "
+                f"{'bi' if self.bidirectional else 'uni'}directional module, got {direction!r}"
+            )
+
+    def pool(self, layer: int, direction: int = 0) -> tuple[Tensor, Tensor | None]:
+        """One layer's parameters in the interchange layout (the authors' pool):
+        ``weight`` of shape ``(d_r, k_r)`` and ``bias`` of shape ``(d_r,)`` (None
+        without bias); rows: shared, then private rows of (x, gate 0..n-1),
+        then of (h, gate 0..n-1); unused entries are zero. Returns copies."""
+        self._check_layer(layer, direction)
+        sfx = self._directions()[direction]
+        return self._pool(self.restrictions[layer], f"_l{layer}{sfx}")
+
+    def load_pool(
+        self, layer: int, weight: Tensor, bias: Tensor | None = None, direction: int = 0
+    ) -> None:
+        """Set one layer's parameters from the interchange layout (see :meth:`pool`).
+        Entries that no matrix reads are ignored."""
+        self._check_layer(layer, direction)
+        sfx = self._directions()[direction]
+        self._load_pool(self.restrictions[layer], f"_l{layer}{sfx}", weight, bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def to_torch(self) -> nn.RNNBase:
+        """The equivalent plain torch.nn module, with the weights materialized
+        (a copy: training it does not keep the restriction)."""
+        ref = next(self.parameters())
+        cls = _TORCH_LAYER[self._mode]
+        kwargs = dict(
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        if self._mode == "rnn":
+            kwargs["nonlinearity"] = self.nonlinearity
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the dropout/num_layers=1 warning was given already
+            plain = cls(self.input_size, self.hidden_size, **kwargs)
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                for direction, sfx in enumerate(self._directions()):
+                    tensors = self.layer_weights(layer, direction)
+                    for name, t in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), tensors):
+                        if t is not None:
+                            getattr(plain, f"{name}_l{layer}{sfx}").copy_(t)
+        plain.train(self.training)
+        return plain
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self._mode == "rnn" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        s += f", sharing_rate={self.sharing_rate!r}, params={self.num_parameters():,}"
+        return s
+
+    # ---- forward ---------------------------------------------------------
+    def _state_shape(self, batch: int) -> tuple[int, int, int]:
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _check_state(self, h: Tensor, name: str, batch: int, batched: bool) -> None:
+        expected = self._state_shape(batch)
+        if not batched:
+            expected = (expected[0], expected[2])
+        if not isinstance(h, Tensor) or _shape(h) != expected:
+            got = _shape(h) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(
+                f"{name} must have shape (num_layers * num_directions, "
+                f"{'batch, ' if batched else ''}hidden_size) = {expected}"
+                f"{'' if batched else ' for unbatched input'}, got {got}"
+            )
+
+    def _prepare(self, input, hx):
+        """Normalise input and state as torch.nn does. Returns
+        ``(data, batch_sizes, hx, sorted_indices, unsorted_indices, batched)``."""
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            batched, batch = True, int(batch_sizes[0])
+            if data.dim() != 2:
+                raise ValueError(f"packed input data must be 2-D, got shape {_shape(data)}")
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(
+                    f"input must be a Tensor or PackedSequence, got {type(input).__name__}"
+                )
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"input must be 3-D (seq_len, batch, input_size) "
+                    f"{'[batch_first] ' if self.batch_first else ''}or 2-D "
+                    f"(seq_len, input_size) for unbatched input, got shape {_shape(input)}"
+                )
+            batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            data = input if batched else input.unsqueeze(batch_dim)
+            batch_sizes = sorted_indices = unsorted_indices = None
+            batch = data.size(batch_dim)
+        if data.size(-1) != self.input_size:
+            raise ValueError(
+                f"input has {data.size(-1)} features (input.size(-1)), but the module "
+                f"expects input_size={self.input_size}"
+            )
+        is_lstm = self._mode == "lstm"
+        if hx is None:
+            zeros = torch.zeros(self._state_shape(batch), dtype=data.dtype, device=data.device)
+            hx = (zeros, zeros) if is_lstm else zeros
+        else:
+            names = ("h0", "c0") if is_lstm else ("h0",)
+            states = hx if is_lstm else (hx,)
+            if is_lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+                raise ValueError(
+                    f"hx must be a tuple (h0, c0) for an LSTM, got {type(hx).__name__}"
+                )
+            for h, name in zip(states, names):
+                self._check_state(h, name, batch, batched)
+            if not batched:
+                states = tuple(h.unsqueeze(1) for h in states)
+            if sorted_indices is not None:
+                states = tuple(h.index_select(1, sorted_indices) for h in states)
+            hx = tuple(states) if is_lstm else states[0]
+        return data, batch_sizes, hx, sorted_indices, unsorted_indices, batched
+
+    def forward(self, input, hx=None):
+        """Same contract as the torch.nn module: ``input`` of shape (L, N, H_in)
+        (``batch_first``: (N, L, H_in)), (L, H_in) unbatched, or a PackedSequence;
+        ``hx`` (h0, or (h0, c0) for the LSTM) of shape (D*num_layers, N, H) or
+        (D*num_layers, H) unbatched. Returns ``(output, h_n)`` or
+        ``(output, (h_n, c_n))``."""
+        data, batch_sizes, hx, sorted_idx, unsorted_idx, batched = self._prepare(input, hx)
+        weights = self.flat_weights()
+        fn = _VF_LAYER[self.mode]
+        hx_arg = list(hx) if isinstance(hx, tuple) else hx
+        with _quiet_cuda(data):
+            if batch_sizes is None:
+                result = fn(
+                    data,
+                    hx_arg,
+                    weights,
+                    self.bias,
+                    self.num_layers,
+                    self.dropout,
+                    self.training,
+                    self.bidirectional,
+                    self.batch_first,
+                )
+            else:
+                result = fn(
+                    data,
+                    batch_sizes,
+                    hx_arg,
+                    weights,
+                    self.bias,
+                    self.num_layers,
+                    self.dropout,
+                    self.training,
+                    self.bidirectional,
+                )
+        output = result[0]
+        hidden = tuple(result[1:]) if self._mode == "lstm" else result[1]
+        return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
+
+    def _finish(self, output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched):
+        states = hidden if isinstance(hidden, tuple) else (hidden,)
+        if batch_sizes is not None:
+            output = PackedSequence(output, batch_sizes, sorted_idx, unsorted_idx)
+            if unsorted_idx is not None:
+                states = tuple(h.index_select(1, unsorted_idx) for h in states)
+        elif not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            states = tuple(h.squeeze(1) for h in states)
+        hidden = states if self._mode == "lstm" else states[0]
+        return output, hidden
+
+
+def _vf(name):
+    # torch.compile cannot trace the fused recurrent kernels (dynamo also graph-
+    # breaks on torch.nn's RNN modules); leave the call eager, compile the rest.
+    @torch.compiler.disable
+    def call(*args):
+        return getattr(torch._VF, name)(*args)
+
+    return call
+
+
+_VF_LAYER = {
+    "RNN_TANH": _vf("rnn_tanh"),
+    "RNN_RELU": _vf("rnn_relu"),
+    "GRU": _vf("gru"),
+    "LSTM": _vf("lstm"),
+}
+
+
+class _quiet_cuda:
+    """cuDNN warns that gathered weights are not one contiguous chunk; they are
+    gathered afresh on every call by design, so the warning says nothing new."""
+
+    def __init__(self, t: Tensor):
+        self.on = t.is_cuda
+        self.ctx = warnings.catch_warnings() if self.on else None
+
+    def __enter__(self):
+        if self.on:
+            self.ctx.__enter__()
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+
+    def __exit__(self, *exc):
+        if self.on:
+            return self.ctx.__exit__(*exc)
+        return False
+
+
+class RestrictedRNN(RestrictedRNNBase):
+    r"""Elman RNN with restricted (shared-row) weights; drop-in for :class:`torch.nn.RNN`.
+
+    ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu), where the
+    first ``s = round(sharing_rate * hidden_size)`` rows of ``W_ih`` and
+    ``W_hh`` (and of their biases) are the same shared rows.
+
+    Args are torch.nn.RNN's, plus ``sharing_rate``: a float in [0, 1], a
+    ``(2, 1)`` table (rows: input x, input h), or a list with one of those per
+    layer. 0 is the classical RNN exactly. Parameters: see :mod:`rrnn.modules`.
+    """
+
+    _mode = "rnn"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            sharing_rate,
+            nonlinearity,
+            device,
+            dtype,
+        )
+
+
+class RestrictedGRU(RestrictedRNNBase):
+    r"""GRU with restricted (shared-row) weights; drop-in for :class:`torch.nn.GRU`.
+
+    Gates in torch.nn order (r, z, n)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Every one of the six matrices takes its first ``round(r_ij * hidden_size)``
+    rows from one shared block per layer and direction. ``sharing_rate``: a
+    float, a ``(2, 3)`` table (rows x, h; columns r, z, n), or one per layer.
+    """
+
+    _mode = "gru"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            sharing_rate,
+            "tanh",
+            device,
+            dtype,
+        )
+
+
+class RestrictedLSTM(RestrictedRNNBase):
+    r"""LSTM with restricted (shared-row) weights; drop-in for :class:`torch.nn.LSTM`.
+
+    Gates in torch.nn order (i, f, g, o); ``c' = f*c + i*g``, ``h' = o*tanh(c')``.
+    Every one of the eight (input, gate) matrices takes its first
+    ``round(r_ij * hidden_size)`` rows from one shared block per layer and
+    direction. ``sharing_rate``: a float, a ``(2, 4)`` table (rows x, h;
+    columns i, f, g, o), or one per layer. ``proj_size`` is not supported.
+    """
+
+    _mode = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+        *,
+        proj_size: int = 0,
+    ) -> None:
+        if proj_size:
+            raise ValueError(
+                f"proj_size={proj_size!r} is not supported by RestrictedLSTM; use proj_size=0 "
+                "(or a Linear layer on the outputs)"
+            )
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            sharing_rate,
+            "tanh",
+            device,
+            dtype,
+        )
+
+
+# --------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------
+class RestrictedCellBase(_CompactWeights):
+    _mode = ""
+
+    def __init__(self, input_size, hidden_size, bias, sharing_rate, nonlinearity, device, dtype):
+        super().__init__()
+        _check_common(input_size, hidden_size, bias, self._mode)
+        if self._mode == "rnn":
+            _check_nonlinearity(nonlinearity)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.nonlinearity = nonlinearity
+        self.sharing_rate = sharing_rate
+        self.restriction = R.layer_restrictions(
+            self._mode, input_size, hidden_size, 1, sharing_rate
+        )[0]
+        self._register_index(self.restriction, "")
+        self._register_compact(self.restriction, "", bias, {"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Full ``(weight_ih, weight_hh, bias_ih, bias_hh)`` as torch.nn's cell has them."""
+        return self._gather(self.restriction, "", "")
+
+    def pool(self) -> tuple[Tensor, Tensor | None]:
+        """Parameters in the interchange layout; see :meth:`RestrictedRNNBase.pool`."""
+        return self._pool(self.restriction, "")
+
+    def load_pool(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        self._load_pool(self.restriction, "", weight, bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def to_torch(self) -> nn.Module:
+        ref = next(self.parameters())
+        kwargs = dict(bias=self.bias, device=ref.device, dtype=ref.dtype)
+        if self._mode == "rnn":
+            kwargs["nonlinearity"] = self.nonlinearity
+        plain = _TORCH_CELL[self._mode](self.input_size, self.hidden_size, **kwargs)
+        with torch.no_grad():
+            for name, t in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), self.weights()):
+                if t is not None:
+                    getattr(plain, name).copy_(t)
+        return plain
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if self._mode == "rnn" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        return s + f", sharing_rate={self.sharing_rate!r}, params={self.num_parameters():,}"
+
+    def _prepare(self, input: Tensor, hx):
+        if not isinstance(input, Tensor) or input.dim() not in (1, 2):
+            got = _shape(input) if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(
+                f"input must be 2-D (batch, input_size) or 1-D (input_size,), got {got}"
+            )
+        if input.size(-1) != self.input_size:
+            raise ValueError(
+                f"input has {input.size(-1)} features (input.size(-1)), but the cell "
+                f"expects input_size={self.input_size}"
+            )
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        expected = (x.size(0), self.hidden_size) if batched else (self.hidden_size,)
+        names = ("h", "c") if self._mode == "lstm" else ("h",)
+        if hx is None:
+            zeros = x.new_zeros(x.size(0), self.hidden_size)
+            states = (zeros,) * len(names)
+        else:
+            states = tuple(hx) if self._mode == "lstm" else (hx,)
+            if len(states) != len(names):
+                raise ValueError(
+                    f"hx must be a tuple (h, c) for an LSTM cell, got {len(states)} tensors"
+                )
+            for h, name in zip(states, names):
+                if not isinstance(h, Tensor) or _shape(h) != expected:
+                    got = _shape(h) if isinstance(h, Tensor) else type(h).__name__
+                    raise ValueError(f"{name} must have shape {expected}, got {got}")
+            if not batched:
+                states = tuple(h.unsqueeze(0) for h in states)
+        return x, states, batched
+
+    def forward(self, input: Tensor, hx=None):
+        """torch.nn cell contract: input (N, H_in) or (H_in,); returns h' (or (h', c'))."""
+        x, states, batched = self._prepare(input, hx)
+        w_ih, w_hh, b_ih, b_hh = self.weights()
+        if self._mode == "lstm":
+            out = torch._VF.lstm_cell(x, states, w_ih, w_hh, b_ih, b_hh)
+        elif self._mode == "gru":
+            out = (torch._VF.gru_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
+        elif self.nonlinearity == "tanh":
+            out = (torch._VF.rnn_tanh_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
+        else:
+            out = (torch._VF.rnn_relu_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
+        if not batched:
+            out = tuple(h.squeeze(0) for h in out)
+        return tuple(out) if self._mode == "lstm" else out[0]
+
+
+class RestrictedRNNCell(RestrictedCellBase):
+    """Drop-in for :class:`torch.nn.RNNCell` with restricted weights (see :class:`RestrictedRNN`)."""
+
+    _mode = "rnn"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, sharing_rate, nonlinearity, device, dtype)
+
+
+class RestrictedGRUCell(RestrictedCellBase):
+    """Drop-in for :class:`torch.nn.GRUCell` with restricted weights (see :class:`RestrictedGRU`)."""
+
+    _mode = "gru"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, sharing_rate, "tanh", device, dtype)
+
+
+class RestrictedLSTMCell(RestrictedCellBase):
+    """Drop-in for :class:`torch.nn.LSTMCell` with restricted weights (see :class:`RestrictedLSTM`)."""
+
+    _mode = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        sharing_rate=0.5,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, sharing_rate, "tanh", device, dtype)
