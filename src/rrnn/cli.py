@@ -28,8 +28,8 @@ def _cells(text: str) -> list[str]:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from .params_table import build_rows, format_table
     from .paper import TABLE_II_RATES
+    from .params_table import build_rows, format_table
 
     table = build_rows(
         cells=args.cells,
