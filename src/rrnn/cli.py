@@ -48,6 +48,231 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of `rrnn train`. Defaults are None here, so that --resume can tell
+    which settings the user gave; the real defaults are TrainConfig's."""
+    from .lm.train import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        choices=["ptb", "wikitext-2"],
+        default=None,
+        help=f"built-in corpus (default {d.dataset})",
+    )
+    g.add_argument(
+        "--corpus",
+        metavar="DIR",
+        default=None,
+        help="your own corpus: a folder with train.txt, valid.txt, test.txt (overrides --dataset)",
+    )
+    g.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="folder holding ptb/ and wikitext-2/ (default $RRNN_DATA_DIR, else ~/.cache/rrnn); missing files are downloaded",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--cell", choices=list(MODES), default=None, help=f"recurrent cell (default {d.cell})"
+    )
+    g.add_argument(
+        "--sharing-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help=f"sharing rate in [0, 1]; 0 is the classical cell (default {d.sharing_rate})",
+    )
+    g.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"recurrent layers (default {d.layers})",
+    )
+    g.add_argument(
+        "--embedding-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"embedding size E (default {d.embedding_size})",
+    )
+    g.add_argument(
+        "--hidden-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"hidden size H (default {d.hidden_size})",
+    )
+    g.add_argument(
+        "--variant",
+        choices=["plain", "tied-dropout"],
+        default=None,
+        help="plain: untied, no dropout; tied-dropout: tied embedding/decoder and dropout 0.2 between recurrent layers (default plain)",
+    )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="dropout between recurrent layers (default: the variant's, 0 or 0.2)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=["rrnn", "torch"],
+        default=None,
+        help="rrnn: restricted layer; torch: plain torch.nn layer, needs --sharing-rate 0 (default rrnn)",
+    )
+    g = p.add_argument_group("optimisation (the paper's section IV-A by default)")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"epochs; the cosine schedule spans them (default {d.epochs})",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"training batch size (default {d.batch_size})",
+    )
+    g.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"evaluation batch size; 1 gives the exact streaming perplexity (default {d.eval_batch_size})",
+    )
+    g.add_argument(
+        "--bptt",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"truncated backpropagation length (default {d.bptt})",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="X",
+        help=f"initial SGD learning rate (default {d.lr})",
+    )
+    g.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        metavar="X",
+        help=f"SGD momentum (default {d.momentum})",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        metavar="X",
+        help=f"weight decay (default {d.weight_decay})",
+    )
+    g.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        metavar="X",
+        help=f"gradient-norm clipping (default {d.clip})",
+    )
+    g.add_argument(
+        "--seed", type=int, default=None, metavar="N", help=f"random seed (default {d.seed})"
+    )
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="run directory (default runs/<dataset>-<cell>-r<rate>-<variant>); a temp folder with --dry-run",
+    )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint.pt"
+    )
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="smoke test: one epoch of three batches of every split",
+    )
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"batches between log records (default {d.log_interval})",
+    )
+    g.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    g.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="torch.set_num_threads(N)"
+    )
+
+
+_NOT_CONFIG = {"command", "func", "out", "resume", "overwrite", "dry_run"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .lm.train import TrainConfig, TrainingDiverged, dry_run_config, temp_run_dir, train
+
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    cfg = TrainConfig(**given)
+    if args.dry_run:
+        cfg = dry_run_config(cfg)
+    out = args.out
+    if out is None:
+        if args.resume:
+            raise ValueError("--resume needs --out DIR, the run to continue")
+        name = cfg.dataset if cfg.corpus is None else "corpus"
+        out = (
+            temp_run_dir()
+            if args.dry_run
+            else f"runs/{name}-{cfg.cell}-r{cfg.sharing_rate:g}-{cfg.variant}"
+        )
+    try:
+        result = train(cfg, out, resume=args.resume, overwrite=args.overwrite, explicit=set(given))
+    except TrainingDiverged as err:
+        print(f"rrnn train: {err}", file=sys.stderr)
+        return 3
+    if result["status"] == "interrupted":
+        return 130
+    print(
+        f"run {out}: test ppl {result['test_ppl']:.2f} at the best validation epoch "
+        f"{result['best_epoch']} (valid ppl {result['valid_ppl']:.2f}); "
+        f"{result['rnn_params']:,} recurrent parameters"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .lm.generate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint, args.split, args.batch_size, args.data_dir, args.bptt, args.device
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(
+            f"{r['split']} ppl {r['ppl']:.2f} ({r['tokens']:,} tokens, batch size "
+            f"{r['batch_size']}, bptt {r['bptt']}, checkpoint after epoch {r['epoch']})"
+        )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .lm.generate import generate
+
+    print(
+        generate(args.checkpoint, args.words, args.temperature, args.seed, args.prompt, args.device)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rrnn",
@@ -93,6 +318,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser(
+        "train",
+        help="train a language model (the paper's setup by default)",
+        description="Train a word-level language model with a restricted (or classical) "
+        "recurrent layer. Defaults are the paper's: 3 layers, E = H = 200, SGD lr 1 with "
+        "momentum 0.9 and cosine annealing, clip 0.25, 100 epochs, batch 80, bptt 35.",
+    )
+    _train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="perplexity of a checkpoint on a split",
+        description="Evaluate a checkpoint on a whole split of the corpus it was trained on.",
+    )
+    p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
+    p.add_argument(
+        "--split",
+        choices=["train", "valid", "test"],
+        default="test",
+        help="split to evaluate (default test)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="evaluation batch size (default: the run's); 1 gives the exact streaming perplexity",
+    )
+    p.add_argument(
+        "--bptt",
+        type=int,
+        default=None,
+        help="window length (default: the run's); does not change the result, only memory and speed",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the corpus (default: the run's, $RRNN_DATA_DIR, ~/.cache/rrnn)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a checkpoint",
+        description="Sample words from a trained language model.",
+    )
+    p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
+    p.add_argument("--words", type=int, default=100, help="number of words to sample (default 100)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="softmax temperature; lower is more conservative (default 1.0)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
+    p.add_argument(
+        "--prompt", default=None, help="text to continue (default: the start of a sentence)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -104,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"rrnn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"rrnn {args.command}: aborted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

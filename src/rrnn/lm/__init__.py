@@ -1,0 +1,2 @@
+"""Language modelling with restricted recurrent layers: data, model, training,
+evaluation and generation."""

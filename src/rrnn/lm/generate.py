@@ -1,0 +1,103 @@
+"""Evaluating a checkpoint on a split, and sampling text from it."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from . import data as D
+from .train import (
+    CheckpointError,
+    TrainConfig,
+    load_checkpoint,
+    model_from_checkpoint,
+    split_perplexity,
+)
+
+
+def evaluate_checkpoint(
+    path,
+    split: str = "test",
+    batch_size: int | None = None,
+    data_dir: str | None = None,
+    bptt: int | None = None,
+    device="cpu",
+    log=print,
+) -> dict:
+    """Perplexity of a checkpoint on a whole split of the corpus it was trained on.
+
+    ``batch_size`` 1 gives the exact streaming value (every token but the first
+    is predicted once, from the whole history)."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    corpus = D.load_corpus(cfg.dataset, cfg.corpus, data_dir or cfg.data_dir, log=log)
+    if corpus.fingerprint != ckpt["fingerprint"]:
+        raise CheckpointError(
+            f"{path} was trained on other data than {corpus.name} found now (its files' hashes "
+            "differ); evaluate it on the corpus it was trained on"
+        )
+    model = model_from_checkpoint(ckpt, device)
+    batch_size = batch_size or cfg.eval_batch_size
+    bptt = bptt or cfg.bptt
+    if batch_size <= 0 or bptt <= 0:
+        raise ValueError(f"--batch-size and --bptt must be positive, got {batch_size}, {bptt}")
+    D.check_batching(corpus, batch_size, bptt, (split,), "--batch-size")
+    source = D.batchify(corpus.split(split), batch_size).to(device)
+    ppl = split_perplexity(model, source, bptt)
+    return {
+        "checkpoint": str(path),
+        "split": split,
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "ppl": ppl,
+        "tokens": (source.size(0) - 1) * source.size(1),
+        "epoch": ckpt["epoch"],
+    }
+
+
+@torch.no_grad()
+def generate(
+    path,
+    words: int = 100,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    prompt: str | None = None,
+    device="cpu",
+) -> str:
+    """Sample ``words`` words after ``prompt`` (default: the start of a sentence)."""
+    if not temperature > 0:
+        raise ValueError(f"--temperature must be positive, got {temperature!r}")
+    if words < 0:
+        raise ValueError(f"--words must be >= 0, got {words!r}")
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, device).eval()
+    itos: list[str] = ckpt["itos"]
+    stoi = {w: i for i, w in enumerate(itos)}
+    context = prompt.split() if prompt else [D.EOS]
+    unknown = [w for w in context if w not in stoi]
+    if unknown:
+        if D.UNK not in stoi:
+            raise ValueError(
+                f"prompt words {unknown} are not in the vocabulary, which has no {D.UNK}"
+            )
+        print(
+            f"prompt words not in the vocabulary, read as {D.UNK}: {' '.join(unknown)}",
+            file=sys.stderr,
+        )
+    ids = torch.tensor([stoi.get(w, stoi.get(D.UNK, 0)) for w in context], device=device)
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    hidden = model.init_hidden(1)
+    logits, hidden = model(ids.view(-1, 1), hidden)  # (T, V)
+    out = [] if not prompt else list(context)
+    for _ in range(words):
+        probs = torch.softmax(logits[-1].float().cpu() / temperature, dim=-1)
+        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        out.append(itos[nxt])
+        logits, hidden = model(torch.tensor([[nxt]], device=device), hidden)
+    text = " ".join(out)
+    return text.replace(f" {D.EOS} ", "\n").replace(D.EOS, "\n").strip()

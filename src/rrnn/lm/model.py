@@ -1,0 +1,132 @@
+"""The word-level language model of the paper (section IV-A)::
+
+    tokens (T, B) -> Embedding(V, E) -> restricted RNN/GRU/LSTM (E -> H, L layers)
+                  -> Linear(H, V) -> logits (T, B, V)
+
+Dropout (the "tied-dropout" variant) falls between recurrent layers, on the
+outputs of layers 1..L-1, as in the authors' code. Tied weights share the
+embedding and decoder matrices (needs E == H).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from torch import Tensor, nn
+
+from .. import modules
+from ..restriction import MODES, count_parameters, resolve_sharing_rates
+
+_RESTRICTED = {
+    "rnn": modules.RestrictedRNN,
+    "gru": modules.RestrictedGRU,
+    "lstm": modules.RestrictedLSTM,
+}
+_TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+BACKENDS = ("rrnn", "torch")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    sharing_rate: float | list = 0.5
+    layers: int = 3
+    embedding_size: int = 200
+    hidden_size: int = 200
+    dropout: float = 0.0
+    tie_weights: bool = False
+    backend: str = "rrnn"  # "torch": a plain torch.nn layer (sharing_rate must be 0)
+
+    def __post_init__(self) -> None:
+        if self.cell not in MODES:
+            raise ValueError(f"cell must be one of {', '.join(MODES)}, got {self.cell!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        resolve_sharing_rates(
+            self.sharing_rate, self.layers, {"rnn": 1, "gru": 3, "lstm": 4}[self.cell]
+        )
+        if self.backend == "torch" and self.sharing_rate not in (0, 0.0):
+            raise ValueError(
+                f"backend='torch' builds a classical torch.nn layer; sharing_rate must be 0, "
+                f"got {self.sharing_rate!r}"
+            )
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                f"tied weights need embedding size == hidden size, got embedding_size="
+                f"{self.embedding_size} and hidden_size={self.hidden_size}; set them equal "
+                "or untie the weights (variant 'plain')"
+            )
+        if not 0.0 <= float(self.dropout) <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"model config has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class RNNModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.encoder = nn.Embedding(c.vocab_size, c.embedding_size)
+        kwargs = {"dropout": c.dropout if c.layers > 1 else 0.0}
+        if c.backend == "rrnn":
+            self.rnn = _RESTRICTED[c.cell](
+                c.embedding_size, c.hidden_size, c.layers, sharing_rate=c.sharing_rate, **kwargs
+            )
+        else:
+            self.rnn = _TORCH[c.cell](c.embedding_size, c.hidden_size, c.layers, **kwargs)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
+        if c.tie_weights:
+            self.decoder.weight = self.encoder.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        if not self.config.tie_weights:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def init_hidden(self, batch_size: int):
+        c = self.config
+        weight = self.decoder.weight
+        h = weight.new_zeros(c.layers, batch_size, c.hidden_size)  # (L, B, H)
+        return (h, h.clone()) if c.cell == "lstm" else h
+
+    def forward(self, tokens: Tensor, hidden) -> tuple[Tensor, object]:
+        emb = self.encoder(tokens)  # (T, B, E)
+        output, hidden = self.rnn(emb, hidden)  # (T, B, H)
+        logits = self.decoder(output)  # (T, B, V)
+        return logits.view(-1, self.config.vocab_size), hidden  # (T*B, V)
+
+    def rnn_parameters(self) -> int:
+        return sum(p.numel() for p in self.rnn.parameters())
+
+    def total_parameters(self) -> int:
+        # parameters() yields a tied matrix once
+        return sum(p.numel() for p in self.parameters())
+
+
+def expected_rnn_parameters(c: ModelConfig) -> int:
+    return count_parameters(c.cell, c.embedding_size, c.hidden_size, c.layers, c.sharing_rate)
+
+
+def detach_hidden(hidden):
+    """Cut the graph between windows (truncated backpropagation through time)."""
+    if isinstance(hidden, Tensor):
+        return hidden.detach()
+    return tuple(detach_hidden(h) for h in hidden)

@@ -1,0 +1,562 @@
+"""Training a language model: the paper's recipe (section IV-A) as defaults.
+
+A run directory holds::
+
+    config.json     the TrainConfig and ModelConfig of the run
+    metrics.jsonl   one record per log interval ("kind": "log") and per epoch ("kind": "epoch")
+    checkpoint.pt   latest state: model, optimizer, RNG, hidden state, position, history
+    best.pt         the checkpoint of the best validation epoch so far
+    summary.json    final numbers (written at the end, and updated after every epoch)
+
+Checkpoints are written atomically after every epoch and when the run is
+stopped with Ctrl-C (at the next batch boundary). ``--resume`` restarts from
+``checkpoint.pt`` and reaches exactly the numbers of an uninterrupted run on
+the same machine and thread count, also after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..fileio import atomic_torch_save, atomic_write_text, copy_file
+from . import data as D
+from .model import ModelConfig, RNNModel, detach_hidden
+
+CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
+CHECKPOINT_VERSION = 1
+VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
+# fields that may differ when resuming: where things are and how fast they run
+RESUMABLE_OVERRIDES = {"data_dir", "device", "threads", "log_interval"}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class CheckpointError(ValueError):
+    """A file is not an rrnn checkpoint, or belongs to another model or corpus."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the paper's section IV-A."""
+
+    dataset: str | None = "ptb"
+    corpus: str | None = None
+    data_dir: str | None = None
+    cell: str = "lstm"
+    sharing_rate: float = 0.5
+    layers: int = 3
+    embedding_size: int = 200
+    hidden_size: int = 200
+    variant: str = "plain"
+    dropout: float | None = None  # None: the variant's (plain 0, tied-dropout 0.2)
+    backend: str = "rrnn"
+    epochs: int = 100
+    batch_size: int = 80
+    eval_batch_size: int = 80
+    bptt: int = 35
+    lr: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    clip: float = 0.25
+    seed: int = 1
+    log_interval: int = 100
+    device: str = "cpu"
+    threads: int | None = None
+    max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.corpus is None and self.dataset is None:
+            raise ValueError("pass a dataset (--dataset) or a corpus folder (--corpus)")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        tie, default_dropout = VARIANTS[self.variant]
+        dropout = default_dropout if self.dropout is None else self.dropout
+        return ModelConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            sharing_rate=self.sharing_rate,
+            layers=self.layers,
+            embedding_size=self.embedding_size,
+            hidden_size=self.hidden_size,
+            dropout=dropout,
+            tie_weights=tie,
+            backend=self.backend,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing over the run, one value per epoch: ``base`` at epoch 0,
+    falling to ``base * (1 + cos(pi * (E-1)/E)) / 2`` at the last."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+@torch.no_grad()
+def evaluate(
+    model: RNNModel, source: torch.Tensor, bptt: int, max_batches: int | None = None
+) -> tuple[float, int]:
+    """Token-weighted loss over a whole batchified split, including the last
+    short window, from a zero state. Returns ``(sum of losses, tokens)``."""
+    model.eval()
+    hidden = model.init_hidden(source.size(1))
+    total, count = 0.0, 0
+    for n, i in enumerate(range(0, source.size(0) - 1, bptt)):
+        if max_batches is not None and n >= max_batches:
+            break
+        data, targets = D.get_batch(source, i, bptt)
+        logits, hidden = model(data, hidden)
+        total += F.cross_entropy(logits, targets, reduction="sum").item()
+        count += targets.numel()
+    return total, count
+
+
+def split_perplexity(model, source, bptt, max_batches=None) -> float:
+    total, count = evaluate(model, source, bptt, max_batches)
+    return perplexity(total / count)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint (``weights_only=True``), with a clear error for files
+    that are missing or are not rrnn language-model checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable rrnn checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an rrnn language-model checkpoint (written by `rrnn train`)"
+        )
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {ckpt.get('version')!r}; this rrnn reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, device="cpu") -> RNNModel:
+    config = ModelConfig.from_dict(ckpt["model_config"])
+    model = RNNModel(config).to(device)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit its model config: {err}") from None
+    return model
+
+
+def _hidden_to_list(hidden):
+    return [hidden] if isinstance(hidden, torch.Tensor) else list(hidden)
+
+
+def _hidden_from_list(items, cell):
+    return (items[0], items[1]) if cell == "lstm" else items[0]
+
+
+# ---------------------------------------------------------------------------
+# Run directory
+# ---------------------------------------------------------------------------
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(
+                f"--resume: no checkpoint.pt in {out}; start a new run without --resume"
+            )
+        return
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "it, --overwrite to replace it, or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in existing:
+        (out / name).unlink()
+
+
+def _check_resume_config(stored: dict, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """The stored config wins; a flag given explicitly that contradicts it is an error."""
+    conflicts = []
+    for name in sorted(explicit - RESUMABLE_OVERRIDES):
+        if name in stored and getattr(requested, name) != stored[name]:
+            conflicts.append(
+                f"--{name.replace('_', '-')} {getattr(requested, name)!r} "
+                f"(the run has {stored[name]!r})"
+            )
+    if conflicts:
+        raise CheckpointError(
+            "cannot resume with different settings: "
+            + "; ".join(conflicts)
+            + ". Drop these flags to continue the run, or start a new one with another --out."
+        )
+    merged = dict(stored)
+    for name in explicit & RESUMABLE_OVERRIDES:
+        merged[name] = getattr(requested, name)
+    return TrainConfig.from_dict(merged)
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current batch, checkpoint, stop. Second: abort."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        print(
+            "\nstopping after this batch (Ctrl-C again to abort without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+class _Metrics:
+    """Appends JSON lines; on resume, drops records written after the checkpoint."""
+
+    def __init__(self, path: Path, keep: int | None) -> None:
+        self.path = path
+        lines: list[str] = []
+        if keep is not None and path.is_file():
+            lines = path.read_text().splitlines()[:keep]
+            atomic_write_text(path, "".join(line + "\n" for line in lines))
+        self.count = len(lines)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.count += 1
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    explicit: set[str] | None = None,
+    log=print,
+    progress: bool | None = None,
+) -> dict:
+    """Train (or resume) a run in ``out``; returns the summary dict.
+
+    ``explicit``: names of config fields the user set on the command line (used
+    to refuse contradicting a resumed run's settings).
+    """
+    out = Path(out)
+    _prepare_out(out, resume, overwrite)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "checkpoint.pt")
+        cfg = _check_resume_config(ckpt["train_config"], cfg, explicit or set())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+
+    corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+    D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
+    D.check_batching(corpus, cfg.eval_batch_size, cfg.bptt, ("valid", "test"), "--eval-batch-size")
+    torch.manual_seed(cfg.seed)
+    mconf = cfg.model_config(corpus.vocab_size)
+    model = RNNModel(mconf).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+    state = {
+        "epoch": 0,
+        "batch": 0,
+        "history": [],
+        "best": None,
+        "elapsed": 0.0,
+        "loss_sum": 0.0,
+        "tokens": 0,
+        "hidden": None,
+    }
+    if ckpt is not None:
+        if ckpt.get("fingerprint") != corpus.fingerprint:
+            raise CheckpointError(
+                f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
+                f"{str(ckpt.get('fingerprint'))[:12]}..., this corpus {corpus.fingerprint[:12]}...)"
+            )
+        if ckpt["model_config"] != mconf.to_dict():
+            raise CheckpointError(
+                f"{out / 'checkpoint.pt'} holds another model: {ckpt['model_config']} "
+                f"!= {mconf.to_dict()}"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
+            state[key] = ckpt[key]
+        if ckpt["hidden"] is not None:
+            state["hidden"] = _hidden_from_list([h.to(device) for h in ckpt["hidden"]], cfg.cell)
+        log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
+    else:
+        atomic_write_text(
+            out / "config.json",
+            json.dumps({"train": cfg.to_dict(), "model": mconf.to_dict()}, indent=2) + "\n",
+        )
+    metrics = _Metrics(out / "metrics.jsonl", ckpt["metrics_lines"] if ckpt else None)
+
+    train_data = D.batchify(corpus.train, cfg.batch_size).to(device)  # (N/B, B)
+    eval_data = {
+        s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device) for s in ("valid", "test")
+    }
+    windows = D.num_windows(train_data, cfg.bptt)
+    if cfg.max_batches:
+        windows = min(windows, cfg.max_batches)
+    rnn_params, total_params = model.rnn_parameters(), model.total_parameters()
+    if state["epoch"] == 0 and state["batch"] == 0:
+        log(
+            f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} tokens; "
+            f"{mconf.cell} r={mconf.sharing_rate} {mconf.layers}x{mconf.hidden_size}: "
+            f"{rnn_params:,} recurrent / {total_params:,} total parameters"
+        )
+
+    def checkpoint(epoch, batch, hidden):
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "train_config": cfg.to_dict(),
+                "model_config": mconf.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "batch": batch,
+                "hidden": None if hidden is None else [h.cpu() for h in _hidden_to_list(hidden)],
+                "history": state["history"],
+                "best": state["best"],
+                "elapsed": state["elapsed"],
+                "loss_sum": state["loss_sum"],
+                "tokens": state["tokens"],
+                "metrics_lines": metrics.count,
+                "itos": corpus.itos,
+                "fingerprint": corpus.fingerprint,
+            },
+            out / "checkpoint.pt",
+        )
+
+    def summary(status: str) -> dict:
+        best = state["best"]
+        record = next((h for h in state["history"] if best and h["epoch"] == best["epoch"]), None)
+        result = {
+            "status": status,
+            "test_ppl": record["test_ppl"] if record else None,
+            "valid_ppl": record["valid_ppl"] if record else None,
+            "best_epoch": best["epoch"] if best else None,
+            "epochs": len(state["history"]),
+            "epochs_planned": cfg.epochs,
+            "rnn_params": rnn_params,
+            "total_params": total_params,
+            "train_seconds": round(state["elapsed"], 3),
+            "train_tokens_per_s": (
+                sum(h["train_tokens"] for h in state["history"]) / max(state["elapsed"], 1e-9)
+                if state["history"]
+                else None
+            ),
+            "dataset": corpus.name,
+            "fingerprint": corpus.fingerprint,
+            "model": mconf.to_dict(),
+            "history": state["history"],
+        }
+        atomic_write_text(out / "summary.json", json.dumps(result, indent=2) + "\n")
+        return result
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    from tqdm import tqdm
+
+    with _StopFlag() as flag:
+        for epoch in range(state["epoch"], cfg.epochs):
+            lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            hidden = (
+                state["hidden"]
+                if state["hidden"] is not None
+                else model.init_hidden(cfg.batch_size)
+            )
+            state["hidden"] = None
+            start_batch = state["batch"]
+            bar = tqdm(
+                total=windows,
+                initial=start_batch,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not show_bar,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+            interval_loss, interval_tokens, tick = 0.0, 0, time.perf_counter()
+            for batch in range(start_batch, windows):
+                data, targets = D.get_batch(train_data, batch * cfg.bptt, cfg.bptt)
+                hidden = detach_hidden(hidden)
+                optimizer.zero_grad(set_to_none=True)
+                logits, hidden = model(data, hidden)
+                loss = F.cross_entropy(logits, targets)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
+                        f"batch {batch + 1} (lr {lr:.4g}). The last good checkpoint "
+                        f"({out / 'checkpoint.pt'}, after epoch {state['epoch']}) is intact. Lower --lr "
+                        "or --clip and start again."
+                    )
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                optimizer.step()
+                n_tok = targets.numel()
+                value = loss.item()
+                state["loss_sum"] += value * n_tok
+                state["tokens"] += n_tok
+                interval_loss += value * n_tok
+                interval_tokens += n_tok
+                bar.update(1)
+                if (batch + 1) % cfg.log_interval == 0 or batch + 1 == windows:
+                    now = time.perf_counter()
+                    dt = now - tick
+                    state["elapsed"] += dt
+                    rate = interval_tokens / max(dt, 1e-9)
+                    mean = interval_loss / interval_tokens
+                    eta = (windows - batch - 1) * cfg.bptt * cfg.batch_size / max(rate, 1e-9)
+                    record = {
+                        "kind": "log",
+                        "epoch": epoch + 1,
+                        "batch": batch + 1,
+                        "batches": windows,
+                        "loss": mean,
+                        "ppl": perplexity(mean),
+                        "lr": lr,
+                        "tokens_per_s": rate,
+                        "elapsed": state["elapsed"],
+                    }
+                    metrics.write(record)
+                    bar.set_postfix(
+                        loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{rate:,.0f}"
+                    )
+                    if not show_bar:
+                        log(
+                            f"epoch {epoch + 1} batch {batch + 1}/{windows} loss {mean:.3f} "
+                            f"ppl {perplexity(mean):.1f} lr {lr:.4g} {rate:,.0f} tok/s "
+                            f"eta {eta:.0f}s"
+                        )
+                    interval_loss, interval_tokens, tick = 0.0, 0, time.perf_counter()
+                if flag.stop and batch + 1 < windows:
+                    state["elapsed"] += time.perf_counter() - tick
+                    checkpoint(epoch, batch + 1, hidden)
+                    bar.close()
+                    log(
+                        f"stopped at epoch {epoch + 1}, batch {batch + 1}; checkpoint written. "
+                        f"Continue with: rrnn train --out {out} --resume"
+                    )
+                    return summary("interrupted")
+            bar.close()
+            train_loss = state["loss_sum"] / max(state["tokens"], 1)
+            train_tokens = state["tokens"]
+            valid_ppl = split_perplexity(model, eval_data["valid"], cfg.bptt, cfg.max_batches)
+            test_ppl = split_perplexity(model, eval_data["test"], cfg.bptt, cfg.max_batches)
+            record = {
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_ppl": perplexity(train_loss),
+                "valid_ppl": valid_ppl,
+                "test_ppl": test_ppl,
+                "train_tokens": train_tokens,
+                "elapsed": state["elapsed"],
+            }
+            state["history"].append(record)
+            improved = state["best"] is None or valid_ppl < state["best"]["valid_ppl"]
+            if improved:
+                state["best"] = {"epoch": epoch + 1, "valid_ppl": valid_ppl}
+            metrics.write(record)
+            state["loss_sum"], state["tokens"], state["batch"] = 0.0, 0, 0
+            state["epoch"] = epoch + 1
+            checkpoint(epoch + 1, 0, None)
+            if improved:
+                copy_file(out / "checkpoint.pt", out / "best.pt")
+            summary("running" if epoch + 1 < cfg.epochs else "completed")
+            log(
+                f"epoch {epoch + 1:3d} | lr {lr:.4f} | train ppl {perplexity(train_loss):8.2f} | "
+                f"valid ppl {valid_ppl:8.2f} | test ppl {test_ppl:8.2f} | "
+                f"{state['elapsed']:.0f}s{'  *best' if improved else ''}"
+            )
+            if flag.stop:
+                log(
+                    f"stopped after epoch {epoch + 1}; continue with: rrnn train --out {out} --resume"
+                )
+                return summary("interrupted")
+    return summary("completed")
+
+
+def dry_run_config(cfg: TrainConfig) -> TrainConfig:
+    """A few batches of every split: one epoch, three windows each."""
+    d = cfg.to_dict()
+    d.update(epochs=1, max_batches=3, log_interval=1)
+    return TrainConfig.from_dict(d)
+
+
+def temp_run_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="rrnn-dry-run-"))
