@@ -102,3 +102,64 @@ def bench_case(
         "speedup": t_torch / t_ours,
         "repeats": repeats,
     }
+
+
+def bench_lm(
+    cell: str = "lstm",
+    rate: float = 0.0,
+    vocab: int = 10_000,
+    batch: int = 80,
+    bptt: int = 35,
+    size: int = 200,
+    layers: int = 3,
+    repeats: int = 20,
+    warmup: int = 3,
+) -> dict:
+    """Training tokens/s of the paper's language model (embedding, recurrent
+    stack, decoder, SGD step with clipping) with a restricted layer against the
+    same model with a plain torch.nn layer, timed interleaved."""
+    import torch.nn.functional as F
+
+    from .lm.model import ModelConfig, RNNModel
+
+    torch.manual_seed(0)
+    models = {
+        "torch": RNNModel(ModelConfig(vocab, cell, 0.0, layers, size, size, backend="torch")),
+        "rrnn": RNNModel(ModelConfig(vocab, cell, rate, layers, size, size)),
+    }
+    optims = {
+        k: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
+        for k, m in models.items()
+    }
+    data = torch.randint(vocab, (bptt, batch))  # (T, B)
+    targets = torch.randint(vocab, (bptt * batch,))  # (T*B,)
+    hidden = {k: m.init_hidden(batch) for k, m in models.items()}
+
+    def step(name):
+        model, opt = models[name], optims[name]
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            logits, _ = model(data, hidden[name])
+            F.cross_entropy(logits, targets).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            opt.step()
+
+        return run
+
+    times = interleaved({k: step(k) for k in models}, repeats, warmup)
+    t_torch, t_ours = statistics.median(times["torch"]), statistics.median(times["rrnn"])
+    tokens = batch * bptt
+    return {
+        "cell": cell,
+        "rate": rate,
+        "vocab": vocab,
+        "batch": batch,
+        "bptt": bptt,
+        "size": size,
+        "layers": layers,
+        "repeats": repeats,
+        "torch_tokens_per_s": tokens / t_torch,
+        "rrnn_tokens_per_s": tokens / t_ours,
+        "ratio": t_torch / t_ours,
+    }

@@ -378,8 +378,9 @@ def num_windows(source: torch.Tensor, bptt: int) -> int:
 def check_batching(
     corpus: Corpus, batch_size: int, bptt: int, splits=SPLITS, what: str = "--batch-size"
 ) -> None:
-    """Every split must give at least one full window: ``batch_size * (bptt + 1)``
-    tokens, else a clear error."""
+    """Training needs at least one full window per split: ``batch_size * (bptt + 1)``
+    tokens. (Evaluation passes ``bptt=1``: each stream needs two tokens, and a
+    window longer than the split is simply short.) Raises a clear error."""
     for split in splits:
         n = corpus.split(split).numel()
         need = batch_size * (bptt + 1)
@@ -387,5 +388,5 @@ def check_batching(
             raise DataError(
                 f"the {split} split of {corpus.name} has {n:,} tokens, fewer than "
                 f"{what} x (bptt + 1) = {batch_size} x {bptt + 1} = {need:,}; "
-                "use a smaller batch size or bptt"
+                f"use a smaller {what}{' or --bptt' if bptt > 1 else ''}"
             )

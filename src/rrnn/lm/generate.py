@@ -42,7 +42,7 @@ def evaluate_checkpoint(
     bptt = bptt or cfg.bptt
     if batch_size <= 0 or bptt <= 0:
         raise ValueError(f"--batch-size and --bptt must be positive, got {batch_size}, {bptt}")
-    D.check_batching(corpus, batch_size, bptt, (split,), "--batch-size")
+    D.check_batching(corpus, batch_size, 1, (split,), "--batch-size")
     source = D.batchify(corpus.split(split), batch_size).to(device)
     ppl = split_perplexity(model, source, bptt)
     return {

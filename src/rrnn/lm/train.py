@@ -314,7 +314,7 @@ def train(
 
     corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
     D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
-    D.check_batching(corpus, cfg.eval_batch_size, cfg.bptt, ("valid", "test"), "--eval-batch-size")
+    D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
     torch.manual_seed(cfg.seed)
     mconf = cfg.model_config(corpus.vocab_size)
     model = RNNModel(mconf).to(device)
