@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import kernels
 from . import restriction as R
 
 _TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -252,6 +253,9 @@ class RestrictedRNNBase(_CompactWeights):
         self.restrictions = R.layer_restrictions(
             mode, input_size, hidden_size, num_layers, sharing_rate, self.bidirectional
         )
+        self._kernel = "auto"
+        self._stream_cache = kernels.StreamCache()
+        self._uniform_shares = kernels.uniform_shares(self)
         factory = {"device": device, "dtype": dtype}
         for layer, res in enumerate(self.restrictions):
             self._register_index(res, f"_l{layer}")
@@ -265,6 +269,24 @@ class RestrictedRNNBase(_CompactWeights):
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def kernel(self) -> str:
+        """Which forward path to use: "auto" (default; chosen per call),
+        "reference", "shared-row" or "stream". See :mod:`rrnn.kernels`."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, value: str) -> None:
+        if value not in kernels.KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(kernels.KERNELS)}, got {value!r}")
+        self._kernel = value
+
+    def path_for(self, input, hx=None) -> str:
+        """The path a call ``self(input, hx)`` would take now."""
+        data, batch_sizes, *_ = self._prepare(input, hx)
+        steps = data.size(1 if self.batch_first else 0)
+        return kernels.choose(self, data, batch_sizes, steps, hx)
 
     def layer_weights(
         self, layer: int, direction: int = 0
@@ -437,6 +459,15 @@ class RestrictedRNNBase(_CompactWeights):
         (D*num_layers, H) unbatched. Returns ``(output, h_n)`` or
         ``(output, (h_n, c_n))``."""
         data, batch_sizes, hx, sorted_idx, unsorted_idx, batched = self._prepare(input, hx)
+        steps = data.size(1 if self.batch_first else 0)
+        path = kernels.choose(self, data, batch_sizes, steps, hx)
+        if path != "reference":
+            if path == "stream":
+                run = _STREAM if torch.compiler.is_compiling() else kernels.stream_forward
+            else:
+                run = _SHARED_ROW if torch.compiler.is_compiling() else kernels.shared_row_forward
+            output, hidden = run(self, data, hx)
+            return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
         weights = self.flat_weights()
         fn = _VF_LAYER[self.mode]
         hx_arg = list(hx) if isinstance(hx, tuple) else hx
@@ -480,6 +511,11 @@ class RestrictedRNNBase(_CompactWeights):
             states = tuple(h.squeeze(1) for h in states)
         hidden = states if self._mode == "lstm" else states[0]
         return output, hidden
+
+
+# torch.compile leaves the fast paths eager (they loop over time steps in Python)
+_STREAM = torch.compiler.disable(kernels.stream_forward)
+_SHARED_ROW = torch.compiler.disable(kernels.shared_row_forward)
 
 
 def _vf(name):

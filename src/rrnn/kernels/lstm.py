@@ -1,0 +1,219 @@
+"""Shared-row LSTM: one layer, one direction, computed on the packed rows.
+
+With a uniform sharing rate, the ``s`` shared rows are the first rows of all
+four gates of both inputs, so per input the layer needs ``m = s + 4q`` rows
+of work (``q = d - s``) instead of ``4d``. Packed matrices::
+
+    P_x  (m, k_x) = [shared rows (first k_x columns); private x rows of i, f, g, o]
+    P_h  (m, d)   = [shared rows (first d columns);   private h rows of i, f, g, o]
+    bias (m,)     = packed b_x + packed b_h   (a shared bias entry counts twice)
+
+Pre-activations ``z = x P_x^T + h P_h^T + bias`` have columns
+``[S | P_i | P_f | P_g | P_o]`` (widths s, q, q, q, q). Every gate reads S
+in its first s columns, so on those columns ``i = f = o = sigmoid(S)`` and
+``g = tanh(S)``::
+
+    c'[:s] = sigmoid(S) * (c[:s] + tanh(S))        h'[:s] = sigmoid(S) * tanh(c'[:s])
+    c'[s:] = sigmoid(P_f) * c[s:] + sigmoid(P_i) * tanh(P_g)
+    h'[s:] = sigmoid(P_o) * tanh(c'[s:])
+
+Forward: the input projection of all steps is one GEMM, then one GEMM on h
+per step. Backward: one GEMM per step for dh; the weight gradients and the
+input gradient for all steps are three GEMMs after the loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import native
+
+
+def _kernels(t: Tensor):
+    """The fused C (forward, backward) step for ``t``'s dtype, or None."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    lib = native.library()
+    if lib is None:
+        return None
+    suffix = "f32" if t.dtype == torch.float32 else "f64"
+    return getattr(lib, f"rrnn_lstm_fwd_{suffix}"), getattr(lib, f"rrnn_lstm_bwd_{suffix}")
+
+
+class SharedRowLSTMFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor, bias: Tensor | None, s: int
+    ):
+        T, B, k = x.shape
+        m, d = ph.shape
+        q = d - s
+        x2 = x.reshape(T * B, k)  # (T*B, k)
+        if bias is None:
+            xz = torch.mm(x2, px.t())
+        else:
+            xz = torch.addmm(bias, x2, px.t())
+        xz = xz.view(T, B, m)  # (T, B, m)
+        sig = x.new_empty(T, B, m)  # sigmoid of every packed column
+        tan_s = x.new_empty(T, B, s)  # tanh(S)
+        tan_g = x.new_empty(T, B, q)  # tanh(P_g)
+        cs = x.new_empty(T + 1, B, d)  # cell states, cs[0] = c0
+        tc = x.new_empty(T, B, d)  # tanh(c_t)
+        out = x.new_empty(T, B, d)  # h_1 .. h_T
+        cs[0] = c0
+        pht = ph.t()
+        fused = _kernels(x)
+        zbuf = x.new_empty(B, m)
+        h = h0
+        for t in range(T):
+            z = torch.addmm(xz[t], h, pht, out=zbuf)  # (B, m)
+            if fused is not None:
+                fused[0](
+                    B,
+                    s,
+                    q,
+                    z.data_ptr(),
+                    cs[t].data_ptr(),
+                    cs[t + 1].data_ptr(),
+                    out[t].data_ptr(),
+                    sig[t].data_ptr(),
+                    tan_s[t].data_ptr(),
+                    tan_g[t].data_ptr(),
+                    tc[t].data_ptr(),
+                )
+            else:
+                _step_ops(z, cs[t], cs[t + 1], out[t], sig[t], tan_s[t], tan_g[t], tc[t], s, q)
+            h = out[t]
+        ctx.s = s
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, h0, px, ph, sig, tan_s, tan_g, cs, tc, out)
+        return out, out[T - 1].clone(), cs[T].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_hT, d_cT):
+        x, h0, px, ph, sig, tan_s, tan_g, cs, tc, out = ctx.saved_tensors
+        s = ctx.s
+        T, B, k = x.shape
+        m, d = ph.shape
+        q = d - s
+        dz_all = x.new_empty(T, B, m)  # gradient of the packed pre-activations
+        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
+        dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()
+        dc_next = x.new_empty(B, d)
+        fused = _kernels(x)
+        for t in range(T - 1, -1, -1):
+            if d_out is not None:
+                dh = torch.add(dh, d_out[t]).contiguous()
+            if fused is not None:
+                fused[1](
+                    B,
+                    s,
+                    q,
+                    sig[t].data_ptr(),
+                    tan_s[t].data_ptr(),
+                    tan_g[t].data_ptr(),
+                    tc[t].data_ptr(),
+                    cs[t].data_ptr(),
+                    dh.data_ptr(),
+                    dc.data_ptr(),
+                    dz_all[t].data_ptr(),
+                    dc_next.data_ptr(),
+                )
+            else:
+                _backward_ops(
+                    sig[t], tan_s[t], tan_g[t], tc[t], cs[t], dh, dc, dz_all[t], dc_next, s, q
+                )
+            dc, dc_next = dc_next, dc
+            dh = torch.mm(dz_all[t], ph)  # (B, d)
+        dz2 = dz_all.view(T * B, m)  # (T*B, m)
+        dx = torch.mm(dz2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
+        dpx = torch.mm(dz2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[3] else None
+        dph = None
+        if ctx.needs_input_grad[4]:
+            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]) if T > 1 else h0.unsqueeze(0)
+            dph = torch.mm(dz2.t(), h_prev.reshape(T * B, d))  # (m, d)
+        dbias = dz2.sum(0) if ctx.has_bias and ctx.needs_input_grad[5] else None
+        dh0 = dh if ctx.needs_input_grad[1] else None
+        dc0 = dc if ctx.needs_input_grad[2] else None
+        return dx, dh0, dc0, dpx, dph, dbias, None
+
+
+def _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tc, s: int, q: int) -> None:
+    """Torch-op version of the fused forward step (used without a C compiler)."""
+    i0, f0, g0, o0 = s, s + q, s + 2 * q, s + 3 * q  # column starts of P_i, P_f, P_g, P_o
+    sg = torch.sigmoid(z, out=sig)
+    ts = torch.tanh(z[:, :s], out=tan_s)
+    tg = torch.tanh(z[:, g0:o0], out=tan_g)
+    torch.add(c_prev[:, :s], ts, out=c[:, :s]).mul_(sg[:, :s])
+    torch.mul(sg[:, f0:g0], c_prev[:, s:], out=c[:, s:]).addcmul_(sg[:, i0:f0], tg)
+    th = torch.tanh(c, out=tc)
+    torch.mul(sg[:, :s], th[:, :s], out=h[:, :s])
+    torch.mul(sg[:, o0:], th[:, s:], out=h[:, s:])
+
+
+def _backward_ops(sg, ts, tg, th, c_prev, dh, dc, dz, dc_prev, s: int, q: int) -> None:
+    """Torch-op version of the fused backward step: fills ``dz`` (B, m) and
+    ``dc_prev`` (B, d) from dh and dc (B, d), which it may overwrite."""
+    i0, f0, g0, o0 = s, s + q, s + 2 * q, s + 3 * q
+    dsg = torch.addcmul(sg, sg, sg, value=-1.0)  # sigmoid' = s (1 - s), (B, m)
+    # dc_total = dc + dh * o * (1 - tanh(c)^2); o = [sig(S) | sig(P_o)]
+    u = torch.addcmul(torch.ones_like(th), th, th, value=-1.0).mul_(dh)
+    dct = dc
+    dct[:, :s].addcmul_(u[:, :s], sg[:, :s])
+    dct[:, s:].addcmul_(u[:, s:], sg[:, o0:])
+    do = dh.mul_(th)
+    # shared columns: S feeds i, f, o (sigmoid) and g (tanh)
+    dct_s, dct_p = dct[:, :s], dct[:, s:]
+    a = torch.add(c_prev[:, :s], ts).mul_(dct_s).add_(do[:, :s])
+    torch.mul(a, dsg[:, :s], out=dz[:, :s])
+    ds = dct_s * sg[:, :s]  # also the shared part of dc_prev
+    dz[:, :s].addcmul_(ds, 1.0 - ts * ts)
+    # private columns
+    torch.mul(dct_p, tg, out=dz[:, i0:f0]).mul_(dsg[:, i0:f0])
+    torch.mul(dct_p, c_prev[:, s:], out=dz[:, f0:g0]).mul_(dsg[:, f0:g0])
+    torch.mul(dct_p, sg[:, i0:f0], out=dz[:, g0:o0]).mul_(1.0 - tg * tg)
+    torch.mul(do[:, s:], dsg[:, o0:], out=dz[:, o0:])
+    dc_prev[:, :s] = ds
+    torch.mul(dct_p, sg[:, f0:g0], out=dc_prev[:, s:])
+
+
+def lstm_step(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    p_xh: Tensor,
+    bias: Tensor | None,
+    s: int,
+    h_new: Tensor,
+    c_new: Tensor,
+    scratch: tuple[Tensor, ...],
+    fused,
+) -> None:
+    """One time step for inference (call under no_grad): ``p_xh`` = ``[P_x | P_h]``
+    of shape ``(m, k_x + d)``; x (B, k_x); h, c (B, d). Writes h_new, c_new
+    (contiguous (B, d)); ``scratch`` = (sig, tanh_s, tanh_g, tanh_c) buffers."""
+    q = h.shape[1] - s
+    xh = torch.cat([x, h], 1)  # (B, k_x + d)
+    if xh.shape[0] == 1:  # a matrix-vector product is cheaper than a 1-row GEMM
+        z = (torch.mv(p_xh, xh[0]) if bias is None else torch.addmv(bias, p_xh, xh[0]))[None]
+    else:
+        z = torch.mm(xh, p_xh.t()) if bias is None else torch.addmm(bias, xh, p_xh.t())  # (B, m)
+    c = c.contiguous()
+    sig, tan_s, tan_g, tc = scratch
+    if fused is not None:
+        fused[0](
+            h.shape[0],
+            s,
+            q,
+            z.data_ptr(),
+            c.data_ptr(),
+            c_new.data_ptr(),
+            h_new.data_ptr(),
+            sig.data_ptr(),
+            tan_s.data_ptr(),
+            tan_g.data_ptr(),
+            tc.data_ptr(),
+        )
+    else:
+        _step_ops(z, c, c_new, h_new, sig, tan_s, tan_g, tc, s, q)

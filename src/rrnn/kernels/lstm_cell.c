@@ -1,0 +1,78 @@
+/*
+ * Fused elementwise work of one shared-row LSTM step, forward and backward.
+ * The GEMMs stay in torch; these loops replace the ~10 (forward) and ~20
+ * (backward) small torch ops per step. Compiled at first use by
+ * rrnn/kernels/native.py; see rrnn/kernels/lstm.py for the maths.
+ *
+ * Layout, all row-major and contiguous, one row per batch element:
+ *   z, sig, dz : (B, m), m = s + 4q, columns [S | P_i | P_f | P_g | P_o]
+ *   c_prev, c, h, tc, dh, dc, dc_prev : (B, d), d = s + q
+ *   ts : (B, s) tanh(S)      tg : (B, q) tanh(P_g)
+ */
+#include <math.h>
+#include <stddef.h>
+
+#define DEFINE_LSTM(T, SUF, EXP, LIM)                                                    \
+static inline T sigm_##SUF(T x) {                                                         \
+    x = x < -(LIM) ? -(LIM) : (x > (LIM) ? (LIM) : x);                                    \
+    return (T)1 / ((T)1 + EXP(-x));                                                       \
+}                                                                                         \
+static inline T tanh_##SUF(T x) {                                                         \
+    x = x < -(LIM) ? -(LIM) : (x > (LIM) ? (LIM) : x);                                    \
+    return (T)1 - (T)2 / ((T)1 + EXP((T)2 * x));                                          \
+}                                                                                         \
+void rrnn_lstm_fwd_##SUF(long B, long s, long q, const T *restrict z,                     \
+                         const T *restrict c_prev, T *restrict c, T *restrict h,          \
+                         T *restrict sig, T *restrict ts, T *restrict tg,                 \
+                         T *restrict tc) {                                                \
+    const long d = s + q, m = s + 4 * q;                                                  \
+    for (long b = 0; b < B; b++) {                                                        \
+        const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
+        T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                        \
+        T *cb = c + b * d, *hb = h + b * d, *tcb = tc + b * d;                            \
+        for (long j = 0; j < m; j++) sb[j] = sigm_##SUF(zb[j]);                           \
+        for (long j = 0; j < s; j++) tsb[j] = tanh_##SUF(zb[j]);                          \
+        for (long j = 0; j < q; j++) tgb[j] = tanh_##SUF(zb[s + 2 * q + j]);              \
+        for (long j = 0; j < s; j++) cb[j] = sb[j] * (cp[j] + tsb[j]);                    \
+        for (long j = 0; j < q; j++)                                                      \
+            cb[s + j] = sb[s + q + j] * cp[s + j] + sb[s + j] * tgb[j];                   \
+        for (long j = 0; j < d; j++) tcb[j] = tanh_##SUF(cb[j]);                          \
+        for (long j = 0; j < s; j++) hb[j] = sb[j] * tcb[j];                              \
+        for (long j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];          \
+    }                                                                                     \
+}                                                                                         \
+void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,                   \
+                         const T *restrict ts, const T *restrict tg,                      \
+                         const T *restrict tc, const T *restrict c_prev,                  \
+                         const T *restrict dh, const T *restrict dc,                      \
+                         T *restrict dz, T *restrict dc_prev) {                           \
+    const long d = s + q, m = s + 4 * q;                                                  \
+    for (long b = 0; b < B; b++) {                                                        \
+        const T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                  \
+        const T *tcb = tc + b * d, *cp = c_prev + b * d;                                  \
+        const T *dhb = dh + b * d, *dcb = dc + b * d;                                     \
+        T *dzb = dz + b * m, *dcp = dc_prev + b * d;                                      \
+        for (long j = 0; j < s; j++) { /* shared: i = f = o = sig(S), g = tanh(S) */      \
+            T sg = sb[j], t = tcb[j], g = tsb[j];                                         \
+            T dct = dcb[j] + dhb[j] * ((T)1 - t * t) * sg;                                \
+            T a = (cp[j] + g) * dct + dhb[j] * t;                                         \
+            T di = dct * sg;                                                              \
+            dzb[j] = a * sg * ((T)1 - sg) + di * ((T)1 - g * g);                          \
+            dcp[j] = di;                                                                  \
+        }                                                                                 \
+        for (long j = 0; j < q; j++) { /* private rows of i, f, g, o */                   \
+            long k = s + j;                                                               \
+            T si = sb[s + j], sf = sb[s + q + j], so = sb[s + 3 * q + j];                 \
+            T g = tgb[j], t = tcb[k];                                                     \
+            T dct = dcb[k] + dhb[k] * ((T)1 - t * t) * so;                                \
+            dzb[s + j] = dct * g * si * ((T)1 - si);                                      \
+            dzb[s + q + j] = dct * cp[k] * sf * ((T)1 - sf);                              \
+            dzb[s + 2 * q + j] = dct * si * ((T)1 - g * g);                               \
+            dzb[s + 3 * q + j] = dhb[k] * t * so * ((T)1 - so);                           \
+            dcp[k] = dct * sf;                                                            \
+        }                                                                                 \
+    }                                                                                     \
+}
+
+DEFINE_LSTM(float, f32, expf, 40.0f)
+DEFINE_LSTM(double, f64, exp, 300.0)

@@ -1,0 +1,116 @@
+"""Build and load the fused C step kernels (``lstm_cell.c``) at first use.
+
+The C file has no dependency but libm, so any C compiler builds it in well
+under a second. The shared library is cached in ``$RRNN_CACHE_DIR/kernels``
+(default ``~/.cache/rrnn/kernels``) under a name that hashes the source, the
+compiler command and the CPU's feature flags. Without a compiler, or with
+``RRNN_NATIVE=0``, :func:`library` returns None and the kernels run on torch
+ops instead (same results, slower).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("lstm_cell.c")
+# -ffast-math (whole) lets glibc declare its SIMD expf/exp (libmvec), so the loops
+# vectorize; the kernel clamps every exp argument, so no inf or NaN arises inside.
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
+_UNSET = object()
+_lib = _UNSET
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("RRNN_CACHE_DIR")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "rrnn"
+    return base / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def build() -> Path:
+    """Compile ``lstm_cell.c`` into the cache (atomically) and return its path."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        source + " ".join([cc, *FLAGS]).encode() + _cpu_flags().encode()
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"lstm_cell-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
+    os.close(fd)
+    try:
+        cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    long_, ptr = ctypes.c_long, ctypes.c_void_p
+    for suffix in ("f32", "f64"):
+        fwd = getattr(lib, f"rrnn_lstm_fwd_{suffix}")
+        fwd.argtypes = [long_, long_, long_] + [ptr] * 8
+        fwd.restype = None
+        bwd = getattr(lib, f"rrnn_lstm_bwd_{suffix}")
+        bwd.argtypes = [long_, long_, long_] + [ptr] * 9
+        bwd.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None (no compiler, build failed, or RRNN_NATIVE=0)."""
+    global _lib
+    if _lib is _UNSET:
+        if os.environ.get("RRNN_NATIVE", "1") == "0":
+            _lib = None
+        else:
+            try:
+                _lib = _bind(ctypes.CDLL(str(build())))
+            except Exception as err:  # any failure: fall back to torch ops
+                warnings.warn(
+                    f"rrnn: the fused C step kernel is unavailable ({err}); the shared-row "
+                    "LSTM runs on torch ops instead (same results, slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                _lib = None
+    return _lib
+
+
+def reset() -> None:
+    """Forget the loaded library (tests switch implementations with this)."""
+    global _lib
+    _lib = _UNSET

@@ -1,0 +1,214 @@
+"""Fast paths against the reference path: outputs and every gradient, dispatch,
+dropout placement, streaming, and the fallback without a C compiler."""
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rrnn
+from rrnn import kernels
+from rrnn.kernels import native
+
+F64 = torch.float64
+RATES = [0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 1, 0.33, 0.999]
+SHAPES = [(5, 5, 1, False), (3, 6, 2, True), (9, 4, 3, False), (4, 7, 3, True)]
+
+
+@pytest.fixture(params=["native", "torch-ops"])
+def impl(request, monkeypatch):
+    """Run a test with the fused C step and with its torch-op fallback."""
+    native.reset()
+    if request.param == "torch-ops":
+        monkeypatch.setenv("RRNN_NATIVE", "0")
+    else:
+        monkeypatch.delenv("RRNN_NATIVE", raising=False)
+        if native.library() is None:
+            pytest.skip("no C compiler here")
+    yield request.param
+    native.reset()
+
+
+def grads_of(module, x, hx, path):
+    module.kernel = path
+    for p in module.parameters():
+        p.grad = None
+    x = x.detach().clone().requires_grad_(True)
+    hx = tuple(h.detach().clone().requires_grad_(True) for h in hx)
+    out, (h, c) = module(x, hx)
+    w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (w * out).sum().backward(retain_graph=True)
+    (h.sum() * 0.3 + (c**2).sum() * 0.2).backward()
+    return [
+        out.detach(),
+        h.detach(),
+        c.detach(),
+        x.grad,
+        *[t.grad for t in hx],
+        *[_grad(p) for p in module.parameters()],
+    ]
+
+
+def _grad(p):
+    # an empty parameter (0 shared rows at r = 0) may keep grad None
+    if p.grad is None:
+        assert p.numel() == 0, "a non-empty parameter got no gradient"
+        return torch.zeros_like(p)
+    return p.grad.clone()
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shared_row_equals_reference(impl, rate, shape):
+    k, d, layers, bidir = shape
+    dirs = 2 if bidir else 1
+    m = rrnn.RestrictedLSTM(k, d, layers, bidirectional=bidir, sharing_rate=rate, dtype=F64)
+    x = torch.randn(6, 3, k, dtype=F64)
+    hx = (torch.randn(layers * dirs, 3, d, dtype=F64), torch.randn(layers * dirs, 3, d, dtype=F64))
+    fast = grads_of(m, x, hx, "shared-row")
+    ref = grads_of(m, x, hx, "reference")
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_shared_row_batch_first_and_float32(impl):
+    m = rrnn.RestrictedLSTM(7, 5, 2, batch_first=True, sharing_rate=0.5)
+    x = torch.randn(4, 9, 7)
+    hx = (torch.zeros(2, 4, 5), torch.zeros(2, 4, 5))
+    for a, b in zip(grads_of(m, x, hx, "shared-row"), grads_of(m, x, hx, "reference"), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dispatch():
+    lstm = rrnn.RestrictedLSTM(4, 8, 2, sharing_rate=0.5)
+    seq, step = torch.randn(5, 2, 4), torch.randn(1, 2, 4)
+    assert lstm.path_for(seq) == "shared-row"  # training: autograd on
+    with torch.no_grad():
+        assert lstm.path_for(step) == "stream"
+        assert lstm.path_for(seq) == "shared-row"  # 0.5 >= the inference threshold
+        low = rrnn.RestrictedLSTM(4, 8, 2, sharing_rate=0.25)
+        assert low.path_for(seq) == "reference"  # below it
+    assert rrnn.RestrictedLSTM(4, 8, 2, sharing_rate=0.0).path_for(seq) == "reference"
+    assert lstm.path_for(step) == "shared-row"  # one step, but gradients are needed
+    assert lstm.path_for(step.requires_grad_()) == "shared-row"
+    packed = pack_padded_sequence(torch.randn(5, 2, 4), torch.tensor([5, 3]))
+    assert lstm.path_for(packed) == "reference"
+    table = rrnn.RestrictedLSTM(4, 8, sharing_rate=[[0.5, 0.5, 0.25, 0.5], [0.5] * 4])
+    assert table.path_for(seq) == "reference"
+    assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.9).path_for(seq) == "reference"
+    assert rrnn.RestrictedRNN(4, 8, sharing_rate=0.9).path_for(seq) == "reference"
+    lstm.kernel = "reference"
+    assert lstm.path_for(seq) == "reference"
+    lstm.kernel = "stream"
+    with pytest.raises(ValueError, match="kernel='stream' cannot run this call.*autograd"):
+        lstm(seq)
+    table.kernel = "shared-row"
+    with pytest.raises(ValueError, match="per-gate sharing-rate tables"):
+        table(seq)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        lstm.kernel = "cuda-magic"
+
+
+def test_packed_sequences_through_auto_equal_reference():
+    m = rrnn.RestrictedLSTM(3, 5, 2, sharing_rate=0.5, dtype=F64)
+    packed = pack_padded_sequence(torch.randn(6, 3, 3, dtype=F64), torch.tensor([6, 4, 2]))
+    out, (h, _) = m(packed)
+    out_ref, (h_ref, _) = m.to_torch()(packed)
+    torch.testing.assert_close(out.data, out_ref.data)
+    torch.testing.assert_close(h, h_ref)
+
+
+def test_dropout_falls_between_layers_at_the_rate(monkeypatch):
+    calls = []
+    real = torch.nn.functional.dropout
+
+    def spy(x, p, training=True, inplace=False):
+        out = real(x, p, training, inplace)
+        calls.append((tuple(x.shape), p, training, float((out == 0).float().mean())))
+        return out
+
+    monkeypatch.setattr(kernels.F, "dropout", spy)
+    m = rrnn.RestrictedLSTM(6, 64, 3, dropout=0.3, bidirectional=True, sharing_rate=0.5).train()
+    m.kernel = "shared-row"
+    m(torch.randn(20, 16, 6))
+    assert [c[:3] for c in calls] == [((20, 16, 128), 0.3, True)] * 2  # after layers 1 and 2
+    for *_, zero_fraction in calls:
+        assert zero_fraction == pytest.approx(0.3, abs=0.03)
+    calls.clear()
+    m.eval()
+    out = m(torch.randn(20, 16, 6))[0]
+    assert calls == []
+    m.kernel = "reference"
+    assert out.shape == (20, 16, 128)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_streaming_equals_sequence_forward(impl, batch_first, batch):
+    m = rrnn.RestrictedLSTM(5, 6, 3, batch_first=batch_first, sharing_rate=0.5, dtype=F64).eval()
+    T = 7
+    x = torch.randn(batch, T, 5, dtype=F64) if batch_first else torch.randn(T, batch, 5, dtype=F64)
+    h0 = (torch.randn(3, batch, 6, dtype=F64), torch.randn(3, batch, 6, dtype=F64))
+    m.kernel = "reference"
+    full, (h_full, c_full) = m(x, h0)
+    m.kernel = "auto"
+    state, steps = h0, []
+    with torch.no_grad():
+        for t in range(T):
+            token = x[:, t : t + 1] if batch_first else x[t : t + 1]
+            assert m.path_for(token, state) == "stream"
+            out, state = m(token, state)
+            steps.append(out)
+    streamed = torch.cat(steps, 1 if batch_first else 0)
+    torch.testing.assert_close(streamed, full, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(state[0], h_full, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(state[1], c_full, rtol=1e-10, atol=1e-12)
+
+
+def test_streaming_unbatched_and_bidirectional_step():
+    m = rrnn.RestrictedLSTM(4, 5, 2, bidirectional=True, sharing_rate=0.5, dtype=F64).eval()
+    x = torch.randn(1, 4, dtype=F64)  # unbatched single step
+    with torch.no_grad():
+        assert m.path_for(x) == "stream"
+        out, (h, c) = m(x)
+    ref_out, (ref_h, ref_c) = m.to_torch().eval()(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(h, ref_h)
+    torch.testing.assert_close(c, ref_c)
+
+
+def test_stream_cache_follows_parameter_updates():
+    m = rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5).eval()
+    x = torch.randn(1, 2, 4)
+    with torch.no_grad():
+        before = m(x)[0]
+        m.weight_shared_l1.add_(0.5)  # in-place update, as an optimizer step
+        after = m(x)[0]
+        m.load_state_dict(rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5).state_dict())
+        loaded = m(x)[0]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(loaded, m.to_torch().eval()(x)[0])
+
+
+def test_fallback_without_compiler(monkeypatch):
+    native.reset()
+    monkeypatch.delenv("RRNN_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="no C compiler found"):
+        assert native.library() is None
+    m = rrnn.RestrictedLSTM(3, 4, 2, sharing_rate=0.5, dtype=F64)
+    m.kernel = "shared-row"
+    x = torch.randn(5, 2, 3, dtype=F64)
+    torch.testing.assert_close(m(x)[0], m.to_torch()(x)[0])
+    native.reset()
+
+
+def test_compile_with_fast_path():
+    m = rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5)
+    compiled = torch.compile(m, backend="aot_eager")
+    x = torch.randn(5, 3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = compiled(x)[0]
+    torch.testing.assert_close(out, m(x)[0])
