@@ -31,21 +31,24 @@ def impl(request, monkeypatch):
 
 
 def grads_of(module, x, hx, path):
+    """Outputs, final states and every gradient of one call on ``path``. Two
+    backward passes on purpose: gradients must accumulate, never alias (two
+    parameters' .grad sharing one buffer doubled a bias gradient once)."""
     module.kernel = path
     for p in module.parameters():
         p.grad = None
     x = x.detach().clone().requires_grad_(True)
-    hx = tuple(h.detach().clone().requires_grad_(True) for h in hx)
-    out, (h, c) = module(x, hx)
+    states = tuple(h.detach().clone().requires_grad_(True) for h in hx)
+    out, hidden = module(x, states if len(states) == 2 else states[0])
+    finals = hidden if isinstance(hidden, tuple) else (hidden,)
     w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
     (w * out).sum().backward(retain_graph=True)
-    (h.sum() * 0.3 + (c**2).sum() * 0.2).backward()
+    sum(f.sum() * 0.3 + (f**2).sum() * 0.2 for f in finals).backward()
     return [
         out.detach(),
-        h.detach(),
-        c.detach(),
+        *[f.detach() for f in finals],
         x.grad,
-        *[t.grad for t in hx],
+        *[t.grad for t in states],
         *[_grad(p) for p in module.parameters()],
     ]
 
@@ -58,24 +61,34 @@ def _grad(p):
     return p.grad.clone()
 
 
+LAYER = {"gru": rrnn.RestrictedGRU, "lstm": rrnn.RestrictedLSTM}
+
+
+def states(mode, layers, batch, d, dtype=F64):
+    n = 2 if mode == "lstm" else 1
+    return tuple(torch.randn(layers, batch, d, dtype=dtype) for _ in range(n))
+
+
+@pytest.mark.parametrize("mode", ["gru", "lstm"])
 @pytest.mark.parametrize("rate", RATES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_shared_row_equals_reference(impl, rate, shape):
+def test_shared_row_equals_reference(impl, mode, rate, shape):
     k, d, layers, bidir = shape
     dirs = 2 if bidir else 1
-    m = rrnn.RestrictedLSTM(k, d, layers, bidirectional=bidir, sharing_rate=rate, dtype=F64)
+    m = LAYER[mode](k, d, layers, bidirectional=bidir, sharing_rate=rate, dtype=F64)
     x = torch.randn(6, 3, k, dtype=F64)
-    hx = (torch.randn(layers * dirs, 3, d, dtype=F64), torch.randn(layers * dirs, 3, d, dtype=F64))
+    hx = states(mode, layers * dirs, 3, d)
     fast = grads_of(m, x, hx, "shared-row")
     ref = grads_of(m, x, hx, "reference")
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
-def test_shared_row_batch_first_and_float32(impl):
-    m = rrnn.RestrictedLSTM(7, 5, 2, batch_first=True, sharing_rate=0.5)
+@pytest.mark.parametrize("mode", ["gru", "lstm"])
+def test_shared_row_batch_first_and_float32(impl, mode):
+    m = LAYER[mode](7, 5, 2, batch_first=True, sharing_rate=0.5)
     x = torch.randn(4, 9, 7)
-    hx = (torch.zeros(2, 4, 5), torch.zeros(2, 4, 5))
+    hx = states(mode, 2, 4, 5, torch.float32)
     for a, b in zip(grads_of(m, x, hx, "shared-row"), grads_of(m, x, hx, "reference"), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -96,8 +109,12 @@ def test_dispatch():
     assert lstm.path_for(packed) == "reference"
     table = rrnn.RestrictedLSTM(4, 8, sharing_rate=[[0.5, 0.5, 0.25, 0.5], [0.5] * 4])
     assert table.path_for(seq) == "reference"
-    assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.9).path_for(seq) == "reference"
+    assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.0).path_for(seq) == "shared-row"
     assert rrnn.RestrictedRNN(4, 8, sharing_rate=0.9).path_for(seq) == "reference"
+    rnn = rrnn.RestrictedRNN(4, 8, sharing_rate=0.9)
+    rnn.kernel = "shared-row"
+    with pytest.raises(ValueError, match="RNN has one gate"):
+        rnn(seq)
     lstm.kernel = "reference"
     assert lstm.path_for(seq) == "reference"
     lstm.kernel = "stream"
@@ -143,15 +160,24 @@ def test_dropout_falls_between_layers_at_the_rate(monkeypatch):
     assert out.shape == (20, 16, 128)
 
 
+ALL = {"rnn": rrnn.RestrictedRNN, **LAYER}
+
+
+@pytest.mark.parametrize("mode", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("rate", [0.0, 0.5, [[0.5, 0.25, 0.5, 0.5][:1], [0.5]]])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_streaming_equals_sequence_forward(impl, batch_first, batch):
-    m = rrnn.RestrictedLSTM(5, 6, 3, batch_first=batch_first, sharing_rate=0.5, dtype=F64).eval()
+def test_streaming_equals_sequence_forward(impl, mode, rate, batch_first, batch):
+    if isinstance(rate, list):  # a per-gate table: full-row streaming
+        n = {"rnn": 1, "gru": 3, "lstm": 4}[mode]
+        rate = [[0.5] * n, [0.25] * n]
+    m = ALL[mode](5, 6, 3, batch_first=batch_first, sharing_rate=rate, dtype=F64).eval()
     T = 7
     x = torch.randn(batch, T, 5, dtype=F64) if batch_first else torch.randn(T, batch, 5, dtype=F64)
-    h0 = (torch.randn(3, batch, 6, dtype=F64), torch.randn(3, batch, 6, dtype=F64))
+    h0 = states(mode, 3, batch, 6)
+    h0 = h0 if mode == "lstm" else h0[0]
     m.kernel = "reference"
-    full, (h_full, c_full) = m(x, h0)
+    full, final = m(x, h0)
     m.kernel = "auto"
     state, steps = h0, []
     with torch.no_grad():
@@ -162,8 +188,10 @@ def test_streaming_equals_sequence_forward(impl, batch_first, batch):
             steps.append(out)
     streamed = torch.cat(steps, 1 if batch_first else 0)
     torch.testing.assert_close(streamed, full, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(state[0], h_full, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(state[1], c_full, rtol=1e-10, atol=1e-12)
+    for a, b in zip(
+        state if mode == "lstm" else (state,), final if mode == "lstm" else (final,), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_streaming_unbatched_and_bidirectional_step():

@@ -95,6 +95,13 @@ class _CompactWeights(nn.Module):
         ``(n*d, k_x)``, ``(n*d, d)``, ``(n*d,)``, ``(n*d,)``; differentiable, so a
         shared row's gradient is the sum over every matrix that reads it."""
         p = self._compact(sfx)
+        if res.s_r == 0:  # classical: the private rows, gate after gate, are the weights
+            return (
+                p["weight_ih_private"],
+                p["weight_hh_private"],
+                p["bias_ih_private"],
+                p["bias_hh_private"],
+            )
         out_w, out_b = [], []
         for i, tag in enumerate(("ih", "hh")):
             k_i = res.in_sizes[i]

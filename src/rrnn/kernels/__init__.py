@@ -1,20 +1,22 @@
 """Fast paths for restricted layers and how one is chosen.
 
-Paths (``module.kernel`` forces one; ``"auto"`` chooses):
+Paths (``module.kernel`` forces one; ``"auto"`` chooses per call):
 
 ``reference``  gather full torch.nn weights once per call, run torch's fused
                recurrent kernel (oneDNN on CPU, cuDNN on CUDA). Always valid.
-``shared-row`` LSTM on CPU with a uniform sharing rate per layer: computes only
-               the ``s + 4(d - s)`` distinct rows per input (see
-               :mod:`rrnn.kernels.lstm`), with a hand-written backward.
-``stream``     one time step, no gradient (inference, the deployment case):
-               packed weights cached between calls, one GEMM per layer.
+``shared-row`` LSTM and GRU on CPU with a uniform sharing rate per layer:
+               computes only the ``s + n(d - s)`` distinct rows per input (see
+               :mod:`rrnn.kernels.lstm`, :mod:`rrnn.kernels.gru`), with a
+               hand-written backward and a fused C step per time step.
+``stream``     one time step without autograd (inference, the deployment
+               case): weights cached between calls, one small GEMM per input
+               and layer; packed rows for LSTM/GRU with a uniform rate, full
+               rows and torch's cell functions otherwise (any device).
 
 ``auto`` takes ``stream`` for a single step without autograd, ``shared-row``
-for LSTM sequences on CPU whose every layer shares at least
-``SHARED_ROW_MIN_RATE`` (measured, see docs/benchmarks.md), else ``reference``.
-GRU and RNN always take ``reference``: an RNN has one gate, so sharing removes
-no rows of work; a GRU's shared-row path is not written yet.
+for LSTM/GRU sequences on CPU whose every layer shares at least the measured
+``SHARED_ROW_MIN_RATE``, else ``reference``. An RNN has one gate, so sharing
+removes no rows of work there; it takes ``reference`` for sequences.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .lstm import SharedRowLSTMFunction, _kernels, lstm_step
+from . import gru as _gru
+from . import lstm as _lstm
 
 KERNELS = ("auto", "reference", "shared-row", "stream")
-# Lowest sharing rate at which "auto" takes the shared-row kernel, measured on a
-# 2-core CPU (docs/benchmarks.md): with autograd it is 1.02x torch.nn at r = 0.1
-# and 1.15x at 0.2; without (inference over a sequence) 0.99x at 0.3, 1.14x at 0.4.
-SHARED_ROW_MIN_RATE = {"train": 0.15, "inference": 0.35}
+
+# Lowest sharing rate at which "auto" takes the shared-row kernel, measured with
+# benchmarks/bench_layers.py on a 2-core CPU (B=80, T=35, H=200, L=3; see
+# docs/benchmarks.md). LSTM with autograd: 1.02x torch.nn at r = 0.1, 1.15x at
+# 0.2; without (inference over a sequence): 0.99x at 0.3, 1.14x at 0.4. The GRU
+# kernel beats torch.nn at every rate (r = 0: 1.14x training, 1.03x inference).
+SHARED_ROW_MIN_RATE = {
+    "lstm": {"train": 0.15, "inference": 0.35},
+    "gru": {"train": 0.0, "inference": 0.0},
+}
 
 
 def uniform_shares(module) -> list[int] | None:
@@ -46,8 +55,10 @@ def uniform_shares(module) -> list[int] | None:
 
 def supports_shared_row(module, data: Tensor, batch_sizes) -> str | None:
     """None if the shared-row path can run this call, else the reason it cannot."""
-    if module._mode != "lstm":
-        return f"no shared-row kernel for {module._mode.upper()} (LSTM only)"
+    if module._mode not in SHARED_ROW_MIN_RATE:
+        return (
+            "an RNN has one gate: sharing removes no rows of work, so it has no shared-row kernel"
+        )
     if batch_sizes is not None:
         return "packed sequences use the reference path"
     if data.device.type != "cpu":
@@ -73,134 +84,178 @@ def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
     forced = module.kernel
     if forced == "reference":
         return "reference"
-    why_not = supports_shared_row(module, data, batch_sizes)
     needs_grad = _needs_grad(module, data, hx)
-    if forced == "stream" or (forced == "auto" and steps == 1 and not needs_grad):
-        if why_not is None and not needs_grad and steps == 1:
+    if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
+        if not needs_grad and steps == 1 and batch_sizes is None:
             return "stream"
         if forced == "stream":
-            reason = why_not or (
-                "it needs one time step and no autograd (torch.no_grad() or requires_grad=False)"
+            raise ValueError(
+                "kernel='stream' cannot run this call: it needs one time step of a plain "
+                "tensor and no autograd (torch.no_grad() or requires_grad=False)"
             )
-            raise ValueError(f"kernel='stream' cannot run this call: {reason}")
+    why_not = supports_shared_row(module, data, batch_sizes)
     if forced == "shared-row":
         if why_not is not None:
             raise ValueError(f"kernel='shared-row' cannot run this call: {why_not}")
         return "shared-row"
     if why_not is None:
         rate = min(module._uniform_shares) / module.hidden_size
-        if rate >= SHARED_ROW_MIN_RATE["train" if needs_grad else "inference"]:
+        limits = SHARED_ROW_MIN_RATE[module._mode]
+        if rate >= limits["train" if needs_grad else "inference"]:
             return "shared-row"
     return "reference"
 
 
 # ---------------------------------------------------------------------------
-def packed(module, layer: int, sfx: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Differentiable ``(P_x, P_h, bias)`` of one layer and direction: rows
-    ``[shared; private of gate 0..n-1]``; a shared bias row counts twice."""
+def packed(module, layer: int, sfx: str):
+    """Differentiable ``(P_x, P_h, b_x, b_h)`` of one layer and direction: rows
+    ``[shared; private of gate 0..n-1]`` (uniform sharing rate)."""
     res = module.restrictions[layer]
-    key = f"_l{layer}{sfx}"
-    p = module._compact(key)
+    p = module._compact(f"_l{layer}{sfx}")
     shared = p["weight_shared"]  # (s, max(k_x, d))
     px = torch.cat([shared[:, : res.input_size], p["weight_ih_private"]])  # (m, k_x)
     ph = torch.cat([shared[:, : res.hidden_size], p["weight_hh_private"]])  # (m, d)
-    bias = None
-    if p["bias_shared"] is not None:
-        b = p["bias_shared"]
-        bias = torch.cat([2 * b, p["bias_ih_private"] + p["bias_hh_private"]])  # (m,)
-    return px, ph, bias
+    if p["bias_shared"] is None:
+        return px, ph, None, None
+    bx = torch.cat([p["bias_shared"], p["bias_ih_private"]])  # (m,)
+    bh = torch.cat([p["bias_shared"], p["bias_hh_private"]])  # (m,)
+    return px, ph, bx, bh
 
 
-def shared_row_forward(module, data: Tensor, hx) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Whole stack on the shared-row kernel. ``data`` is (T, B, k) or
-    (B, T, k) with ``batch_first``; ``hx`` = (h0, c0), each (L*D, B, d)."""
+def shared_row_forward(module, data: Tensor, hx):
+    """Whole stack on the shared-row kernels. ``data`` is (T, B, k) or
+    (B, T, k) with ``batch_first``; ``hx`` is h0, or (h0, c0) for the LSTM,
+    each (L*D, B, d). Returns ``(output, h_n)`` or ``(output, (h_n, c_n))``."""
+    lstm = module._mode == "lstm"
     x = data.transpose(0, 1) if module.batch_first else data  # (T, B, k)
-    h0, c0 = hx
-    shares = module._uniform_shares
+    h0, c0 = hx if lstm else (hx, None)
     dirs = module.num_directions
     h_n, c_n = [], []
-    for layer in range(module.num_layers):
+    for layer, s in enumerate(module._uniform_shares):
         outs = []
         for direction, sfx in enumerate(module._directions()):
-            px, ph, bias = packed(module, layer, sfx)
+            px, ph, bx, bh = packed(module, layer, sfx)
             idx = layer * dirs + direction
             inp = x if direction == 0 else x.flip(0)
-            out, h, c = SharedRowLSTMFunction.apply(
-                inp, h0[idx], c0[idx], px, ph, bias, shares[layer]
-            )
+            if lstm:
+                out, h, c = _lstm.SharedRowLSTMFunction.apply(
+                    inp, h0[idx], c0[idx], px, ph, bx, bh, s
+                )
+                c_n.append(c)
+            else:
+                out, h = _gru.SharedRowGRUFunction.apply(inp, h0[idx], px, ph, bx, bh, s)
             outs.append(out if direction == 0 else out.flip(0))
             h_n.append(h)
-            c_n.append(c)
         x = outs[0] if dirs == 1 else torch.cat(outs, 2)  # (T, B, D*d)
         if module.dropout and module.training and layer < module.num_layers - 1:
             x = F.dropout(x, module.dropout, training=True)
     output = x.transpose(0, 1) if module.batch_first else x
-    return output, (torch.stack(h_n), torch.stack(c_n))
+    return output, ((torch.stack(h_n), torch.stack(c_n)) if lstm else torch.stack(h_n))
 
 
 # ---------------------------------------------------------------------------
 class StreamCache:
-    """Packed ``[P_x | P_h]`` and bias per layer and direction, rebuilt when any
-    parameter changes (its version counter or storage), plus scratch buffers."""
+    """Inference weights per layer and direction, rebuilt when any parameter
+    changes (its version counter or storage), plus reusable scratch buffers.
+
+    Packed LSTM: ``([P_x | P_h], b_x + b_h)``; packed GRU: ``(P_x, P_h, b_x, b_h)``;
+    otherwise the full torch.nn weights ``(W_ih, W_hh, b_ih, b_hh)``."""
 
     def __init__(self) -> None:
         self.key = None
-        self.weights: list[tuple[Tensor, Tensor | None]] = []
+        self.weights: list[tuple] = []
         self.scratch: dict = {}
 
-    def get(self, module) -> list[tuple[Tensor, Tensor | None]]:
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in module._parameters.values())
+    def get(self, module, packed_rows: bool) -> list[tuple]:
+        key = (packed_rows,) + tuple(
+            (p.data_ptr(), p._version, p.dtype, p.device) for p in module._parameters.values()
+        )
         if key != self.key:
             with torch.no_grad():
                 self.weights = []
                 for layer in range(module.num_layers):
-                    for sfx in module._directions():
-                        px, ph, bias = packed(module, layer, sfx)
-                        self.weights.append((torch.cat([px, ph], 1).contiguous(), bias))
+                    for direction, sfx in enumerate(module._directions()):
+                        if not packed_rows:
+                            self.weights.append(
+                                tuple(
+                                    None if t is None else t.detach().contiguous()
+                                    for t in module.layer_weights(layer, direction)
+                                )
+                            )
+                            continue
+                        px, ph, bx, bh = packed(module, layer, sfx)
+                        if module._mode == "lstm":
+                            bias = None if bx is None else bx + bh
+                            self.weights.append((torch.cat([px, ph], 1).contiguous(), bias))
+                        else:
+                            self.weights.append((px.contiguous(), ph.contiguous(), bx, bh))
             self.key = key
             self.scratch = {}
         return self.weights
 
-    def buffers(self, batch: int, like: Tensor, s: int, d: int) -> tuple[Tensor, ...]:
-        """Scratch (sig, tanh(S), tanh(P_g), tanh(c)) for one step; reused."""
-        key = (batch, like.dtype, s, d)
+    def buffers(self, mode: str, batch: int, like: Tensor, s: int, d: int) -> tuple[Tensor, ...]:
+        """Scratch for one packed step, reused across calls."""
+        key = (mode, batch, like.dtype, s, d)
         if key not in self.scratch:
             q = d - s
-            self.scratch[key] = (
-                like.new_empty(batch, s + 4 * q),
-                like.new_empty(batch, s),
-                like.new_empty(batch, q),
-                like.new_empty(batch, d),
-            )
+            if mode == "lstm":  # sig, tanh(S), tanh(P_g), tanh(c)
+                shapes = [(batch, s + 4 * q), (batch, s), (batch, q), (batch, d)]
+            else:  # r, z, n, g_n
+                shapes = [(batch, d), (batch, q), (batch, d), (batch, d)]
+            self.scratch[key] = tuple(like.new_empty(shape) for shape in shapes)
         return self.scratch[key]
 
 
-def stream_forward(module, data: Tensor, hx) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """One time step of the whole stack, no autograd: ``data`` (1, B, k) or
-    (B, 1, k). Per layer: one concatenation, one GEMM, one fused C step."""
+_CELLS = {
+    "RNN_TANH": torch._VF.rnn_tanh_cell,
+    "RNN_RELU": torch._VF.rnn_relu_cell,
+    "GRU": torch._VF.gru_cell,
+}
+
+
+def stream_forward(module, data: Tensor, hx):
+    """One time step of the whole stack, no autograd: ``data`` (1, B, k) or (B, 1, k)."""
     with torch.no_grad():
         x = data[:, 0] if module.batch_first else data[0]  # (B, k)
-        batch = x.shape[0]
-        h0, c0 = hx[0].unbind(0), hx[1].unbind(0)  # views, (B, d) each
+        batch, d = x.shape[0], module.hidden_size
+        lstm = module._mode == "lstm"
+        h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
+        c0 = hx[1].unbind(0) if lstm else None
+        packed_rows = (
+            module._mode in SHARED_ROW_MIN_RATE
+            and module._uniform_shares is not None
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+        )
         cache = module._stream_cache
-        weights = cache.get(module)
-        fused = _kernels(x)
+        weights = cache.get(module, packed_rows)
         dirs = module.num_directions
-        d = module.hidden_size
         h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
-        c_n = torch.empty_like(h_n)
-        h_out, c_out = h_n.unbind(0), c_n.unbind(0)
-        for layer, s in enumerate(module._uniform_shares):
-            scratch = cache.buffers(batch, x, s, d)
+        c_n = torch.empty_like(h_n) if lstm else None
+        h_out = h_n.unbind(0)
+        c_out = c_n.unbind(0) if lstm else None
+        fused = (_lstm._kernels(x) if lstm else _gru._kernels(x)) if packed_rows else None
+        for layer in range(module.num_layers):
+            s = module._uniform_shares[layer] if packed_rows else 0
+            scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
             for direction in range(dirs):
                 idx = layer * dirs + direction
-                p_xh, bias = weights[idx]
-                lstm_step(
-                    x, h0[idx], c0[idx], p_xh, bias, s, h_out[idx], c_out[idx], scratch, fused
-                )
+                w = weights[idx]
+                if packed_rows and lstm:
+                    _lstm.lstm_step(
+                        x, h0[idx], c0[idx], w[0], w[1], s, h_out[idx], c_out[idx], scratch, fused
+                    )
+                elif packed_rows:
+                    _gru.gru_step(x, h0[idx], *w, s, h_out[idx], scratch, fused)
+                elif lstm:
+                    h, c = torch._VF.lstm_cell(x, (h0[idx], c0[idx]), *w)
+                    h_out[idx].copy_(h)
+                    c_out[idx].copy_(c)
+                else:
+                    h_out[idx].copy_(_CELLS[module.mode](x, h0[idx], *w))
             if dirs == 1:
                 x = h_out[layer]
             else:  # (B, 2d): forward and backward halves
                 x = h_n[2 * layer : 2 * layer + 2].transpose(0, 1).reshape(batch, 2 * d)
         output = x.unsqueeze(1) if module.batch_first else x.unsqueeze(0)
-        return output, (h_n, c_n)
+        return output, ((h_n, c_n) if lstm else h_n)

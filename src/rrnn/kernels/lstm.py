@@ -6,7 +6,7 @@ of work (``q = d - s``) instead of ``4d``. Packed matrices::
 
     P_x  (m, k_x) = [shared rows (first k_x columns); private x rows of i, f, g, o]
     P_h  (m, d)   = [shared rows (first d columns);   private h rows of i, f, g, o]
-    bias (m,)     = packed b_x + packed b_h   (a shared bias entry counts twice)
+    b_x, b_h (m,) = packed biases; the kernel adds them (a shared entry counts twice)
 
 Pre-activations ``z = x P_x^T + h P_h^T + bias`` have columns
 ``[S | P_i | P_f | P_g | P_o]`` (widths s, q, q, q, q). Every gate reads S
@@ -44,8 +44,20 @@ def _kernels(t: Tensor):
 class SharedRowLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor, bias: Tensor | None, s: int
+        ctx,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        px: Tensor,
+        ph: Tensor,
+        bx: Tensor | None,
+        bh: Tensor | None,
+        s: int,
     ):
+        # b_x and b_h come in apart and get gradient tensors of their own: one tensor
+        # for both reaches the two parameters as views of one buffer, which
+        # AccumulateGrad may keep as .grad, so a second backward would add twice.
+        bias = None if bx is None else bx + bh  # a shared bias row counts twice
         T, B, k = x.shape
         m, d = ph.shape
         q = d - s
@@ -133,10 +145,12 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         if ctx.needs_input_grad[4]:
             h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]) if T > 1 else h0.unsqueeze(0)
             dph = torch.mm(dz2.t(), h_prev.reshape(T * B, d))  # (m, d)
-        dbias = dz2.sum(0) if ctx.has_bias and ctx.needs_input_grad[5] else None
+        dbias = dz2.sum(0) if ctx.has_bias else None
+        dbx = dbias if ctx.has_bias and ctx.needs_input_grad[5] else None
+        dbh = dbias.clone() if ctx.has_bias and ctx.needs_input_grad[6] else None
         dh0 = dh if ctx.needs_input_grad[1] else None
         dc0 = dc if ctx.needs_input_grad[2] else None
-        return dx, dh0, dc0, dpx, dph, dbias, None
+        return dx, dh0, dc0, dpx, dph, dbx, dbh, None
 
 
 def _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tc, s: int, q: int) -> None:

@@ -1,4 +1,4 @@
-"""Build and load the fused C step kernels (``lstm_cell.c``) at first use.
+"""Build and load the fused C step kernels (``cells.c``) at first use.
 
 The C file has no dependency but libm, so any C compiler builds it in well
 under a second. The shared library is cached in ``$RRNN_CACHE_DIR/kernels``
@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("lstm_cell.c")
+SOURCE = Path(__file__).with_name("cells.c")
 # -ffast-math (whole) lets glibc declare its SIMD expf/exp (libmvec), so the loops
 # vectorize; the kernel clamps every exp argument, so no inf or NaN arises inside.
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
@@ -52,7 +52,7 @@ def _compiler() -> str | None:
 
 
 def build() -> Path:
-    """Compile ``lstm_cell.c`` into the cache (atomically) and return its path."""
+    """Compile ``cells.c`` into the cache (atomically) and return its path."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
@@ -60,7 +60,7 @@ def build() -> Path:
     key = hashlib.sha256(
         source + " ".join([cc, *FLAGS]).encode() + _cpu_flags().encode()
     ).hexdigest()[:16]
-    target = _cache_dir() / f"lstm_cell-{key}.so"
+    target = _cache_dir() / f"cells-{key}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +87,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         bwd = getattr(lib, f"rrnn_lstm_bwd_{suffix}")
         bwd.argtypes = [long_, long_, long_] + [ptr] * 9
         bwd.restype = None
+        gfwd = getattr(lib, f"rrnn_gru_fwd_{suffix}")
+        gfwd.argtypes = [long_, long_, long_] + [ptr] * 8
+        gfwd.restype = None
+        gbwd = getattr(lib, f"rrnn_gru_bwd_{suffix}")
+        gbwd.argtypes = [long_, long_, long_] + [ptr] * 9
+        gbwd.restype = None
     return lib
 
 
@@ -102,7 +108,7 @@ def library() -> ctypes.CDLL | None:
             except Exception as err:  # any failure: fall back to torch ops
                 warnings.warn(
                     f"rrnn: the fused C step kernel is unavailable ({err}); the shared-row "
-                    "LSTM runs on torch ops instead (same results, slower)",
+                    "kernels run on torch ops instead (same results, slower)",
                     RuntimeWarning,
                     stacklevel=2,
                 )

@@ -76,3 +76,73 @@ void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,         
 
 DEFINE_LSTM(float, f32, expf, 40.0f)
 DEFINE_LSTM(double, f64, exp, 300.0)
+
+/*
+ * GRU, torch.nn gate order (r, z, n). Packed columns [S | R | Z | N] (widths s, q, q, q),
+ * m = s + 3q; the x and h projections stay apart because n = tanh(a_n + r * g_n):
+ *   a = x P_x^T + b_x, g = h P_h^T + b_h : (B, m)
+ * Shared columns: r = z = u = sigmoid(a_S + g_S), n = tanh(a_S + u * g_S).
+ * Saved for backward: rr (B, d) = [u | r], zz (B, q) = z, nn (B, d) = n, gn (B, d) = [g_S | g_N].
+ * Backward fills da, dg (B, m) (gradients of a and g) and dh_direct (B, d), the part of
+ * dh_prev that does not pass through P_h.
+ */
+#define DEFINE_GRU(T, SUF, EXP, LIM)                                                     \
+void rrnn_gru_fwd_##SUF(long B, long s, long q, const T *restrict a,                      \
+                        const T *restrict g, const T *restrict h_prev, T *restrict h,     \
+                        T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
+    const long d = s + q, m = s + 3 * q;                                                  \
+    for (long b = 0; b < B; b++) {                                                        \
+        const T *ab = a + b * m, *gb = g + b * m, *hp = h_prev + b * d;                   \
+        T *hb = h + b * d, *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d;          \
+        T *gnb = gn + b * d;                                                              \
+        for (long j = 0; j < s; j++) {                                                    \
+            T u = sigm_##SUF(ab[j] + gb[j]);                                              \
+            T n = tanh_##SUF(ab[j] + u * gb[j]);                                          \
+            rb[j] = u; nb[j] = n; gnb[j] = gb[j];                                         \
+            hb[j] = ((T)1 - u) * n + u * hp[j];                                           \
+        }                                                                                 \
+        for (long j = 0; j < q; j++) {                                                    \
+            T r = sigm_##SUF(ab[s + j] + gb[s + j]);                                      \
+            T z = sigm_##SUF(ab[s + q + j] + gb[s + q + j]);                              \
+            T gN = gb[s + 2 * q + j];                                                     \
+            T n = tanh_##SUF(ab[s + 2 * q + j] + r * gN);                                 \
+            rb[s + j] = r; zb[j] = z; nb[s + j] = n; gnb[s + j] = gN;                     \
+            hb[s + j] = ((T)1 - z) * n + z * hp[s + j];                                   \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,                     \
+                        const T *restrict zz, const T *restrict nn,                       \
+                        const T *restrict gn, const T *restrict h_prev,                   \
+                        const T *restrict dh, T *restrict da, T *restrict dg,             \
+                        T *restrict dh_direct) {                                          \
+    const long d = s + q, m = s + 3 * q;                                                  \
+    for (long b = 0; b < B; b++) {                                                        \
+        const T *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d, *gnb = gn + b * d;  \
+        const T *hp = h_prev + b * d, *dhb = dh + b * d;                                  \
+        T *dab = da + b * m, *dgb = dg + b * m, *dhd = dh_direct + b * d;                 \
+        for (long j = 0; j < s; j++) { /* u is both r and z */                            \
+            T u = rb[j], n = nb[j], dy = dhb[j];                                          \
+            T dpn = dy * ((T)1 - u) * ((T)1 - n * n);                                     \
+            T du = dy * (hp[j] - n) + dpn * gnb[j];                                       \
+            T dpu = du * u * ((T)1 - u);                                                  \
+            dab[j] = dpn + dpu;                                                           \
+            dgb[j] = dpn * u + dpu;                                                       \
+            dhd[j] = dy * u;                                                              \
+        }                                                                                 \
+        for (long j = 0; j < q; j++) {                                                    \
+            long k = s + j;                                                               \
+            T r = rb[k], z = zb[j], n = nb[k], dy = dhb[k];                               \
+            T dpn = dy * ((T)1 - z) * ((T)1 - n * n);                                     \
+            T dpr = dpn * gnb[k] * r * ((T)1 - r);                                        \
+            T dpz = dy * (hp[k] - n) * z * ((T)1 - z);                                    \
+            dab[s + j] = dpr; dgb[s + j] = dpr;                                           \
+            dab[s + q + j] = dpz; dgb[s + q + j] = dpz;                                   \
+            dab[s + 2 * q + j] = dpn; dgb[s + 2 * q + j] = dpn * r;                       \
+            dhd[k] = dy * z;                                                              \
+        }                                                                                 \
+    }                                                                                     \
+}
+
+DEFINE_GRU(float, f32, expf, 40.0f)
+DEFINE_GRU(double, f64, exp, 300.0)

@@ -1,0 +1,207 @@
+"""Shared-row GRU: one layer, one direction, computed on the packed rows.
+
+Gate order (r, z, n) as torch.nn. With a uniform sharing rate the ``s``
+shared rows open all three gates of both inputs, so per input the layer needs
+``m = s + 3q`` rows (``q = d - s``) instead of ``3d``. Packed::
+
+    P_x (m, k_x) = [shared rows; private x rows of r, z, n]     b_x (m,) likewise
+    P_h (m, d)   = [shared rows; private h rows of r, z, n]     b_h (m,) likewise
+
+``a = x P_x^T + b_x`` and ``g = h P_h^T + b_h`` stay apart, because the n gate
+reads ``r * g_n``. On the shared columns r and z are the same,
+``u = sigmoid(a_S + g_S)``::
+
+    h'[:s] = (1 - u) * tanh(a_S + u * g_S) + u * h[:s]
+    h'[s:] = (1 - z) * tanh(a_N + r * g_N) + z * h[s:],  r = sigmoid(a_R + g_R), z = sigmoid(a_Z + g_Z)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import native
+
+
+def _kernels(t: Tensor):
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    lib = native.library()
+    if lib is None:
+        return None
+    suffix = "f32" if t.dtype == torch.float32 else "f64"
+    return getattr(lib, f"rrnn_gru_fwd_{suffix}"), getattr(lib, f"rrnn_gru_bwd_{suffix}")
+
+
+def _step_ops(a, g, h_prev, h, rr, zz, nn, gn, s: int, q: int) -> None:
+    """Torch-op version of the fused forward step."""
+    r0, z0, n0 = s, s + q, s + 2 * q
+    u = torch.sigmoid(a[:, :s] + g[:, :s])
+    r = torch.sigmoid(a[:, r0:z0] + g[:, r0:z0])
+    z = torch.sigmoid(a[:, z0:n0] + g[:, z0:n0])
+    rr[:, :s], rr[:, s:], zz[:] = u, r, z
+    gn[:, :s], gn[:, s:] = g[:, :s], g[:, n0:]
+    torch.tanh(torch.addcmul(a[:, :s], u, g[:, :s]), out=nn[:, :s])
+    torch.tanh(torch.addcmul(a[:, n0:], r, g[:, n0:]), out=nn[:, s:])
+    gate = torch.cat([u, z], 1)  # (B, d): the update gate of every column
+    torch.add(nn, gate * (h_prev - nn), out=h)
+
+
+def _backward_ops(rr, zz, nn, gn, h_prev, dh, da, dg, dh_direct, s: int, q: int) -> None:
+    """Torch-op version of the fused backward step."""
+    r0, z0, n0 = s, s + q, s + 2 * q
+    gate = torch.cat([rr[:, :s], zz], 1)  # update gate per column, (B, d)
+    dpn = dh * (1 - gate) * (1 - nn * nn)  # d pre-activation of n, (B, d)
+    dgate = dh * (h_prev - nn)
+    u = rr[:, :s]
+    dpu = (dgate[:, :s] + dpn[:, :s] * gn[:, :s]) * u * (1 - u)
+    da[:, :s] = dpn[:, :s] + dpu
+    dg[:, :s] = dpn[:, :s] * u + dpu
+    r = rr[:, s:]
+    dpr = dpn[:, s:] * gn[:, s:] * r * (1 - r)
+    z = zz
+    dpz = dgate[:, s:] * z * (1 - z)
+    da[:, r0:z0], dg[:, r0:z0] = dpr, dpr
+    da[:, z0:n0], dg[:, z0:n0] = dpz, dpz
+    da[:, n0:] = dpn[:, s:]
+    dg[:, n0:] = dpn[:, s:] * r
+    torch.mul(dh, gate, out=dh_direct)
+
+
+class SharedRowGRUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        h0: Tensor,
+        px: Tensor,
+        ph: Tensor,
+        bx: Tensor | None,
+        bh: Tensor | None,
+        s: int,
+    ):
+        T, B, k = x.shape
+        m, d = ph.shape
+        q = d - s
+        x2 = x.reshape(T * B, k)  # (T*B, k)
+        a_all = (torch.mm(x2, px.t()) if bx is None else torch.addmm(bx, x2, px.t())).view(T, B, m)
+        rr = x.new_empty(T, B, d)
+        zz = x.new_empty(T, B, q)
+        nn = x.new_empty(T, B, d)
+        gn = x.new_empty(T, B, d)
+        out = x.new_empty(T, B, d)  # h_1 .. h_T
+        h0 = h0.contiguous()
+        pht = ph.t()
+        gbuf = x.new_empty(B, m)
+        fused = _kernels(x)
+        h = h0
+        for t in range(T):
+            g = torch.mm(h, pht, out=gbuf) if bh is None else torch.addmm(bh, h, pht, out=gbuf)
+            if fused is not None:
+                fused[0](
+                    B,
+                    s,
+                    q,
+                    a_all[t].data_ptr(),
+                    g.data_ptr(),
+                    h.data_ptr(),
+                    out[t].data_ptr(),
+                    rr[t].data_ptr(),
+                    zz[t].data_ptr(),
+                    nn[t].data_ptr(),
+                    gn[t].data_ptr(),
+                )
+            else:
+                _step_ops(a_all[t], g, h, out[t], rr[t], zz[t], nn[t], gn[t], s, q)
+            h = out[t]
+        ctx.s = s
+        ctx.has_bias = bx is not None
+        ctx.save_for_backward(x, h0, px, ph, rr, zz, nn, gn, out)
+        return out, out[T - 1].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_hT):
+        x, h0, px, ph, rr, zz, nn, gn, out = ctx.saved_tensors
+        s = ctx.s
+        T, B, k = x.shape
+        m, d = ph.shape
+        q = d - s
+        da_all = x.new_empty(T, B, m)
+        dg_all = x.new_empty(T, B, m)
+        dh_direct = x.new_empty(B, d)
+        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
+        fused = _kernels(x)
+        for t in range(T - 1, -1, -1):
+            if d_out is not None:
+                dh = torch.add(dh, d_out[t]).contiguous()
+            h_prev = out[t - 1] if t > 0 else h0
+            if fused is not None:
+                fused[1](
+                    B,
+                    s,
+                    q,
+                    rr[t].data_ptr(),
+                    zz[t].data_ptr(),
+                    nn[t].data_ptr(),
+                    gn[t].data_ptr(),
+                    h_prev.data_ptr(),
+                    dh.data_ptr(),
+                    da_all[t].data_ptr(),
+                    dg_all[t].data_ptr(),
+                    dh_direct.data_ptr(),
+                )
+            else:
+                _backward_ops(
+                    rr[t], zz[t], nn[t], gn[t], h_prev, dh, da_all[t], dg_all[t], dh_direct, s, q
+                )
+            dh = torch.addmm(dh_direct, dg_all[t], ph)  # (B, d)
+        da2, dg2 = da_all.view(T * B, m), dg_all.view(T * B, m)
+        dx = torch.mm(da2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
+        dpx = torch.mm(da2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[2] else None
+        dph = None
+        if ctx.needs_input_grad[3]:
+            h_prev_all = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, d)
+            dph = torch.mm(dg2.t(), h_prev_all.view(T * B, d))
+        dbx = da2.sum(0) if ctx.has_bias and ctx.needs_input_grad[4] else None
+        dbh = dg2.sum(0) if ctx.has_bias and ctx.needs_input_grad[5] else None
+        return dx, (dh if ctx.needs_input_grad[1] else None), dpx, dph, dbx, dbh, None
+
+
+def gru_step(
+    x: Tensor,
+    h: Tensor,
+    px: Tensor,
+    ph: Tensor,
+    bx: Tensor | None,
+    bh: Tensor | None,
+    s: int,
+    h_new: Tensor,
+    scratch: tuple[Tensor, ...],
+    fused,
+) -> None:
+    """One inference step (call under no_grad); writes h_new (B, d)."""
+    q = h.shape[1] - s
+    h = h.contiguous()
+    if x.shape[0] == 1:  # matrix-vector products
+        a = (torch.mv(px, x[0]) if bx is None else torch.addmv(bx, px, x[0]))[None]
+        g = (torch.mv(ph, h[0]) if bh is None else torch.addmv(bh, ph, h[0]))[None]
+    else:
+        a = torch.mm(x, px.t()) if bx is None else torch.addmm(bx, x, px.t())
+        g = torch.mm(h, ph.t()) if bh is None else torch.addmm(bh, h, ph.t())
+    rr, zz, nn, gn = scratch
+    if fused is not None:
+        fused[0](
+            h.shape[0],
+            s,
+            q,
+            a.data_ptr(),
+            g.data_ptr(),
+            h.data_ptr(),
+            h_new.data_ptr(),
+            rr.data_ptr(),
+            zz.data_ptr(),
+            nn.data_ptr(),
+            gn.data_ptr(),
+        )
+    else:
+        _step_ops(a, g, h, h_new, rr, zz, nn, gn, s, q)
