@@ -232,8 +232,11 @@ def test_fallback_without_compiler(monkeypatch):
     native.reset()
 
 
-def test_compile_with_fast_path():
+@pytest.mark.parametrize("kernel", ["auto", "shared-row"])
+def test_compile(kernel):
+    # auto traces the reference path; a forced fast path runs eager inside the graph
     m = rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5)
+    m.kernel = kernel
     compiled = torch.compile(m, backend="aot_eager")
     x = torch.randn(5, 3, 4)
     with warnings.catch_warnings():

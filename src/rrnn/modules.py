@@ -469,10 +469,10 @@ class RestrictedRNNBase(_CompactWeights):
         steps = data.size(1 if self.batch_first else 0)
         path = kernels.choose(self, data, batch_sizes, steps, hx)
         if path != "reference":
-            if path == "stream":
-                run = _STREAM if torch.compiler.is_compiling() else kernels.stream_forward
+            if torch.compiler.is_compiling():  # a path forced by the user: leave it eager
+                run = _STREAM if path == "stream" else _SHARED_ROW
             else:
-                run = _SHARED_ROW if torch.compiler.is_compiling() else kernels.shared_row_forward
+                run = kernels.stream_forward if path == "stream" else kernels.shared_row_forward
             output, hidden = run(self, data, hx)
             return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
         weights = self.flat_weights()

@@ -13,7 +13,8 @@ Paths (``module.kernel`` forces one; ``"auto"`` chooses per call):
                and layer; packed rows for LSTM/GRU with a uniform rate, full
                rows and torch's cell functions otherwise (any device).
 
-``auto`` takes ``stream`` for a single step without autograd, ``shared-row``
+``auto`` takes ``reference`` under torch.compile and torch.export (tracing
+cannot follow the C kernels), ``stream`` for a single step without autograd, ``shared-row``
 for LSTM/GRU sequences on CPU whose every layer shares at least the measured
 ``SHARED_ROW_MIN_RATE``, else ``reference``. An RNN has one gate, so sharing
 removes no rows of work there; it takes ``reference`` for sequences.
@@ -82,7 +83,9 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
 def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
     """The path this call takes (see the module docstring)."""
     forced = module.kernel
-    if forced == "reference":
+    if forced == "reference" or (forced == "auto" and torch.compiler.is_compiling()):
+        # torch.compile / torch.export trace the reference path (the fast paths
+        # call C kernels on raw data pointers, which tracing cannot follow)
         return "reference"
     needs_grad = _needs_grad(module, data, hx)
     if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
