@@ -59,18 +59,20 @@ def _make(case: Case, device, dtype):
     )
     theirs = TORCH[case.mode](k, case.hidden, case.layers, device=device, dtype=dtype)
     x = torch.randn(case.steps, case.batch, k, device=device, dtype=dtype)
-    return ours, theirs, x
+    h = torch.zeros(case.layers, case.batch, case.hidden, device=device, dtype=dtype)
+    hx = (h, h.clone()) if case.mode == "lstm" else h
+    return ours, theirs, x, hx
 
 
-def _step(module, x, backward: bool):
+def _step(module, x, hx, backward: bool):
     def run():
         if backward:
             module.zero_grad(set_to_none=True)
-            out, _ = module(x)
+            out, _ = module(x, hx)
             out.sum().backward()
         else:
             with torch.no_grad():
-                module(x)
+                module(x, hx)
         if x.is_cuda:
             torch.cuda.synchronize()
 
@@ -85,16 +87,23 @@ def bench_case(
     device="cpu",
     dtype=torch.float32,
 ) -> dict:
-    ours, theirs, x = _make(case, device, dtype)
+    """One (case, pass): median seconds per call of torch.nn and rrnn."""
+    ours, theirs, x, hx = _make(case, device, dtype)
+    ours.train(backward)
+    theirs.train(backward)
     times = interleaved(
-        {"torch": _step(theirs, x, backward), "rrnn": _step(ours, x, backward)}, repeats, warmup
+        {"torch": _step(theirs, x, hx, backward), "rrnn": _step(ours, x, hx, backward)},
+        repeats,
+        warmup,
     )
     t_torch = statistics.median(times["torch"])
     t_ours = statistics.median(times["rrnn"])
     tokens = case.batch * case.steps
+    path = ours.path_for(x, hx) if backward else _path_no_grad(ours, x, hx)
     return {
         **asdict(case),
         "pass": "forward+backward" if backward else "forward",
+        "path": path,
         "torch_s": t_torch,
         "rrnn_s": t_ours,
         "torch_tokens_per_s": tokens / t_torch,
@@ -102,6 +111,76 @@ def bench_case(
         "speedup": t_torch / t_ours,
         "repeats": repeats,
     }
+
+
+def _path_no_grad(module, x, hx) -> str:
+    with torch.no_grad():
+        return module.path_for(x, hx)
+
+
+#: The grid of issue 4: (name, batch, steps, hidden, layers)
+SIZES = {
+    "paper": (80, 35, 200, 3),
+    "large": (20, 35, 650, 2),
+    "stream": (1, 1, 200, 3),
+}
+
+
+def run_grid(
+    cells=("rnn", "gru", "lstm"),
+    rates=(0.0, 0.5, 0.9),
+    sizes=tuple(SIZES),
+    repeats: int = 10,
+    stream_repeats: int = 300,
+    log=print,
+) -> list[dict]:
+    """Every (size, cell, rate): forward+backward and forward-only, each timed
+    against torch.nn in this run. Returns one record per (case, pass)."""
+    plan = [(size, cell, rate) for size in sizes for cell in cells for rate in rates]
+    records: list[dict] = []
+    start = time.perf_counter()
+    for n, (size, cell, rate) in enumerate(plan, 1):
+        batch, steps, hidden, layers = SIZES[size]
+        case = Case(cell, rate, batch, steps, hidden, layers)
+        reps = stream_repeats if size == "stream" else repeats
+        for backward in (True, False):
+            r = bench_case(case, backward=backward, repeats=reps, warmup=max(2, reps // 10))
+            r["size"] = size
+            r["latency_torch_s"] = r["torch_s"] / steps  # per token step, whole batch
+            r["latency_rrnn_s"] = r["rrnn_s"] / steps
+            records.append(r)
+        elapsed = time.perf_counter() - start
+        eta = elapsed / n * (len(plan) - n)
+        train, infer = records[-2], records[-1]
+        log(
+            f"[{n}/{len(plan)}] {size:<6} {case.label:<40} train {train['speedup']:.2f}x "
+            f"({train['path']}), forward {infer['speedup']:.2f}x ({infer['path']}) "
+            f"| {elapsed:.0f}s elapsed, eta {eta:.0f}s"
+        )
+    return records
+
+
+def markdown(records: list[dict]) -> str:
+    """One row per (size, cell, rate): the three ratios to torch.nn."""
+    rows = {}
+    for r in records:
+        key = (r["size"], r["mode"], r["rate"])
+        rows.setdefault(key, {})[r["pass"]] = r
+    lines = [
+        "| size | cell | r | train tokens/s vs torch.nn | forward tokens/s vs torch.nn | "
+        "latency per token vs torch.nn | torch.nn latency | path (train / forward) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (size, mode, rate), passes in rows.items():
+        tr, fw = passes["forward+backward"], passes["forward"]
+        b, t, h, layers = SIZES[size]
+        lines.append(
+            f"| {size} (B={b}, T={t}, H={h}, L={layers}) | {mode.upper()} | {rate:g} | "
+            f"{tr['speedup']:.2f}x | {fw['speedup']:.2f}x | "
+            f"{fw['latency_rrnn_s'] / fw['latency_torch_s']:.2f}x | "
+            f"{fw['latency_torch_s'] * 1e6:,.0f} us | {tr['path']} / {fw['path']} |"
+        )
+    return "\n".join(lines)
 
 
 def bench_lm(

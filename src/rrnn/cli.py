@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .restriction import MODES
 
@@ -25,6 +26,15 @@ def _cells(text: str) -> list[str]:
     if bad:
         raise argparse.ArgumentTypeError(f"unknown cell {bad[0]!r}; choose from {', '.join(MODES)}")
     return cells
+
+
+def _sizes(text: str) -> list[str]:
+    known = ("paper", "large", "stream")
+    sizes = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in sizes if v not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown size {bad[0]!r}; choose from {', '.join(known)}")
+    return sizes
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -248,6 +258,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import SIZES, markdown, run_grid
+    from .fileio import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios > 1: rrnn faster "
+        "(latency: < 1 is faster)",
+        flush=True,
+    )
+    sizes = args.sizes or list(SIZES)
+    records = run_grid(
+        args.cells,
+        args.rates or (0.0, 0.5, 0.9),
+        sizes,
+        args.repeats,
+        args.stream_repeats,
+        log=lambda m: print(m, flush=True),
+    )
+    table = markdown(records)
+    print()
+    print(table)
+    if args.json:
+        meta = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "stream_repeats": args.stream_repeats,
+        }
+        atomic_write_text(
+            Path(args.json), json.dumps({"meta": meta, "results": records}, indent=2) + "\n"
+        )
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), table + "\n")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .lm.generate import evaluate_checkpoint
 
@@ -328,6 +379,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "bench",
+        help="speed of restricted layers against torch.nn (training, inference, streaming)",
+        description="Time restricted layers against torch.nn of the same size in one run: "
+        "forward+backward tokens/s, forward tokens/s and per-token latency, as ratios, "
+        "medians of interleaved repeats. Sizes: paper (B=80, T=35, H=200, L=3), large "
+        "(B=20, T=35, H=650, L=2), stream (B=1, one step, H=200, L=3).",
+    )
+    p.add_argument(
+        "--cells",
+        type=_cells,
+        default=list(MODES),
+        help="comma-separated cells (default rnn,gru,lstm)",
+    )
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        default=None,
+        help="comma-separated sharing rates (default 0,0.5,0.9)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help="comma-separated sizes among paper,large,stream (default all)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=10,
+        help="timed repeats per implementation and pass (default 10)",
+    )
+    p.add_argument(
+        "--stream-repeats",
+        type=int,
+        default=300,
+        help="timed repeats for the streaming size (default 300)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="write the Markdown table")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "eval",

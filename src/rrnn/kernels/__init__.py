@@ -22,12 +22,15 @@ removes no rows of work there; it takes ``reference`` for sequences.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru as _gru
 from . import lstm as _lstm
+from . import native
 
 KERNELS = ("auto", "reference", "shared-row", "stream")
 
@@ -194,7 +197,24 @@ class StreamCache:
                             self.weights.append((px.contiguous(), ph.contiguous(), bx, bh))
             self.key = key
             self.scratch = {}
+            self.stack = None
         return self.weights
+
+    def lstm_stack(self, module, like: Tensor):
+        """Arguments of the one-call C step of a unidirectional packed LSTM stack
+        that stay fixed between calls: (s per layer, k per layer, W pointers,
+        bias pointers), as ctypes arrays. Call after :meth:`get`."""
+        if self.stack is None:
+            L = module.num_layers
+            shares = module._uniform_shares
+            ks = [res.input_size for res in module.restrictions]
+            self.stack = (
+                (ctypes.c_long * L)(*shares),
+                (ctypes.c_long * L)(*ks),
+                (ctypes.c_void_p * L)(*[w.data_ptr() for w, _ in self.weights]),
+                (ctypes.c_void_p * L)(*[0 if b is None else b.data_ptr() for _, b in self.weights]),
+            )
+        return self.stack
 
     def buffers(self, mode: str, batch: int, like: Tensor, s: int, d: int) -> tuple[Tensor, ...]:
         """Scratch for one packed step, reused across calls."""
@@ -222,8 +242,6 @@ def stream_forward(module, data: Tensor, hx):
         x = data[:, 0] if module.batch_first else data[0]  # (B, k)
         batch, d = x.shape[0], module.hidden_size
         lstm = module._mode == "lstm"
-        h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
-        c0 = hx[1].unbind(0) if lstm else None
         packed_rows = (
             module._mode in SHARED_ROW_MIN_RATE
             and module._uniform_shares is not None
@@ -235,6 +253,12 @@ def stream_forward(module, data: Tensor, hx):
         dirs = module.num_directions
         h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
         c_n = torch.empty_like(h_n) if lstm else None
+        if packed_rows and lstm and dirs == 1 and native.library() is not None:
+            _lstm_stack_step(module, cache, x, hx, h_n, c_n)  # one C call for all layers
+            last = h_n[-1]  # (B, d)
+            return (last.unsqueeze(1) if module.batch_first else last.unsqueeze(0)), (h_n, c_n)
+        h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
+        c0 = hx[1].unbind(0) if lstm else None
         h_out = h_n.unbind(0)
         c_out = c_n.unbind(0) if lstm else None
         fused = (_lstm._kernels(x) if lstm else _gru._kernels(x)) if packed_rows else None
@@ -262,3 +286,47 @@ def stream_forward(module, data: Tensor, hx):
                 x = h_n[2 * layer : 2 * layer + 2].transpose(0, 1).reshape(batch, 2 * d)
         output = x.unsqueeze(1) if module.batch_first else x.unsqueeze(0)
         return output, ((h_n, c_n) if lstm else h_n)
+
+
+def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n: Tensor) -> None:
+    """One C call for every layer of a unidirectional packed LSTM; writes the
+    contiguous h_n, c_n of shape (L, B, d)."""
+    L, batch, d = module.num_layers, x.shape[0], module.hidden_size
+    shares, ks, w_ptrs, b_ptrs = cache.lstm_stack(module, x)
+    m_max = max(s + 4 * (d - s) for s in module._uniform_shares)
+    key = ("lstm-stack", batch, x.dtype)
+    if key not in cache.scratch:
+        cache.scratch[key] = (
+            x.new_empty(batch, m_max),
+            x.new_empty(batch, m_max),
+            x.new_empty(batch, d),
+            x.new_empty(batch, d),
+            x.new_empty(batch, d),
+        )
+    z, sig, ts, tg, tc = cache.scratch[key]
+    x = x.contiguous()
+    h0, c0 = hx[0].contiguous(), hx[1].contiguous()
+    row = batch * d * h0.element_size()
+    ptrs = ctypes.c_void_p * L
+    fn = getattr(
+        native.library(), "rrnn_lstm_stream_" + ("f32" if x.dtype == torch.float32 else "f64")
+    )
+    fn(
+        L,
+        batch,
+        d,
+        shares,
+        ks,
+        w_ptrs,
+        b_ptrs,
+        x.data_ptr(),
+        ptrs(*[h0.data_ptr() + i * row for i in range(L)]),
+        ptrs(*[c0.data_ptr() + i * row for i in range(L)]),
+        ptrs(*[h_n.data_ptr() + i * row for i in range(L)]),
+        ptrs(*[c_n.data_ptr() + i * row for i in range(L)]),
+        z.data_ptr(),
+        sig.data_ptr(),
+        ts.data_ptr(),
+        tg.data_ptr(),
+        tc.data_ptr(),
+    )

@@ -93,6 +93,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         gbwd = getattr(lib, f"rrnn_gru_bwd_{suffix}")
         gbwd.argtypes = [long_, long_, long_] + [ptr] * 9
         gbwd.restype = None
+        stream = getattr(lib, f"rrnn_lstm_stream_{suffix}")
+        stream.argtypes = [long_, long_, long_] + [ptr] * 14
+        stream.restype = None
     return lib
 
 
