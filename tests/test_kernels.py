@@ -110,6 +110,10 @@ def test_dispatch():
     table = rrnn.RestrictedLSTM(4, 8, sharing_rate=[[0.5, 0.5, 0.25, 0.5], [0.5] * 4])
     assert table.path_for(seq) == "reference"
     assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.0).path_for(seq) == "shared-row"
+    # training on one step: measured thresholds of their own
+    assert rrnn.RestrictedLSTM(4, 8, sharing_rate=0.0).path_for(step) == "shared-row"
+    assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.0).path_for(step) == "reference"
+    assert rrnn.RestrictedGRU(4, 8, sharing_rate=0.5).path_for(step) == "shared-row"
     assert rrnn.RestrictedRNN(4, 8, sharing_rate=0.9).path_for(seq) == "reference"
     rnn = rrnn.RestrictedRNN(4, 8, sharing_rate=0.9)
     rnn.kernel = "shared-row"

@@ -279,6 +279,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes,
         args.repeats,
         args.stream_repeats,
+        args.stream_block,
         log=lambda m: print(m, flush=True),
     )
     table = markdown(records)
@@ -290,6 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "stream_repeats": args.stream_repeats,
+            "stream_block": args.stream_block,
         }
         atomic_write_text(
             Path(args.json), json.dumps({"meta": meta, "results": records}, indent=2) + "\n"
@@ -415,8 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stream-repeats",
         type=int,
-        default=300,
-        help="timed repeats for the streaming size (default 300)",
+        default=30,
+        help="timed blocks for the streaming size (default 30)",
+    )
+    p.add_argument(
+        "--stream-block",
+        type=int,
+        default=20,
+        help="consecutive calls per timed block at the streaming size, so that each model "
+        "runs with its weights in cache, as in real streaming (default 20)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
