@@ -110,10 +110,13 @@ class _CompactWeights(nn.Module):
             if res.tail_rows and res.tail_owner == i:
                 parts.append(p["weight_shared_tail"])
             parts.append(p[f"weight_{tag}_private"])
-            out_w.append(torch.cat(parts).index_select(0, index))  # (n*d, k_i)
+            # one gate: the source rows already are the matrix (the index is 0..d-1)
+            one_gate = res.n == 1
+            src_w = torch.cat(parts)
+            out_w.append(src_w if one_gate else src_w.index_select(0, index))  # (n*d, k_i)
             if p["bias_shared"] is not None:
                 src = torch.cat([p["bias_shared"][: res.reach[i]], p[f"bias_{tag}_private"]])
-                out_b.append(src.index_select(0, index))  # (n*d,)
+                out_b.append(src if one_gate else src.index_select(0, index))  # (n*d,)
             else:
                 out_b.append(None)
         return out_w[0], out_w[1], out_b[0], out_b[1]

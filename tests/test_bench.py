@@ -1,0 +1,77 @@
+"""The benchmark harness: what it records and writes (timings are not asserted)."""
+
+import json
+
+from rrnn.bench import interleaved, markdown, run_grid
+from rrnn.cli import main
+
+
+def test_interleaved_blocks_count_calls():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+
+        return fn
+
+    times = interleaved({"a": make("a"), "b": make("b")}, repeats=3, warmup=1, block=4)
+    assert calls == {"a": 16, "b": 16}  # (1 warm-up + 3 timed) blocks of 4
+    assert [len(v) for v in times.values()] == [3, 3]
+
+
+def test_grid_records_paths_and_ratios():
+    records = run_grid(
+        ("lstm", "rnn"),
+        (0.5,),
+        ("stream",),
+        repeats=1,
+        stream_repeats=2,
+        stream_block=2,
+        log=lambda m: None,
+    )
+    assert [(r["mode"], r["pass"]) for r in records] == [
+        ("lstm", "forward+backward"),
+        ("lstm", "forward"),
+        ("rnn", "forward+backward"),
+        ("rnn", "forward"),
+    ]
+    by = {(r["mode"], r["pass"]): r for r in records}
+    assert by[("lstm", "forward")]["path"] == "stream"
+    assert by[("lstm", "forward+backward")]["path"] == "shared-row"
+    assert by[("rnn", "forward+backward")]["path"] == "reference"
+    for r in records:
+        assert r["speedup"] == r["torch_s"] / r["rrnn_s"]
+        assert r["latency_rrnn_s"] == r["rrnn_s"]  # one step
+    table = markdown(records)
+    assert table.count("\n") == 3 and "| stream (B=1, T=1, H=200, L=3) | LSTM | 0.5 |" in table
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    assert (
+        main(
+            [
+                "bench",
+                "--cells",
+                "gru",
+                "--rates",
+                "0.5",
+                "--sizes",
+                "stream",
+                "--stream-repeats",
+                "2",
+                "--stream-block",
+                "2",
+                "--json",
+                str(out_json),
+                "--markdown",
+                str(out_md),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["stream_block"] == 2 and len(data["results"]) == 2
+    assert out_md.read_text().startswith("| size | cell | r |")
+    assert "[1/1] stream" in capsys.readouterr().out
