@@ -270,7 +270,7 @@ def stream_forward(module, data: Tensor, hx):
         c0 = hx[1].unbind(0) if lstm else None
         h_out = h_n.unbind(0)
         c_out = c_n.unbind(0) if lstm else None
-        fused = (_lstm._kernels(x) if lstm else _gru._kernels(x)) if packed_rows else None
+        fused = native.step_kernels(x, module._mode) if packed_rows else None
         for layer in range(module.num_layers):
             s = module._uniform_shares[layer] if packed_rows else 0
             scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
@@ -317,9 +317,7 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
     h0, c0 = hx[0].contiguous(), hx[1].contiguous()
     row = batch * d * h0.element_size()
     ptrs = ctypes.c_void_p * L
-    fn = getattr(
-        native.library(), "rrnn_lstm_stream_" + ("f32" if x.dtype == torch.float32 else "f64")
-    )
+    fn = native.stream_stack(x.dtype)
     fn(
         L,
         batch,

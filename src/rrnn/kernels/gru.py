@@ -23,16 +23,6 @@ from torch import Tensor
 from . import native
 
 
-def _kernels(t: Tensor):
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
-        return None
-    lib = native.library()
-    if lib is None:
-        return None
-    suffix = "f32" if t.dtype == torch.float32 else "f64"
-    return getattr(lib, f"rrnn_gru_fwd_{suffix}"), getattr(lib, f"rrnn_gru_bwd_{suffix}")
-
-
 def _step_ops(a, g, h_prev, h, rr, zz, nn, gn, s: int, q: int) -> None:
     """Torch-op version of the fused forward step."""
     r0, z0, n0 = s, s + q, s + 2 * q
@@ -93,7 +83,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         h0 = h0.contiguous()
         pht = ph.t()
         gbuf = x.new_empty(B, m)
-        fused = _kernels(x)
+        fused = native.step_kernels(x, "gru")
         h = h0
         for t in range(T):
             g = torch.mm(h, pht, out=gbuf) if bh is None else torch.addmm(bh, h, pht, out=gbuf)
@@ -130,7 +120,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         dg_all = x.new_empty(T, B, m)
         dh_direct = x.new_empty(B, d)
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
-        fused = _kernels(x)
+        fused = native.step_kernels(x, "gru")
         for t in range(T - 1, -1, -1):
             if d_out is not None:
                 dh = torch.add(dh, d_out[t]).contiguous()

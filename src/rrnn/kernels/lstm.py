@@ -30,17 +30,6 @@ from torch import Tensor
 from . import native
 
 
-def _kernels(t: Tensor):
-    """The fused C (forward, backward) step for ``t``'s dtype, or None."""
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
-        return None
-    lib = native.library()
-    if lib is None:
-        return None
-    suffix = "f32" if t.dtype == torch.float32 else "f64"
-    return getattr(lib, f"rrnn_lstm_fwd_{suffix}"), getattr(lib, f"rrnn_lstm_bwd_{suffix}")
-
-
 class SharedRowLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -75,7 +64,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         cs[0] = c0
         pht = ph.t()
-        fused = _kernels(x)
+        fused = native.step_kernels(x, "lstm")
         zbuf = x.new_empty(B, m)
         h = h0
         for t in range(T):
@@ -113,7 +102,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
         dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()
         dc_next = x.new_empty(B, d)
-        fused = _kernels(x)
+        fused = native.step_kernels(x, "lstm")
         for t in range(T - 1, -1, -1):
             if d_out is not None:
                 dh = torch.add(dh, d_out[t]).contiguous()

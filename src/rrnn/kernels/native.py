@@ -119,6 +119,27 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def step_kernels(t, cell: str):
+    """The fused C ``(forward, backward)`` step of ``cell`` ("lstm" or "gru") for
+    ``t``'s dtype, or None (not on the CPU, another dtype, or no library)."""
+    import torch
+
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    suffix = "f32" if t.dtype == torch.float32 else "f64"
+    return getattr(lib, f"rrnn_{cell}_fwd_{suffix}"), getattr(lib, f"rrnn_{cell}_bwd_{suffix}")
+
+
+def stream_stack(dtype):
+    """The one-call C step of a whole unidirectional LSTM stack for ``dtype``."""
+    import torch
+
+    return getattr(library(), "rrnn_lstm_stream_" + ("f32" if dtype == torch.float32 else "f64"))
+
+
 def reset() -> None:
     """Forget the loaded library (tests switch implementations with this)."""
     global _lib

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from torch import Tensor, nn
 
 from .. import modules
-from ..restriction import MODES, count_parameters, resolve_sharing_rates
+from ..restriction import MODES, num_gates, resolve_sharing_rates
 
 _RESTRICTED = {
     "rnn": modules.RestrictedRNN,
@@ -49,9 +49,7 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        resolve_sharing_rates(
-            self.sharing_rate, self.layers, {"rnn": 1, "gru": 3, "lstm": 4}[self.cell]
-        )
+        resolve_sharing_rates(self.sharing_rate, self.layers, num_gates(self.cell))
         if self.backend == "torch" and self.sharing_rate not in (0, 0.0):
             raise ValueError(
                 f"backend='torch' builds a classical torch.nn layer; sharing_rate must be 0, "
@@ -119,10 +117,6 @@ class RNNModel(nn.Module):
     def total_parameters(self) -> int:
         # parameters() yields a tied matrix once
         return sum(p.numel() for p in self.parameters())
-
-
-def expected_rnn_parameters(c: ModelConfig) -> int:
-    return count_parameters(c.cell, c.embedding_size, c.hidden_size, c.layers, c.sharing_rate)
 
 
 def detach_hidden(hidden):
