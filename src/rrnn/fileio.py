@@ -6,30 +6,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def _replacing(path: Path):
+    """Yield a binary file in ``path``'s folder; on success, flush it to disk
+    and rename it over ``path``; on any error, remove it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -38,14 +29,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename over ``path``."""
+    with _replacing(path) as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with _replacing(path) as f:
+        f.write(text.encode())
+
+
 def copy_file(src: Path, dst: Path) -> None:
     """Atomic copy (used for best.pt)."""
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _replacing(dst) as f, open(src, "rb") as source:
+        shutil.copyfileobj(source, f)
