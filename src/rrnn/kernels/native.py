@@ -78,24 +78,16 @@ def build() -> Path:
     return target
 
 
+# Each C function: three sizes (long), then this many pointers (see cells.c).
+_SIGNATURES = {"lstm_fwd": 8, "lstm_bwd": 9, "gru_fwd": 8, "gru_bwd": 9, "lstm_stream": 14}
+
+
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    long_, ptr = ctypes.c_long, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        fwd = getattr(lib, f"rrnn_lstm_fwd_{suffix}")
-        fwd.argtypes = [long_, long_, long_] + [ptr] * 8
-        fwd.restype = None
-        bwd = getattr(lib, f"rrnn_lstm_bwd_{suffix}")
-        bwd.argtypes = [long_, long_, long_] + [ptr] * 9
-        bwd.restype = None
-        gfwd = getattr(lib, f"rrnn_gru_fwd_{suffix}")
-        gfwd.argtypes = [long_, long_, long_] + [ptr] * 8
-        gfwd.restype = None
-        gbwd = getattr(lib, f"rrnn_gru_bwd_{suffix}")
-        gbwd.argtypes = [long_, long_, long_] + [ptr] * 9
-        gbwd.restype = None
-        stream = getattr(lib, f"rrnn_lstm_stream_{suffix}")
-        stream.argtypes = [long_, long_, long_] + [ptr] * 14
-        stream.restype = None
+    for name, pointers in _SIGNATURES.items():
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, f"rrnn_{name}_{suffix}")
+            fn.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * pointers
+            fn.restype = None
     return lib
 
 
