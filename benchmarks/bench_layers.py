@@ -14,6 +14,7 @@ import sys
 import torch
 
 from rrnn.bench import Case, bench_case
+from rrnn.fileio import atomic_write_text
 
 
 def main() -> int:
@@ -51,8 +52,7 @@ def main() -> int:
                 flush=True,
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -16,6 +16,7 @@ import sys
 import torch
 
 from rrnn.bench import bench_lm
+from rrnn.fileio import atomic_write_text
 
 
 def main() -> int:
@@ -50,8 +51,7 @@ def main() -> int:
             flush=True,
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0
 
 
