@@ -178,6 +178,7 @@ class StreamCache:
         self.key = None
         self.weights: list[tuple] = []
         self.scratch: dict = {}
+        self.stack: tuple | None = None  # see lstm_stack
 
     def get(self, module, packed_rows: bool) -> list[tuple]:
         # identity, storage and version of every parameter: any update or move
@@ -209,7 +210,7 @@ class StreamCache:
             self.stack = None
         return self.weights
 
-    def lstm_stack(self, module, like: Tensor):
+    def lstm_stack(self, module):
         """Arguments of the one-call C step of a unidirectional packed LSTM stack
         that stay fixed between calls: (s per layer, k per layer, W pointers,
         bias pointers), as ctypes arrays. Call after :meth:`get`."""
@@ -301,7 +302,7 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
     """One C call for every layer of a unidirectional packed LSTM; writes the
     contiguous h_n, c_n of shape (L, B, d)."""
     L, batch, d = module.num_layers, x.shape[0], module.hidden_size
-    shares, ks, w_ptrs, b_ptrs = cache.lstm_stack(module, x)
+    shares, ks, w_ptrs, b_ptrs = cache.lstm_stack(module)
     m_max = max(s + 4 * (d - s) for s in module._uniform_shares)
     key = ("lstm-stack", batch, x.dtype)
     if key not in cache.scratch:
