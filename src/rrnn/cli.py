@@ -58,18 +58,39 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of `rrnn train`. Defaults are None here, so that --resume can tell
-    which settings the user gave; the real defaults are TrainConfig's."""
-    from .lm.train import TrainConfig
+def _axis(g, sweep: bool, flag: str, help: str, type=None, choices=None, metavar=None) -> None:
+    """A setting that `rrnn train` takes once and `rrnn sweep` as a comma-separated
+    axis (``--cell`` -> ``--cells``)."""
+    if sweep:
+        from .experiments.sweep import AXES
 
-    d = TrainConfig()
+        plural = next(a for a, f in AXES.items() if f == flag.replace("-", "_"))
+        values = f" from {', '.join(choices)}" if choices else ""
+        g.add_argument(
+            f"--{plural.replace('_', '-')}",
+            dest=plural,
+            default=None,
+            metavar="LIST",
+            help=f"comma-separated values{values}: {help}",
+        )
+    else:
+        g.add_argument(
+            f"--{flag}", type=type, choices=choices, default=None, metavar=metavar, help=help
+        )
+
+
+def _int_flag(g, flag: str, help: str, metavar: str = "N") -> None:
+    g.add_argument(f"--{flag}", type=int, default=None, metavar=metavar, help=help)
+
+
+def _float_flag(g, flag: str, help: str, metavar: str = "X") -> None:
+    g.add_argument(f"--{flag}", type=float, default=None, metavar=metavar, help=help)
+
+
+def _data_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        choices=["ptb", "wikitext-2"],
-        default=None,
-        help=f"built-in corpus (default {d.dataset})",
+    _axis(
+        g, sweep, "dataset", f"built-in corpus (default {d.dataset})", choices=["ptb", "wikitext-2"]
     )
     g.add_argument(
         "--corpus",
@@ -83,50 +104,32 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="folder holding ptb/ and wikitext-2/ (default $RRNN_DATA_DIR, else ~/.cache/rrnn); missing files are downloaded",
     )
+
+
+def _model_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--cell", choices=list(MODES), default=None, help=f"recurrent cell (default {d.cell})"
-    )
-    g.add_argument(
-        "--sharing-rate",
+    _axis(g, sweep, "cell", f"recurrent cell (default {d.cell})", choices=list(MODES))
+    _axis(
+        g,
+        sweep,
+        "sharing-rate",
+        f"sharing rate in [0, 1]; 0 is the classical cell (default {d.sharing_rate})",
         type=float,
-        default=None,
         metavar="R",
-        help=f"sharing rate in [0, 1]; 0 is the classical cell (default {d.sharing_rate})",
     )
-    g.add_argument(
-        "--layers",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"recurrent layers (default {d.layers})",
-    )
-    g.add_argument(
-        "--embedding-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"embedding size E (default {d.embedding_size})",
-    )
-    g.add_argument(
-        "--hidden-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"hidden size H (default {d.hidden_size})",
-    )
-    g.add_argument(
-        "--variant",
+    _int_flag(g, "layers", f"recurrent layers (default {d.layers})")
+    _int_flag(g, "embedding-size", f"embedding size E (default {d.embedding_size})")
+    _int_flag(g, "hidden-size", f"hidden size H (default {d.hidden_size})")
+    _axis(
+        g,
+        sweep,
+        "variant",
+        "plain: untied, no dropout; tied-dropout: tied embedding/decoder and dropout 0.2 "
+        f"between recurrent layers (default {d.variant})",
         choices=["plain", "tied-dropout"],
-        default=None,
-        help="plain: untied, no dropout; tied-dropout: tied embedding/decoder and dropout 0.2 between recurrent layers (default plain)",
     )
-    g.add_argument(
-        "--dropout",
-        type=float,
-        default=None,
-        metavar="P",
-        help="dropout between recurrent layers (default: the variant's, 0 or 0.2)",
+    _float_flag(
+        g, "dropout", "dropout between recurrent layers (default: the variant's, 0 or 0.2)", "P"
     )
     g.add_argument(
         "--backend",
@@ -134,66 +137,43 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="rrnn: restricted layer; torch: plain torch.nn layer, needs --sharing-rate 0 (default rrnn)",
     )
+    _axis(
+        g,
+        sweep,
+        "init",
+        f"initial weights (default {d.init}). authors: what produced the paper's numbers, "
+        "PyTorch's defaults (embedding N(0, 1)); uniform: the embedding and decoder "
+        "uniform(-0.1, 0.1), decoder bias 0, as the paper's text and pytorch/examples",
+        choices=["authors", "uniform"],
+    )
+
+
+def _optim_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("optimisation (the paper's section IV-A by default)")
-    g.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"epochs; the cosine schedule spans them (default {d.epochs})",
+    _int_flag(g, "epochs", f"epochs; the cosine schedule spans them (default {d.epochs})")
+    _int_flag(g, "batch-size", f"training batch size (default {d.batch_size})")
+    _int_flag(
+        g,
+        "eval-batch-size",
+        f"evaluation batch size; 1 gives the exact streaming perplexity (default {d.eval_batch_size})",
     )
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"training batch size (default {d.batch_size})",
-    )
-    g.add_argument(
-        "--eval-batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"evaluation batch size; 1 gives the exact streaming perplexity (default {d.eval_batch_size})",
-    )
-    g.add_argument(
-        "--bptt",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"truncated backpropagation length (default {d.bptt})",
-    )
-    g.add_argument(
-        "--lr",
+    _int_flag(g, "bptt", f"truncated backpropagation length (default {d.bptt})")
+    _axis(
+        g,
+        sweep,
+        "lr",
+        f"initial SGD learning rate (default {d.lr}, the paper's text; the authors' code "
+        "used 10 for the published numbers)",
         type=float,
-        default=None,
         metavar="X",
-        help=f"initial SGD learning rate (default {d.lr})",
     )
-    g.add_argument(
-        "--momentum",
-        type=float,
-        default=None,
-        metavar="X",
-        help=f"SGD momentum (default {d.momentum})",
-    )
-    g.add_argument(
-        "--weight-decay",
-        type=float,
-        default=None,
-        metavar="X",
-        help=f"weight decay (default {d.weight_decay})",
-    )
-    g.add_argument(
-        "--clip",
-        type=float,
-        default=None,
-        metavar="X",
-        help=f"gradient-norm clipping (default {d.clip})",
-    )
-    g.add_argument(
-        "--seed", type=int, default=None, metavar="N", help=f"random seed (default {d.seed})"
-    )
+    _float_flag(g, "momentum", f"SGD momentum (default {d.momentum})")
+    _float_flag(g, "weight-decay", f"weight decay (default {d.weight_decay})")
+    _float_flag(g, "clip", f"gradient-norm clipping (default {d.clip})")
+    _axis(g, sweep, "seed", f"random seed (default {d.seed})", type=int, metavar="N")
+
+
+def _run_flags(p, d) -> None:
     g = p.add_argument_group("run")
     g.add_argument(
         "--out",
@@ -210,17 +190,30 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="smoke test: one epoch of three batches of every split",
     )
-    g.add_argument(
-        "--log-interval",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"batches between log records (default {d.log_interval})",
-    )
+
+
+def _machine_flags(p, d) -> None:
+    g = p.add_argument_group("machine and logging")
+    _int_flag(g, "log-interval", f"batches between log records (default {d.log_interval})")
     g.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    g.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch.set_num_threads(N)"
+    _int_flag(
+        g, "threads", "torch.set_num_threads(N) (per run in a sweep; default: the cores / --jobs)"
     )
+
+
+def _train_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Flags of `rrnn train` (and, with the axes plural, of `rrnn sweep`). Defaults
+    are None here, so that --resume can tell which settings the user gave; the real
+    defaults are TrainConfig's."""
+    from .lm.train import TrainConfig
+
+    d = TrainConfig()
+    _data_flags(p, d, sweep)
+    _model_flags(p, d, sweep)
+    _optim_flags(p, d, sweep)
+    if not sweep:
+        _run_flags(p, d)
+    _machine_flags(p, d)
 
 
 _NOT_CONFIG = {"command", "func", "out", "resume", "overwrite", "dry_run"}
@@ -256,6 +249,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result['rnn_params']:,} recurrent parameters"
     )
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments.sweep import AXES, Sweep, expand, parse_grid, parse_list, record_grid
+
+    axes = {a: parse_list(a, getattr(args, a)) for a in AXES if getattr(args, a) is not None}
+    grids = [parse_grid(text) for text in args.grid or []]
+    skip = _NOT_CONFIG | set(AXES) | {"grid", "jobs", "launcher", "ray_address", "list"}
+    base = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    for key in ("corpus", "data_dir"):  # runs are found from anywhere, and by Ray workers
+        if base.get(key):
+            base[key] = str(Path(base[key]).expanduser().resolve())
+    threads = base.pop("threads", None)
+    runs = expand(base, axes, grids)
+    out = Path(args.out)
+    sweep = Sweep(out, runs, jobs=args.jobs, threads=threads, log=lambda m: print(m, flush=True))
+    print(sweep.plan(), flush=True)
+    if args.list:
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    request = {"axes": axes, "grids": grids, "common": base}
+    record_grid(out, request, runs)
+    if args.launcher == "ray":
+        results = sweep.run_ray(args.ray_address)
+    else:
+        results = sweep.run_local()
+    bad = {n: r for n, r in results.items() if r not in ("completed",)}
+    conflicts = [r for r in runs if r.state == "conflict"]
+    for run in conflicts:
+        print(f"conflict {run.name}: {run.detail}; use another --out for these settings")
+    if any(r == "interrupted" for r in bad.values()):
+        return 130
+    return 1 if bad or conflicts else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -326,6 +352,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="a grid of training runs, skipped/resumed/started, on local processes or Ray",
+        description="Train every configuration of a grid, one run directory each under "
+        "--out. Invoked again with the same --out, finished runs are skipped, stopped ones "
+        "resumed from their checkpoint and missing ones started; a different grid adds runs. "
+        "Axes take comma-separated lists (--cells lstm,gru --sharing-rates 0,0.5,1); every "
+        "other flag of `rrnn train` applies to all runs. Ctrl-C checkpoints the running "
+        "runs and stops.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (required)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="SPEC",
+        help='one more product of axes, e.g. "cells=gru sharing-rates=0,0.5 lrs=10"; '
+        "repeatable; axes it does not name take the axis flags' values (or the defaults)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="runs trained at once (default 1)"
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "ray"],
+        default="local",
+        help="local: --jobs processes on this machine (default); ray: each run a Ray task "
+        '(needs pip install "rrnn[ray]")',
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join (default: start a local Ray instance; 'auto' joins a "
+        "running one)",
+    )
+    p.add_argument(
+        "--list", action="store_true", help="print the runs and their state; train nothing"
+    )
+    _train_flags(p, sweep=True)
+    p.set_defaults(func=cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rrnn",
@@ -381,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    _sweep_parser(sub)
 
     p = sub.add_parser(
         "bench",

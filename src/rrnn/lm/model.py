@@ -10,6 +10,7 @@ embedding and decoder matrices (needs E == H).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ _RESTRICTED = {
 }
 _TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 BACKENDS = ("rrnn", "torch")
+INITS = ("authors", "uniform")
 
 
 @dataclass
@@ -91,13 +93,36 @@ class RNNModel(nn.Module):
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.encoder.weight
-        self.reset_parameters()
+        # PyTorch's default initialisation stands (the "authors" scheme); see initialize()
 
-    def reset_parameters(self) -> None:
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        if not self.config.tie_weights:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
+    def initialize(self, scheme: str = "authors") -> None:
+        """Set the initial weights by ``scheme`` (one of ``INITS``).
+
+        - ``"authors"``: what the paper's published runs used (its code's uniform
+          initialiser was never called): PyTorch's defaults, i.e. the embedding, and
+          so a tied decoder, N(0, 1); an untied decoder weight and the decoder bias
+          uniform(-1/sqrt(H), 1/sqrt(H)); every recurrent weight and bias
+          uniform(-1/sqrt(H), 1/sqrt(H)), as torch.nn (the authors' pools drew
+          uniform(-1/sqrt(k)) with k the pool's width, the same at E = H).
+          Redrawn here, so that calling it twice starts from the same kind of weights.
+        - ``"uniform"``: the paper's text and pytorch/examples: the embedding and an
+          untied decoder uniform(-0.1, 0.1), the decoder bias 0, recurrent layers as above.
+        """
+        if scheme not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {scheme!r}")
+        if scheme == "authors":
+            self.encoder.reset_parameters()  # N(0, 1)
+            if not self.config.tie_weights:
+                self.decoder.reset_parameters()
+            else:
+                bound = 1.0 / math.sqrt(self.config.hidden_size)
+                nn.init.uniform_(self.decoder.bias, -bound, bound)
+        else:
+            nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+            if not self.config.tie_weights:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+        self.rnn.reset_parameters()
 
     def init_hidden(self, batch_size: int):
         c = self.config

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..fileio import atomic_torch_save, atomic_write_text, copy_file
 from . import data as D
-from .model import ModelConfig, RNNModel, detach_hidden
+from .model import INITS, ModelConfig, RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -64,6 +64,7 @@ class TrainConfig:
     variant: str = "plain"
     dropout: float | None = None  # None: the variant's (plain 0, tied-dropout 0.2)
     backend: str = "rrnn"
+    init: str = "authors"  # "uniform": the paper's text; see RNNModel.initialize
     epochs: int = 100
     batch_size: int = 80
     eval_batch_size: int = 80
@@ -79,6 +80,8 @@ class TrainConfig:
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
@@ -111,6 +114,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        d.setdefault("init", "uniform")  # runs written before --init existed used uniform
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -317,7 +322,9 @@ def train(
     D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
     torch.manual_seed(cfg.seed)
     mconf = cfg.model_config(corpus.vocab_size)
-    model = RNNModel(mconf).to(device)
+    model = RNNModel(mconf)
+    model.initialize(cfg.init)
+    model = model.to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -457,6 +464,7 @@ def train(
                 logits, hidden = model(data, hidden)
                 loss = F.cross_entropy(logits, targets)
                 if not torch.isfinite(loss):
+                    summary("diverged")
                     raise TrainingDiverged(
                         f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
                         f"batch {batch + 1} (lr {lr:.4g}). The last good checkpoint "

@@ -1,0 +1,1 @@
+"""Experiments: sweeps of training runs (``sweep``) and their reports (``report``)."""

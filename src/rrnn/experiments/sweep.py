@@ -1,0 +1,468 @@
+"""Sweeps: a grid of ``rrnn train`` runs in one folder, finished runs skipped,
+stopped ones resumed, missing ones started.
+
+::
+
+    DIR/
+      sweep.json                                   every grid asked for in DIR
+      ptb-lstm-r0.5-tied-dropout-lr1-authors-seed1/  one `rrnn train` run directory
+        config.json  metrics.jsonl  summary.json  checkpoint.pt  best.pt
+        train.log                                  what the run printed
+        .lock                                      held while a process trains it
+
+A grid is the product of the axes (``--cells lstm,gru --sharing-rates 0,0.5``);
+``--grid "cells=gru sharing-rates=0,0.5"`` (repeatable) gives several products
+in one sweep, each taking the axis flags for the axes it does not name. Every
+other setting is common to all runs. The run directory's name is made from the
+axes, so a second invocation finds its runs again; one whose stored settings
+differ from the ones asked for is reported as a conflict and left alone.
+
+Each run trains in its own process (``python -m rrnn.experiments.worker``), so a
+run that crashes or diverges leaves the others running, and its thread count
+is its own. Launchers: a local pool of ``jobs`` processes, or Ray tasks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..fileio import atomic_write_text
+from ..lm.train import RESUMABLE_OVERRIDES, TrainConfig
+
+# sweep axis -> TrainConfig field, in the order they make up a run's name
+AXES: dict[str, str] = {
+    "datasets": "dataset",
+    "cells": "cell",
+    "sharing_rates": "sharing_rate",
+    "variants": "variant",
+    "lrs": "lr",
+    "inits": "init",
+    "seeds": "seed",
+}
+_AXIS_TYPES: dict[str, Callable] = {"sharing_rates": float, "lrs": float, "seeds": int}
+SWEEP_FILE = "sweep.json"
+LOG_FILE = "train.log"
+LOCK_FILE = ".lock"
+
+
+class SweepError(ValueError):
+    """A grid that cannot be built or run; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------
+def parse_list(axis: str, text: str) -> list:
+    """``"0,0.5,1"`` -> ``[0.0, 0.5, 1.0]`` with the axis' type."""
+    convert = _AXIS_TYPES.get(axis, str)
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values:
+        raise SweepError(f"--{axis.replace('_', '-')} needs at least one value")
+    try:
+        return [convert(v) for v in values]
+    except ValueError:
+        raise SweepError(
+            f"--{axis.replace('_', '-')}: {text!r} is not a comma-separated list of "
+            f"{convert.__name__} values"
+        ) from None
+
+
+def parse_grid(text: str) -> dict[str, list]:
+    """``"cells=lstm sharing-rates=0,0.5"`` -> ``{"cells": ["lstm"], "sharing_rates": [0.0, 0.5]}``."""
+    grid: dict[str, list] = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        axis = key.strip().replace("-", "_")
+        if not sep or axis not in AXES:
+            raise SweepError(
+                f"--grid {text!r}: {item!r} is not AXIS=VALUES with AXIS one of "
+                f"{', '.join(a.replace('_', '-') for a in AXES)}"
+            )
+        grid[axis] = parse_list(axis, value)
+    if not grid:
+        raise SweepError("--grid needs at least one AXIS=VALUES item")
+    return grid
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """The run directory's name: every axis of the configuration."""
+    data = cfg.dataset if cfg.corpus is None else f"corpus-{Path(cfg.corpus).name}"
+    return (
+        f"{data}-{cfg.cell}-r{cfg.sharing_rate:g}-{cfg.variant}-lr{cfg.lr:g}-"
+        f"{cfg.init}-seed{cfg.seed}"
+    )
+
+
+@dataclass
+class Run:
+    name: str
+    config: dict  # TrainConfig.to_dict()
+    state: str = "new"  # new | resume | done | diverged | conflict | busy
+    detail: str = ""
+
+
+def expand(base: dict, axes: dict[str, list], grids: list[dict] | None = None) -> list[Run]:
+    """The runs of a sweep, in grid order, without duplicates.
+
+    ``base``: TrainConfig fields common to every run; ``axes``: axis -> values
+    (the default for an axis a grid does not name); ``grids``: products to take
+    the union of (none: the single product of ``axes``).
+    """
+    runs: dict[str, Run] = {}
+    for grid in grids or [{}]:
+        values = {axis: grid.get(axis, axes.get(axis)) for axis in AXES}
+        names = [axis for axis in AXES if values[axis] is not None]
+        for combo in itertools.product(*(values[a] for a in names)):
+            fields_ = dict(base)
+            fields_.update({AXES[a]: v for a, v in zip(names, combo)})
+            if fields_.get("corpus") is not None:
+                fields_["dataset"] = None
+            try:
+                cfg = TrainConfig(**fields_)
+            except (TypeError, ValueError) as err:
+                raise SweepError(f"invalid run in the grid ({err})") from None
+            runs.setdefault(run_name(cfg), Run(run_name(cfg), cfg.to_dict()))
+    return list(runs.values())
+
+
+# ---------------------------------------------------------------------------
+# What a run directory holds
+# ---------------------------------------------------------------------------
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def inspect(run: Run, run_dir: Path) -> Run:
+    """Set ``run.state`` from what ``run_dir`` holds."""
+    stored = _read_json(run_dir / "config.json")
+    if stored is not None:
+        old = TrainConfig.from_dict(stored.get("train", {})).to_dict()
+        diff = [
+            f"{k}={old.get(k)!r} (asked {v!r})"
+            for k, v in run.config.items()
+            if k not in RESUMABLE_OVERRIDES and old.get(k) != v
+        ]
+        if diff:
+            run.state, run.detail = "conflict", "holds other settings: " + ", ".join(diff)
+            return run
+    summary = _read_json(run_dir / "summary.json") or {}
+    if summary.get("status") == "completed":
+        run.state = "done"
+    elif summary.get("status") == "diverged":
+        run.state, run.detail = "diverged", "stopped: training diverged (see train.log)"
+    elif (run_dir / "checkpoint.pt").is_file():
+        run.state = "resume"
+    else:
+        run.state = "new"
+    return run
+
+
+def progress(run_dir: Path, epochs: int) -> tuple[float, str]:
+    """(epochs done as a float, "epoch e/E batch b/n") from the tail of metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return 0.0, "starting"
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("kind") == "epoch":
+            return float(rec["epoch"]), f"epoch {rec['epoch']}/{epochs} done"
+        if rec.get("kind") == "log":
+            done = rec["epoch"] - 1 + rec["batch"] / max(rec["batches"], 1)
+            return done, f"epoch {rec['epoch']}/{epochs} batch {rec['batch']}/{rec['batches']}"
+    return 0.0, "starting"
+
+
+def record_grid(out: Path, request: dict, runs: list[Run]) -> None:
+    """Append this invocation's grid to ``sweep.json`` (atomically)."""
+    doc = _read_json(out / SWEEP_FILE) or {"format": "rrnn-sweep", "version": 1, "grids": []}
+    entry = dict(request, runs=[r.name for r in runs])
+    if entry not in doc["grids"]:
+        doc["grids"].append(entry)
+    atomic_write_text(out / SWEEP_FILE, json.dumps(doc, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Starting one run
+# ---------------------------------------------------------------------------
+def _lock(run_dir: Path):
+    """An exclusive lock on the run directory, or None if another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK_FILE, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def start_worker(run: Run, run_dir: Path, threads: int | None, lock) -> subprocess.Popen:
+    """Train ``run`` in its own process; output appended to ``run_dir/train.log``.
+
+    The process gets its own session, so a terminal's Ctrl-C reaches only the
+    sweep, which forwards one SIGINT (the run checkpoints and stops) per Ctrl-C.
+    It inherits the lock, which so stays held while it lives.
+    """
+    config = dict(run.config)
+    if threads:
+        config["threads"] = threads
+    log = open(run_dir / LOG_FILE, "a")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rrnn.experiments.worker", str(run_dir), json.dumps(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(lock.fileno(),),
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    finally:
+        log.close()
+
+
+def run_blocking(run_dir: str, config: dict, threads: int | None) -> tuple[str, int]:
+    """Train one run to its end in a child process and return ``(name, exit code)``;
+    used by launchers that schedule runs themselves (Ray)."""
+    run = inspect(Run(Path(run_dir).name, config), Path(run_dir))
+    if run.state in ("done", "diverged", "conflict"):
+        return run.name, 0 if run.state == "done" else 3
+    lock = _lock(Path(run_dir))
+    if lock is None:
+        return run.name, 75  # EX_TEMPFAIL: another process trains it
+    try:
+        proc = start_worker(run, Path(run_dir), threads, lock)
+        try:
+            return run.name, proc.wait()
+        except BaseException:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+    finally:
+        lock.close()
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------
+@dataclass
+class Sweep:
+    out: Path
+    runs: list[Run]
+    jobs: int = 1
+    threads: int | None = None
+    log: Callable[[str], None] = print
+    show_bar: bool | None = None
+    log_every: float = 60.0
+    results: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise SweepError(f"--jobs must be a positive integer, got {self.jobs}")
+        for run in self.runs:
+            inspect(run, self.out / run.name)
+
+    # --- reporting -------------------------------------------------------
+    def plan(self) -> str:
+        lines = [f"{len(self.runs)} runs in {self.out}:"]
+        for run in self.runs:
+            lines.append(
+                f"  {run.state:9s} {run.name}" + (f"  ({run.detail})" if run.detail else "")
+            )
+        return "\n".join(lines)
+
+    def todo(self) -> list[Run]:
+        return [r for r in self.runs if r.state in ("new", "resume")]
+
+    def _work(self) -> tuple[float, float]:
+        """(epochs done, epochs planned) over the runs still to do."""
+        done = total = 0.0
+        for run in self.todo():
+            epochs = run.config["epochs"]
+            total += epochs
+            done += min(progress(self.out / run.name, epochs)[0], epochs)
+        return done, total
+
+    # --- local launcher --------------------------------------------------
+    def run_local(self) -> dict[str, str]:
+        """Run the pending runs on ``jobs`` local processes; returns name -> outcome."""
+        pending = self.todo()
+        if not pending:
+            self.log(f"nothing to do: all {len(self.runs)} runs are finished or blocked")
+            return self.results
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        running: dict[str, tuple[Run, subprocess.Popen, object]] = {}
+        stops = 0
+
+        def on_signal(signum, frame):
+            nonlocal stops
+            stops += 1
+            for _, proc, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            self.log(
+                "stopping: each running run checkpoints after its current batch"
+                if stops == 1
+                else "aborting the running runs without saving"
+            )
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        done0, total = self._work()
+        start, last_log = time.monotonic(), 0.0
+        bar = self._bar(total, done0)
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs and not stops:
+                    run = pending.pop(0)
+                    run_dir = self.out / run.name
+                    lock = _lock(run_dir)
+                    if lock is None:
+                        run.state, run.detail = "busy", "another process is training it"
+                        self.results[run.name] = "busy"
+                        self.log(f"skip {run.name}: another process is training it")
+                        continue
+                    verb = "resume" if run.state == "resume" else "start"
+                    running[run.name] = (run, start_worker(run, run_dir, threads, lock), lock)
+                    self.log(f"{verb} {run.name} ({threads} threads)")
+                if stops and not running:
+                    break
+                time.sleep(0.5)
+                for name in list(running):
+                    run, proc, lock = running[name]
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    lock.close()
+                    del running[name]
+                    self.results[name] = self._outcome(run, code)
+                    self.log(f"{self.results[name]:11s} {name}")
+                now = time.monotonic()
+                done, _ = self._work()
+                if bar is not None:
+                    bar.n = round(done, 2)
+                    bar.set_postfix_str(self._status_line(running, len(pending)), refresh=True)
+                elif now - last_log >= self.log_every:
+                    last_log = now
+                    self.log(
+                        self._eta_line(done - done0, total - done, now - start, running, pending)
+                    )
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+        left = [r.name for r in self.runs if r.name not in self.results and r in self.todo()]
+        if stops or left:
+            self.log(
+                f"sweep stopped with {len(left) + sum(v == 'interrupted' for v in self.results.values())}"
+                " runs unfinished; run the same command again to continue"
+            )
+        return self.results
+
+    def _outcome(self, run: Run, code: int) -> str:
+        summary = _read_json(self.out / run.name / "summary.json") or {}
+        status = summary.get("status")
+        if code == 0 and status == "completed":
+            return "completed"
+        if status == "diverged" or code == 3:
+            return "diverged"
+        if code == 130 or status == "interrupted":
+            return "interrupted"
+        return f"failed({code})"
+
+    def _status_line(self, running, n_pending) -> str:
+        parts = [f"{len(running)} running, {n_pending} waiting"]
+        for name, (run, _, _) in running.items():
+            parts.append(f"{name}: {progress(self.out / name, run.config['epochs'])[1]}")
+        return "; ".join(parts)
+
+    def _eta_line(self, done_now, left, elapsed, running, pending) -> str:
+        rate = done_now / elapsed if elapsed > 0 else 0.0
+        eta = f"{left / rate / 60:.0f} min" if rate > 0 else "unknown"
+        finished = sum(v == "completed" for v in self.results.values())
+        return (
+            f"sweep: {finished} finished, {len(running)} running, {len(pending)} waiting; "
+            f"{rate * 3600:.2f} epochs/h, eta {eta} | " + self._status_line(running, len(pending))
+        )
+
+    def _bar(self, total, initial):
+        show = sys.stderr.isatty() if self.show_bar is None else self.show_bar
+        if not show:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total,
+            initial=initial,
+            unit="epoch",
+            desc="sweep",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}] {postfix}",
+        )
+
+    # --- Ray launcher ----------------------------------------------------
+    def run_ray(self, address: str | None = None) -> dict[str, str]:
+        """Each pending run as a Ray task (run directories on a filesystem every
+        node sees); the same skip/resume rules as the local launcher."""
+        try:
+            import ray
+        except ImportError:
+            raise SweepError(
+                '--launcher ray needs Ray: pip install "rrnn[ray]" (or pip install ray)'
+            ) from None
+        pending = self.todo()
+        if not pending:
+            self.log(f"nothing to do: all {len(self.runs)} runs are finished or blocked")
+            return self.results
+        started_here = not ray.is_initialized()
+        if started_here:
+            if address in (None, "local"):
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        threads = self.threads or 1
+        task = ray.remote(num_cpus=threads, max_retries=0)(run_blocking)
+        refs = {
+            task.remote(str((self.out / r.name).resolve()), r.config, threads): r for r in pending
+        }
+        for run in pending:
+            self.log(f"submitted {run.name} ({threads} threads per task)")
+        try:
+            waiting = list(refs)
+            while waiting:
+                ready, waiting = ray.wait(waiting, num_returns=1)
+                for ref in ready:
+                    run = refs[ref]
+                    _, code = ray.get(ref)
+                    self.results[run.name] = "busy" if code == 75 else self._outcome(run, code)
+                    self.log(f"{self.results[run.name]:11s} {run.name}")
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref)  # KeyboardInterrupt in the task: the run checkpoints and stops
+            self.log("stopped; run the same command again to continue")
+        finally:
+            if started_here:
+                ray.shutdown()
+        return self.results
