@@ -284,6 +284,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if bad or conflicts else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .experiments.report import write_report
+
+    result = write_report(args.sweep_dir, args.out, args.rule)
+    print(
+        f"wrote {result['report']}, {result['csv']}" + "".join(f", {p}" for p in result["figures"])
+    )
+    for c in result["claims"]:
+        print(f"claim {c['claim']}: {c['verdict']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -395,6 +407,27 @@ def _sweep_parser(sub) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="tables, figures and the paper's claims from a sweep folder",
+        description="Read every run under SWEEP_DIR and write report.md (tables in the "
+        "paper's shape with its numbers beside ours, the paper's claims judged on the "
+        "runs), report.csv and PNG figures (perplexity against recurrent parameters, "
+        "learning curves).",
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the --out folder of rrnn sweep")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write (default SWEEP_DIR)")
+    p.add_argument(
+        "--rule",
+        choices=["best-valid", "min-test"],
+        default="best-valid",
+        help="best-valid (default): test perplexity at the best validation epoch; min-test: "
+        "the authors' convention, the minimum test perplexity over all epochs (optimistic)",
+    )
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rrnn",
@@ -452,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     _sweep_parser(sub)
+    _report_parser(sub)
 
     p = sub.add_parser(
         "bench",
