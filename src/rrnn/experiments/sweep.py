@@ -129,6 +129,7 @@ def expand(base: dict, axes: dict[str, list], grids: list[dict] | None = None) -
                 fields_["dataset"] = None
             try:
                 cfg = TrainConfig(**fields_)
+                cfg.model_config(vocab_size=2)  # checks the cell, sharing rate and sizes now
             except (TypeError, ValueError) as err:
                 raise SweepError(f"invalid run in the grid ({err})") from None
             runs.setdefault(run_name(cfg), Run(run_name(cfg), cfg.to_dict()))
