@@ -365,3 +365,44 @@ def test_train_on_real_ptb_dry_run(tmp_path):
     )
     summary = T.train(cfg, tmp_path / "run", **QUIET)
     assert summary["status"] == "completed" and summary["test_ppl"] < 10_000 * 1.5
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_initialisation_schemes(tied):
+    H = 32
+    model = RNNModel(ModelConfig(vocab_size=500, embedding_size=H, hidden_size=H, tie_weights=tied))
+    bound = 1 / H**0.5
+    model.initialize("authors")  # PyTorch's defaults, as the paper's published runs
+    assert 0.9 < model.encoder.weight.std().item() < 1.1  # N(0, 1)
+    assert model.decoder.bias.abs().max().item() <= bound and model.decoder.bias.std() > 0
+    if not tied:
+        assert model.decoder.weight.abs().max().item() <= bound
+    for p in model.rnn.parameters():
+        assert p.numel() == 0 or p.abs().max().item() <= bound
+    model.initialize("uniform")  # the paper's text
+    assert model.encoder.weight.abs().max().item() <= 0.1
+    assert model.encoder.weight.std().item() > 0.05
+    assert model.decoder.weight.abs().max().item() <= 0.1
+    assert torch.count_nonzero(model.decoder.bias) == 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        model.initialize("xavier")
+
+
+def test_init_flag_default_and_old_configs(tmp_path, corpus):
+    assert T.TrainConfig().init == "authors"
+    # a config written before --init existed was trained with uniform(-0.1, 0.1)
+    old = T.TrainConfig().to_dict()
+    del old["init"]
+    assert T.TrainConfig.from_dict(old).init == "uniform"
+    with pytest.raises(ValueError, match="init must be one of"):
+        T.TrainConfig(init="zeros")
+    runs = {}
+    for init in ("authors", "uniform"):
+        cfg = small_config(corpus, init=init, epochs=1, variant="tied-dropout", embedding_size=16)
+        T.train(cfg, tmp_path / init, **QUIET)
+        stored = json.loads((tmp_path / init / "config.json").read_text())
+        assert stored["train"]["init"] == init
+        runs[init] = torch.load(tmp_path / init / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(
+        runs["authors"]["model"]["encoder.weight"], runs["uniform"]["model"]["encoder.weight"]
+    )

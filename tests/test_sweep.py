@@ -151,7 +151,8 @@ def test_diverged_and_locked_runs_are_not_started(tmp_path, corpus, capsys):
     out = tmp_path / "sweep"
     common = ["--cells", "rnn,gru", "--sharing-rates", "0", "--epochs", "1"]
     runs = S.expand(
-        {"corpus": str(corpus.resolve()), "epochs": 1}, {"cells": ["rnn", "gru"], "sharing_rates": [0.0]}
+        {"corpus": str(corpus.resolve()), "epochs": 1},
+        {"cells": ["rnn", "gru"], "sharing_rates": [0.0]},
     )
     diverged, locked = out / runs[0].name, out / runs[1].name
     diverged.mkdir(parents=True)

@@ -1,0 +1,150 @@
+"""rrnn report, built from fixture run directories (no training): selection
+rules, the paper's numbers beside ours, Table II, claims, unfinished and
+diverged runs, figures, and the path without matplotlib."""
+
+import csv
+import json
+import sys
+
+import pytest
+
+from rrnn import count_parameters
+from rrnn.cli import main
+from rrnn.experiments import report as R
+from rrnn.lm.train import TrainConfig
+from rrnn.paper import paper_perplexity, tables
+
+
+def _history(pairs):
+    """[(valid, test), ...] -> epoch records as rrnn train writes them."""
+    return [
+        {"kind": "epoch", "epoch": i + 1, "valid_ppl": v, "test_ppl": t, "train_ppl": 1.0,
+         "lr": 1.0, "train_tokens": 10, "elapsed": 1.0}
+        for i, (v, t) in enumerate(pairs)
+    ]  # fmt: skip
+
+
+def make_run(root, cell, rate, pairs, status="completed", epochs=None, summary=True, **train):
+    cfg = TrainConfig(dataset="ptb", cell=cell, sharing_rate=rate, variant="tied-dropout",
+                      epochs=epochs or len(pairs), **train)  # fmt: skip
+    from rrnn.experiments.sweep import run_name
+
+    d = root / run_name(cfg)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": {}}))
+    history = _history(pairs)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    if summary:
+        rnn = count_parameters(cell, 200, 200, 3, sharing_rate=rate)
+        (d / "summary.json").write_text(
+            json.dumps({"status": status, "history": history, "rnn_params": rnn})
+        )
+    return d
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    # best validation at epoch 2 (test 120); the minimum test is at epoch 3 (110)
+    make_run(root, "lstm", 0.0, [(150, 140), (125, 120), (130, 110)])
+    make_run(root, "lstm", 0.5, [(140, 130), (118, 115), (119, 116)])
+    make_run(root, "lstm", 1.0, [(200, 190), (180, 175), (181, 176)])
+    make_run(root, "rnn", 0.0, [(250, 240), (240, 230), (239, 229)])
+    make_run(root, "lstm", 0.9, [(300, 290)], status="diverged", epochs=3)
+    # killed in epoch 2: no summary, one epoch record and a line cut mid-write
+    d = make_run(root, "gru", 0.0, [(400, 390)], epochs=3, summary=False)
+    with open(d / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "epo')
+    return root
+
+
+def test_selection_rules(sweep):
+    runs = {r.name: r for r in R.load_sweep(sweep)}
+    lstm0 = runs["ptb-lstm-r0-tied-dropout-lr1-authors-seed1"]
+    assert lstm0.selected("best-valid") == (120, 125, 2)
+    assert lstm0.selected("min-test") == (110, 125, 2)
+
+
+def test_csv_has_every_run_with_the_paper_beside_ours(sweep, tmp_path):
+    R.write_report(sweep, tmp_path / "out")
+    rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "out" / "report.csv"))}
+    assert len(rows) == 6  # the diverged and the unfinished run are not dropped
+    half = rows["ptb-lstm-r0.5-tied-dropout-lr1-authors-seed1"]
+    assert float(half["paper_test_ppl"]) == 103.5 and float(half["paper_valid_ppl"]) == 108.6
+    assert float(half["test_vs_paper"]) == pytest.approx((115 - 103.5) / 103.5)
+    # the paper's Table II convention: exact recurrent count + 9,800
+    assert float(half["table_ii_millions"]) == pytest.approx((542_700 + 9_800) / 1e6)
+    assert rows["ptb-lstm-r0.9-tied-dropout-lr1-authors-seed1"]["status"] == "diverged"
+    gru = rows["ptb-gru-r0-tied-dropout-lr1-authors-seed1"]
+    assert gru["status"] == "unfinished" and gru["epochs_done"] == "1"
+    assert float(gru["rnn_params"]) == count_parameters("gru", 200, 200, 3, sharing_rate=0.0)
+
+
+def test_markdown_states_the_rule_and_shows_unfinished_runs(sweep, tmp_path):
+    for rule, lstm0 in (("best-valid", "120.0 (125.0)"), ("min-test", "110.0 (125.0)")):
+        R.write_report(sweep, tmp_path / rule, rule=rule)
+        md = (tmp_path / rule / "report.md").read_text()
+        assert R.RULE_TEXT[rule] in md
+        assert lstm0 in md
+        assert "unfinished, 1/3 epochs" in md and "diverged, 1/3 epochs" in md
+        assert "107.7 (112.5)" in md  # the paper's LSTM r=0 beside ours
+        assert "| lstm | 0.5 | 542,700 | 0.5525 | 0.553 |" in md
+
+
+def test_claims_are_judged_on_finished_runs(sweep):
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(sweep), "best-valid")}
+    assert found[1]["verdict"] == "holds"  # r=0.5: 115 <= 120 * 1.01
+    assert "115.0 vs LSTM r=0 120.0" in found[1]["evidence"][0]["numbers"]
+    assert found[2]["verdict"] == "holds"  # r=1: 175 >= 115 * 1.05
+    # LSTM r=0.9 diverged (not finished), GRU r=0 unfinished: nothing to compare
+    assert found[3]["verdict"] == "not covered by this sweep"
+    assert found[4]["verdict"] == "not covered by this sweep"  # no plain variant
+
+
+def test_claims_can_fail(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.0, [(100, 100)])
+    make_run(root, "lstm", 0.5, [(120, 120)])
+    make_run(root, "lstm", 1.0, [(101, 101)])
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[1]["verdict"] == "does not hold"
+    assert found[2]["verdict"] == "does not hold"
+
+
+def test_figures_are_png_files(sweep, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = R.write_report(sweep, tmp_path / "out")
+    names = sorted(p.name for p in result["figures"])
+    assert names == ["learning-curves.png", "ppl-vs-params-ptb.png"]
+    for p in result["figures"]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+    assert "![learning-curves](learning-curves.png)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_without_matplotlib_tables_are_written_and_the_fix_is_named(
+    sweep, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["report", str(sweep), "--out", str(tmp_path / "out")]) == 0
+    assert 'pip install "rrnn[plot]"' in capsys.readouterr().out
+    assert not list((tmp_path / "out").glob("*.png"))
+    assert 'pip install "rrnn[plot]"' in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run directories" in capsys.readouterr().err
+
+
+def test_paper_tables_ship_with_the_package_and_match_the_paper_text():
+    doc = tables()
+    assert "Restricted Recurrent Neural Networks" in doc["source"]
+    assert paper_perplexity("ptb", "tied-dropout", "lstm", 0.5) == (103.5, 108.6)
+    assert paper_perplexity("wikitext-2", "plain", "gru", 0.9) == (177.7, 191.9)
+    assert paper_perplexity("ptb", "plain", "lstm", 0.4) is None
+    for dataset in ("ptb", "wikitext-2"):
+        for variant in ("plain", "tied-dropout"):
+            for cell in ("rnn", "gru", "lstm"):
+                rows = doc["perplexity"][dataset][variant][cell]
+                assert len(rows) == 8 and all(t < v for t, v in rows)  # test below valid
