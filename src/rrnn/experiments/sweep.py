@@ -296,15 +296,6 @@ class Sweep:
     def todo(self) -> list[Run]:
         return [r for r in self.runs if r.state in ("new", "resume")]
 
-    def _work(self) -> tuple[float, float]:
-        """(epochs done, epochs planned) over the runs still to do."""
-        done = total = 0.0
-        for run in self.todo():
-            epochs = run.config["epochs"]
-            total += epochs
-            done += min(progress(self.out / run.name, epochs)[0], epochs)
-        return done, total
-
     # --- local launcher --------------------------------------------------
     def run_local(self) -> dict[str, str]:
         """Run the pending runs on ``jobs`` local processes; returns name -> outcome."""
@@ -315,6 +306,7 @@ class Sweep:
         threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
         running: dict[str, tuple[Run, subprocess.Popen, object]] = {}
         stops = 0
+        view = _View(self, pending)
 
         def on_signal(signum, frame):
             nonlocal stops
@@ -322,62 +314,45 @@ class Sweep:
             for _, proc, _ in running.values():
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGINT)
-            self.log(
+            view.say(
                 "stopping: each running run checkpoints after its current batch"
                 if stops == 1
                 else "aborting the running runs without saving"
             )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        done0, total = self._work()
-        start, last_log = time.monotonic(), 0.0
-        bar = self._bar(total, done0)
         try:
-            while pending or running:
+            while (pending and not stops) or running:
                 while pending and len(running) < self.jobs and not stops:
                     run = pending.pop(0)
-                    run_dir = self.out / run.name
-                    lock = _lock(run_dir)
+                    lock = _lock(self.out / run.name)
                     if lock is None:
                         run.state, run.detail = "busy", "another process is training it"
                         self.results[run.name] = "busy"
-                        self.log(f"skip {run.name}: another process is training it")
+                        view.say(f"skip {run.name}: another process is training it")
                         continue
-                    verb = "resume" if run.state == "resume" else "start"
-                    running[run.name] = (run, start_worker(run, run_dir, threads, lock), lock)
-                    self.log(f"{verb} {run.name} ({threads} threads)")
-                if stops and not running:
-                    break
-                time.sleep(0.5)
+                    proc = start_worker(run, self.out / run.name, threads, lock)
+                    running[run.name] = (run, proc, lock)
+                    view.started(run, "resume" if run.state == "resume" else "start", threads)
+                time.sleep(1.0)
                 for name in list(running):
                     run, proc, lock = running[name]
                     code = proc.poll()
-                    if code is None:
-                        continue
-                    lock.close()
-                    del running[name]
-                    self.results[name] = self._outcome(run, code)
-                    self.log(f"{self.results[name]:11s} {name}")
-                now = time.monotonic()
-                done, _ = self._work()
-                if bar is not None:
-                    bar.n = round(done, 2)
-                    bar.set_postfix_str(self._status_line(running, len(pending)), refresh=True)
-                elif now - last_log >= self.log_every:
-                    last_log = now
-                    self.log(
-                        self._eta_line(done - done0, total - done, now - start, running, pending)
-                    )
+                    if code is not None:
+                        lock.close()
+                        del running[name]
+                        self.results[name] = self._outcome(run, code)
+                        view.finished(run, self.results[name])
+                view.update([r for r, _, _ in running.values()], len(pending))
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
-        left = [r.name for r in self.runs if r.name not in self.results and r in self.todo()]
-        if stops or left:
+            view.close()
+        unfinished = len(pending) + sum(v == "interrupted" for v in self.results.values())
+        if unfinished:
             self.log(
-                f"sweep stopped with {len(left) + sum(v == 'interrupted' for v in self.results.values())}"
-                " runs unfinished; run the same command again to continue"
+                f"sweep stopped with {unfinished} runs unfinished; run the same command "
+                "again to continue"
             )
         return self.results
 
@@ -391,37 +366,6 @@ class Sweep:
         if code == 130 or status == "interrupted":
             return "interrupted"
         return f"failed({code})"
-
-    def _status_line(self, running, n_pending) -> str:
-        parts = [f"{len(running)} running, {n_pending} waiting"]
-        for name, (run, _, _) in running.items():
-            parts.append(f"{name}: {progress(self.out / name, run.config['epochs'])[1]}")
-        return "; ".join(parts)
-
-    def _eta_line(self, done_now, left, elapsed, running, pending) -> str:
-        rate = done_now / elapsed if elapsed > 0 else 0.0
-        eta = f"{left / rate / 60:.0f} min" if rate > 0 else "unknown"
-        finished = sum(v == "completed" for v in self.results.values())
-        return (
-            f"sweep: {finished} finished, {len(running)} running, {len(pending)} waiting; "
-            f"{rate * 3600:.2f} epochs/h, eta {eta} | " + self._status_line(running, len(pending))
-        )
-
-    def _bar(self, total, initial):
-        show = sys.stderr.isatty() if self.show_bar is None else self.show_bar
-        if not show:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=total,
-            initial=initial,
-            unit="epoch",
-            desc="sweep",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}] {postfix}",
-        )
 
     # --- Ray launcher ----------------------------------------------------
     def run_ray(self, address: str | None = None) -> dict[str, str]:
@@ -467,3 +411,89 @@ class Sweep:
             if started_here:
                 ray.shutdown()
         return self.results
+
+
+class _View:
+    """Progress of a local sweep. On a terminal: one bar for the whole sweep (in
+    epochs, with an ETA) and one per running run; otherwise a log line per event
+    and every ``log_every`` seconds, with the rate and the ETA."""
+
+    def __init__(self, sweep: Sweep, pending: list[Run]) -> None:
+        self.sweep, self.out = sweep, sweep.out
+        self.epochs = {r.name: r.config["epochs"] for r in pending}
+        self.total = float(sum(self.epochs.values()))
+        self.done0 = self._done()
+        self.start = self.last = time.monotonic()
+        show = sys.stderr.isatty() if sweep.show_bar is None else sweep.show_bar
+        self.bars: dict[str, object] | None = {} if show else None
+        self.main = None
+        if show:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm
+            self.main = tqdm(
+                total=self.total, initial=self.done0, desc="sweep", file=sys.stderr,
+                dynamic_ncols=True, position=0,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs "
+                "[{elapsed}<{remaining}] {postfix}",
+            )  # fmt: skip
+
+    def _done(self) -> float:
+        return sum(
+            min(progress(self.out / name, epochs)[0], epochs)
+            for name, epochs in self.epochs.items()
+        )
+
+    def say(self, message: str) -> None:
+        if self.main is not None:
+            self.main.write(message, file=sys.stderr)
+        else:
+            self.sweep.log(message)
+
+    def started(self, run: Run, verb: str, threads: int) -> None:
+        self.say(f"{verb} {run.name} ({threads} threads)")
+        if self.bars is not None:
+            slot = 1 + len(self.bars)
+            self.bars[run.name] = self._tqdm(
+                total=float(run.config["epochs"]), desc=run.name, file=sys.stderr,
+                dynamic_ncols=True, position=slot, leave=False,
+                bar_format="  {desc} {n:.1f}/{total:.0f} epochs {postfix}",
+            )  # fmt: skip
+
+    def finished(self, run: Run, outcome: str) -> None:
+        if self.bars is not None and run.name in self.bars:
+            self.bars.pop(run.name).close()
+        self.say(f"{outcome:11s} {run.name}")
+
+    def update(self, running: list[Run], n_pending: int) -> None:
+        done = self._done()
+        finished = sum(v == "completed" for v in self.sweep.results.values())
+        counts = f"{finished} finished, {len(running)} running, {n_pending} waiting"
+        if self.main is not None:
+            self.main.n = round(done, 2)
+            self.main.set_postfix_str(counts, refresh=True)
+            for run in running:
+                bar = self.bars.get(run.name)
+                if bar is not None:
+                    bar.n, where = progress(self.out / run.name, run.config["epochs"])
+                    bar.set_postfix_str(where, refresh=True)
+            return
+        now = time.monotonic()
+        if now - self.last < self.sweep.log_every:
+            return
+        self.last = now
+        rate = (done - self.done0) / (now - self.start)  # epochs per second
+        eta = f"{(self.total - done) / rate / 60:.0f} min" if rate > 0 else "unknown"
+        where = "; ".join(
+            f"{r.name}: {progress(self.out / r.name, r.config['epochs'])[1]}" for r in running
+        )
+        self.sweep.log(
+            f"sweep: {counts}; {done:.1f}/{self.total:.0f} epochs, {rate * 3600:.2f} epochs/h, "
+            f"eta {eta}" + (f" | {where}" if where else "")
+        )
+
+    def close(self) -> None:
+        for bar in (self.bars or {}).values():
+            bar.close()
+        if self.main is not None:
+            self.main.close()
