@@ -219,18 +219,39 @@ def _train_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
 _NOT_CONFIG = {"command", "func", "out", "resume", "overwrite", "dry_run"}
 
 
+def _check_device(device: str | None) -> None:
+    """--device, checked before any work, in every command that takes it."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device}: this torch build or machine has no CUDA "
+            "(torch.cuda.is_available() is False); use --device cpu"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
     from .lm.train import TrainConfig, TrainingDiverged, dry_run_config, temp_run_dir, train
 
+    _check_device(args.device)
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     cfg = TrainConfig(**given)
     if args.dry_run:
         cfg = dry_run_config(cfg)
-    out = args.out
+    out, temporary = args.out, False
     if out is None:
         if args.resume:
             raise ValueError("--resume needs --out DIR, the run to continue")
         name = cfg.dataset if cfg.corpus is None else "corpus"
+        temporary = args.dry_run
         out = (
             temp_run_dir()
             if args.dry_run
@@ -241,6 +262,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"rrnn train: {err}", file=sys.stderr)
         return 3
+    finally:
+        if temporary:  # a dry run without --out keeps nothing
+            shutil.rmtree(out, ignore_errors=True)
+    if temporary:
+        print(f"dry run finished: test ppl {result['test_ppl']:.2f}; nothing was kept")
+        return 0
     if result["status"] == "interrupted":
         return 130
     print(
@@ -342,8 +369,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .lm.generate import evaluate_checkpoint
 
+    _check_device(args.device)
     r = evaluate_checkpoint(
-        args.checkpoint, args.split, args.batch_size, args.data_dir, args.bptt, args.device
+        args.checkpoint,
+        args.split,
+        args.batch_size,
+        args.data_dir,
+        args.bptt,
+        args.device,
+        corpus=args.corpus,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -358,6 +392,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .lm.generate import generate
 
+    _check_device(args.device)
     print(
         generate(args.checkpoint, args.words, args.temperature, args.seed, args.prompt, args.device)
     )
@@ -429,11 +464,18 @@ def _report_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(
         prog="rrnn",
         description="Restricted recurrent networks: parameter counts, language-model "
         "training and evaluation, benchmarks.",
     )
+    try:
+        ours = version("rrnn")
+    except PackageNotFoundError:  # running from a source tree
+        ours = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"rrnn {ours}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -564,7 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="folder holding the corpus (default: the run's, $RRNN_DATA_DIR, ~/.cache/rrnn)",
+        help="folder holding the built-in dataset (default: the run's, $RRNN_DATA_DIR, ~/.cache/rrnn)",
+    )
+    p.add_argument(
+        "--corpus",
+        default=None,
+        metavar="DIR",
+        help="a moved copy of the run's own corpus folder (default: where it was trained); "
+        "checked against the files' hashes",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -183,6 +183,26 @@ class _CompactWeights(nn.Module):
         )
 
 
+def _check_dtype(t: Tensor, module: nn.Module, name: str) -> None:
+    """torch.nn's rule, with the fix named: input and state have the weights' dtype
+    (autocast excepted: there torch chooses the dtype of each operation)."""
+    weight = next((p for p in module.parameters() if p.numel()), None)
+    if weight is None or t.dtype == weight.dtype:
+        return
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{type(module).__name__}: {name} must be a floating-point tensor, got {t.dtype}; "
+            "token ids go through an nn.Embedding first, other integers through .float()"
+        )
+    if torch.is_autocast_enabled(t.device.type):
+        return
+    raise TypeError(
+        f"{type(module).__name__}: {name} has dtype {t.dtype} but the layer's weights are "
+        f"{weight.dtype}; convert the {name} (.to({weight.dtype})) or the layer "
+        f"(.to({t.dtype}))"
+    )
+
+
 def _check_common(input_size, hidden_size, bias, mode: str) -> None:
     R.num_gates(mode)
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -442,6 +462,12 @@ class RestrictedRNNBase(_CompactWeights):
                 f"input has {data.size(-1)} features (input.size(-1)), but the module "
                 f"expects input_size={self.input_size}"
             )
+        if batch_sizes is None and data.size(0 if not self.batch_first else 1) == 0:
+            raise ValueError(
+                f"Expected sequence length to be larger than 0 in {type(self).__name__}; "
+                f"got input of shape {_shape(input)}"
+            )
+        _check_dtype(data, self, "input")
         is_lstm = self._mode == "lstm"
         if hx is None:
             zeros = torch.zeros(self._state_shape(batch), dtype=data.dtype, device=data.device)
@@ -455,6 +481,7 @@ class RestrictedRNNBase(_CompactWeights):
                 )
             for h, name in zip(states, names):
                 self._check_state(h, name, batch, batched)
+                _check_dtype(h, self, name)
             if not batched:
                 states = tuple(h.unsqueeze(1) for h in states)
             if sorted_indices is not None:
@@ -768,6 +795,7 @@ class RestrictedCellBase(_CompactWeights):
                 f"input has {input.size(-1)} features (input.size(-1)), but the cell "
                 f"expects input_size={self.input_size}"
             )
+        _check_dtype(input, self, "input")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         expected = (x.size(0), self.hidden_size) if batched else (self.hidden_size,)
@@ -785,6 +813,7 @@ class RestrictedCellBase(_CompactWeights):
                 if not isinstance(h, Tensor) or _shape(h) != expected:
                     got = _shape(h) if isinstance(h, Tensor) else type(h).__name__
                     raise ValueError(f"{name} must have shape {expected}, got {got}")
+                _check_dtype(h, self, name)
             if not batched:
                 states = tuple(h.unsqueeze(0) for h in states)
         return x, states, batched

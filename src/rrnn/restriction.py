@@ -66,7 +66,13 @@ def shared_rows(rate: float, d: int) -> int:
 
 
 def _check_rate(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
+        raise TypeError(
+            f"sharing_rate{where} must be a real number in [0, 1], got {value!r} of type "
+            f"{type(value).__name__}"
+            + (" (write 0.5, not '0.5')" if isinstance(value, str) else "")
+        )
+    if not isinstance(value, (int, float)):
         # numbers.Real from numpy / 0-d tensors are accepted through float()
         try:
             value = float(value)

@@ -93,6 +93,10 @@ def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
         # torch.compile / torch.export trace the reference path (the fast paths
         # call C kernels on raw data pointers, which tracing cannot follow)
         return "reference"
+    if forced == "auto" and torch.is_autocast_enabled(data.device.type):
+        # under autocast torch picks each operation's dtype; the reference path
+        # runs torch's own kernels, which follow those rules
+        return "reference"
     needs_grad = _needs_grad(module, data, hx)
     if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
         if not needs_grad and steps == 1 and batch_sizes is None:

@@ -192,8 +192,17 @@ def ensure_dataset(
 def tokenize_lines(path: Path) -> Iterator[list[str]]:
     """Each line becomes ``line.split() + ['<eos>']`` (blank lines too)."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield line.split() + [EOS]
+        lineno = 0
+        try:
+            for line in f:
+                lineno += 1
+                yield line.split() + [EOS]
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path} is not UTF-8 text (line {lineno + 1}, byte {err.start} of that "
+                f"read: {err.reason}); a corpus file must be plain UTF-8 text, one sentence "
+                "per line"
+            ) from None
 
 
 @dataclass
@@ -311,7 +320,7 @@ def load_corpus(
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
             raise DataError(
-                f"--corpus {folder}: missing {', '.join(missing)}; a corpus folder needs "
+                f"corpus folder {folder}: missing {', '.join(missing)}; a corpus folder needs "
                 "train.txt, valid.txt and test.txt (plain text, one sentence per line)"
             )
         hashes = {s: sha256_file(p) for s, p in paths.items()}

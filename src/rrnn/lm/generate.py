@@ -24,26 +24,44 @@ def evaluate_checkpoint(
     bptt: int | None = None,
     device="cpu",
     log=print,
+    corpus: str | None = None,
 ) -> dict:
     """Perplexity of a checkpoint on a whole split of the corpus it was trained on.
 
     ``batch_size`` 1 gives the exact streaming value (every token but the first
-    is predicted once, from the whole history)."""
+    is predicted once, from the whole history). ``corpus`` / ``data_dir`` point
+    at a moved copy of the run's data; it must have the same files (hashes)."""
+    for name, value in (("--batch-size", batch_size), ("--bptt", bptt)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["train_config"])
-    corpus = D.load_corpus(cfg.dataset, cfg.corpus, data_dir or cfg.data_dir, log=log)
-    if corpus.fingerprint != ckpt["fingerprint"]:
+    if corpus is not None and cfg.corpus is None:
+        raise ValueError(
+            f"{path} was trained on the built-in dataset {cfg.dataset}; use --data-dir to "
+            "point at its files, not --corpus"
+        )
+    folder = corpus or cfg.corpus
+    try:
+        data = D.load_corpus(cfg.dataset, folder, data_dir or cfg.data_dir, log=log)
+    except D.DataError as err:
+        where = f"the corpus in {cfg.corpus}" if cfg.corpus else f"the dataset {cfg.dataset}"
+        flag = "--corpus DIR" if cfg.corpus else "--data-dir DIR"
+        raise D.DataError(
+            f"{err}. {path} was trained on {where}; pass {flag} to point at a copy"
+        ) from None
+    if data.fingerprint != ckpt["fingerprint"]:
         raise CheckpointError(
-            f"{path} was trained on other data than {corpus.name} found now (its files' hashes "
+            f"{path} was trained on other data than {data.name} found now (its files' hashes "
             "differ); evaluate it on the corpus it was trained on"
         )
     model = model_from_checkpoint(ckpt, device)
     batch_size = batch_size or cfg.eval_batch_size
     bptt = bptt or cfg.bptt
-    if batch_size <= 0 or bptt <= 0:
-        raise ValueError(f"--batch-size and --bptt must be positive, got {batch_size}, {bptt}")
-    D.check_batching(corpus, batch_size, 1, (split,), "--batch-size")
-    source = D.batchify(corpus.split(split), batch_size).to(device)
+    D.check_batching(data, batch_size, 1, (split,), "--batch-size")
+    source = D.batchify(data.split(split), batch_size).to(device)
     ppl = split_perplexity(model, source, bptt)
     return {
         "checkpoint": str(path),

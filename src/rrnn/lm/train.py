@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,7 +39,11 @@ CHECKPOINT_VERSION = 1
 VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
-RESUMABLE_OVERRIDES = {"data_dir", "device", "threads", "log_interval"}
+RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval"}
+# A window's loss above this many times log(V) (the loss of a uniform guess) is
+# divergence, as is a non-finite loss or gradient norm. A fresh model starts
+# below 1.5 log(V) (measured on PTB and WikiText-2, every cell, both variants).
+DIVERGENCE_FACTOR = 3.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,13 +90,34 @@ class TrainConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
+            _positive_int(name, getattr(self, name))
+        for name in ("threads", "max_batches"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if not _real(self.lr) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("momentum", "weight_decay", "clip"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            if not _real(value) or not value >= 0:
+                raise ValueError(
+                    f"{name} must be a number >= 0, got {value!r}"
+                    + ("; --clip 0 turns clipping off" if name == "clip" else "")
+                )
         if self.corpus is None and self.dataset is None:
             raise ValueError("pass a dataset (--dataset) or a corpus folder (--corpus)")
+        if self.corpus is not None:
+            # a run records its corpus by absolute path (and by hash, in the checkpoint),
+            # so that it can be evaluated and resumed from any folder
+            self.corpus = str(Path(self.corpus).expanduser().absolute())
+            self.dataset = None
+        mconf = self.model_config(vocab_size=2)  # the cell, sharing rate, sizes and dropout
+        if mconf.dropout > 0 and mconf.layers == 1:
+            warnings.warn(
+                f"dropout {mconf.dropout:g} has no effect with one recurrent layer: it falls "
+                "between recurrent layers (as in torch.nn); use --layers 2 or more",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         tie, default_dropout = VARIANTS[self.variant]
@@ -119,6 +145,28 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _real(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def default_threads() -> int:
+    """torch's default thread count on an idle machine, fewer where other work
+    already keeps cores busy (the 1-minute load average), so that a run does not
+    oversubscribe a shared machine. At least 1; ``--threads`` overrides."""
+    threads = torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return threads
+    return max(1, min(threads, int(cores - busy + 0.5)))
+
+
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     """Cosine annealing over the run, one value per epoch: ``base`` at epoch 0,
     falling to ``base * (1 + cos(pi * (E-1)/E)) / 2`` at the last."""
@@ -127,6 +175,18 @@ def cosine_lr(base: float, epoch: int, epochs: int) -> float:
 
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
+
+
+def json_ppl(loss: float) -> float | None:
+    """A perplexity for a JSON file: None where it overflows or the loss is not
+    finite (strict JSON has no Infinity or NaN; the loss is written beside it)."""
+    if not math.isfinite(loss) or loss >= 700:
+        return None
+    return math.exp(loss)
+
+
+def _strict_json(obj) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 @torch.no_grad()
@@ -166,8 +226,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"{path} is not a readable rrnn checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]})"
+            f"{path} is not a readable rrnn checkpoint: torch.load could not read it as "
+            f"tensors and plain data ({type(err).__name__}). It may be truncated (a copy "
+            "that did not finish), or not written by `rrnn train`; use the run's "
+            "checkpoint.pt or best.pt. rrnn never unpickles arbitrary objects."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -202,27 +264,40 @@ def _hidden_from_list(items, cell):
 # ---------------------------------------------------------------------------
 # Run directory
 # ---------------------------------------------------------------------------
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_out(out: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse an unusable ``out`` before anything is created; returns the run
+    files to replace (``overwrite``)."""
+    if resume and overwrite:
+        raise ValueError(
+            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
+        )
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a run directory")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
         if not (out / "checkpoint.pt").is_file():
             raise FileNotFoundError(
                 f"--resume: no checkpoint.pt in {out}; start a new run without --resume"
             )
-        return
+        return []
     if existing and not overwrite:
         raise FileExistsError(
             f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it, --overwrite to replace it, or choose another --out"
         )
+    return existing
+
+
+def _create_out(out: Path, replace: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name in existing:
+    for name in replace:
         (out / name).unlink()
 
 
 def _check_resume_config(stored: dict, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
     """The stored config wins; a flag given explicitly that contradicts it is an error."""
     conflicts = []
+    stored = TrainConfig.from_dict(stored).to_dict()
     for name in sorted(explicit - RESUMABLE_OVERRIDES):
         if name in stored and getattr(requested, name) != stored[name]:
             conflicts.append(
@@ -237,6 +312,8 @@ def _check_resume_config(stored: dict, requested: TrainConfig, explicit: set[str
         )
     merged = dict(stored)
     for name in explicit & RESUMABLE_OVERRIDES:
+        if name == "corpus" and stored.get("corpus") is None:
+            continue  # a built-in dataset run: --corpus cannot re-point it
         merged[name] = getattr(requested, name)
     return TrainConfig.from_dict(merged)
 
@@ -284,7 +361,7 @@ class _Metrics:
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         self.count += 1
 
 
@@ -303,43 +380,94 @@ def train(
     """Train (or resume) a run in ``out``; returns the summary dict.
 
     ``explicit``: names of config fields the user set on the command line (used
-    to refuse contradicting a resumed run's settings).
+    to refuse contradicting a resumed run's settings). Every setting is checked
+    before ``out`` is created. Raises ``TrainingDiverged`` (after writing the
+    summary with status "diverged") when the loss or gradient blows up.
     """
-    out = Path(out)
-    _prepare_out(out, resume, overwrite)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out / "checkpoint.pt")
-        cfg = _check_resume_config(ckpt["train_config"], cfg, explicit or set())
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    run = _Run.open(cfg, Path(out), resume, overwrite, explicit or set(), log)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    with _StopFlag() as flag:
+        for epoch in range(run.state["epoch"], run.cfg.epochs):
+            if run.train_epoch(epoch, flag, show_bar) == "interrupted":
+                return run.summary("interrupted")
+            run.end_epoch(epoch)
+            if flag.stop and epoch + 1 < run.cfg.epochs:
+                log(
+                    f"stopped after epoch {epoch + 1}; continue with: rrnn train --out {out} --resume"
+                )
+                return run.summary("interrupted")
+    return run.summary("completed")
 
-    corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
-    D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
-    D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
-    torch.manual_seed(cfg.seed)
-    mconf = cfg.model_config(corpus.vocab_size)
-    model = RNNModel(mconf)
-    model.initialize(cfg.init)
-    model = model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
 
-    state = {
-        "epoch": 0,
-        "batch": 0,
-        "history": [],
-        "best": None,
-        "elapsed": 0.0,
-        "loss_sum": 0.0,
-        "tokens": 0,
-        "hidden": None,
-    }
-    if ckpt is not None:
+class _Run:
+    """One training run: its model, optimizer, data, run directory and progress."""
+
+    def __init__(self, cfg, out, corpus, model, optimizer, state, ckpt, threads, log) -> None:
+        self.cfg, self.out, self.corpus, self.log = cfg, out, corpus, log
+        self.model, self.optimizer, self.state, self.threads = model, optimizer, state, threads
+        self.mconf = model.config
+        device = next(model.parameters()).device
+        self.metrics = _Metrics(out / "metrics.jsonl", ckpt["metrics_lines"] if ckpt else None)
+        self.train_data = D.batchify(corpus.train, cfg.batch_size).to(device)  # (N/B, B)
+        self.eval_data = {
+            s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device)
+            for s in ("valid", "test")
+        }
+        self.windows = D.num_windows(self.train_data, cfg.bptt)
+        if cfg.max_batches:
+            self.windows = min(self.windows, cfg.max_batches)
+        self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
+        self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
+
+    # --- setting up --------------------------------------------------------
+    @classmethod
+    def open(cls, cfg, out: Path, resume, overwrite, explicit, log) -> _Run:
+        """Check everything, then create (or reopen) the run directory."""
+        replace = _check_out(out, resume, overwrite)
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(out / "checkpoint.pt")
+            cfg = _check_resume_config(ckpt["train_config"], cfg, explicit)
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+        # the thread count of a run stays what it was, so that a resumed run is exact
+        threads = cfg.threads or (ckpt or {}).get("threads") or default_threads()
+        torch.set_num_threads(threads)
+
+        corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+        D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
+        D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
+        torch.manual_seed(cfg.seed)
+        mconf = cfg.model_config(corpus.vocab_size)
+        model = RNNModel(mconf)
+        model.initialize(cfg.init)
+        model = model.to(device)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        state = {"epoch": 0, "batch": 0, "history": [], "best": None, "elapsed": 0.0,
+                 "loss_sum": 0.0, "tokens": 0, "hidden": None}  # fmt: skip
+        if ckpt is not None:
+            cls._restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, log)
+        _create_out(out, replace)
+        if ckpt is None:
+            atomic_write_text(
+                out / "config.json",
+                _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
+            )
+        run = cls(cfg, out, corpus, model, optimizer, state, ckpt, threads, log)
+        if state["epoch"] == 0 and state["batch"] == 0:
+            log(
+                f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
+                f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
+                f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
+                f"total parameters; {threads} threads"
+            )
+        return run
+
+    @staticmethod
+    def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, log) -> None:
         if ckpt.get("fingerprint") != corpus.fingerprint:
             raise CheckpointError(
                 f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
@@ -356,207 +484,185 @@ def train(
         for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
             state[key] = ckpt[key]
         if ckpt["hidden"] is not None:
+            device = next(model.parameters()).device
             state["hidden"] = _hidden_from_list([h.to(device) for h in ckpt["hidden"]], cfg.cell)
         log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
-    else:
-        atomic_write_text(
-            out / "config.json",
-            json.dumps({"train": cfg.to_dict(), "model": mconf.to_dict()}, indent=2) + "\n",
-        )
-    metrics = _Metrics(out / "metrics.jsonl", ckpt["metrics_lines"] if ckpt else None)
 
-    train_data = D.batchify(corpus.train, cfg.batch_size).to(device)  # (N/B, B)
-    eval_data = {
-        s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device) for s in ("valid", "test")
-    }
-    windows = D.num_windows(train_data, cfg.bptt)
-    if cfg.max_batches:
-        windows = min(windows, cfg.max_batches)
-    rnn_params, total_params = model.rnn_parameters(), model.total_parameters()
-    if state["epoch"] == 0 and state["batch"] == 0:
-        log(
-            f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} tokens; "
-            f"{mconf.cell} r={mconf.sharing_rate} {mconf.layers}x{mconf.hidden_size}: "
-            f"{rnn_params:,} recurrent / {total_params:,} total parameters"
-        )
-
-    def checkpoint(epoch, batch, hidden):
+    # --- files -------------------------------------------------------------
+    def checkpoint(self, epoch: int, batch: int, hidden) -> None:
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,
-                "train_config": cfg.to_dict(),
-                "model_config": mconf.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "train_config": self.cfg.to_dict(),
+                "model_config": self.mconf.to_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "rng": torch.get_rng_state(),
                 "epoch": epoch,
                 "batch": batch,
                 "hidden": None if hidden is None else [h.cpu() for h in _hidden_to_list(hidden)],
-                "history": state["history"],
-                "best": state["best"],
-                "elapsed": state["elapsed"],
-                "loss_sum": state["loss_sum"],
-                "tokens": state["tokens"],
-                "metrics_lines": metrics.count,
-                "itos": corpus.itos,
-                "fingerprint": corpus.fingerprint,
+                "history": self.state["history"],
+                "best": self.state["best"],
+                "elapsed": self.state["elapsed"],
+                "loss_sum": self.state["loss_sum"],
+                "tokens": self.state["tokens"],
+                "metrics_lines": self.metrics.count,
+                "itos": self.corpus.itos,
+                "fingerprint": self.corpus.fingerprint,
+                "threads": self.threads,
             },
-            out / "checkpoint.pt",
+            self.out / "checkpoint.pt",
         )
 
-    def summary(status: str) -> dict:
-        best = state["best"]
+    def summary(self, status: str) -> dict:
+        state, best = self.state, self.state["best"]
         record = next((h for h in state["history"] if best and h["epoch"] == best["epoch"]), None)
+        tokens = sum(h["train_tokens"] for h in state["history"])
         result = {
             "status": status,
             "test_ppl": record["test_ppl"] if record else None,
             "valid_ppl": record["valid_ppl"] if record else None,
             "best_epoch": best["epoch"] if best else None,
             "epochs": len(state["history"]),
-            "epochs_planned": cfg.epochs,
-            "rnn_params": rnn_params,
-            "total_params": total_params,
+            "epochs_planned": self.cfg.epochs,
+            "rnn_params": self.rnn_params,
+            "total_params": self.total_params,
             "train_seconds": round(state["elapsed"], 3),
-            "train_tokens_per_s": (
-                sum(h["train_tokens"] for h in state["history"]) / max(state["elapsed"], 1e-9)
-                if state["history"]
-                else None
-            ),
-            "dataset": corpus.name,
-            "fingerprint": corpus.fingerprint,
-            "model": mconf.to_dict(),
+            "train_tokens_per_s": tokens / max(state["elapsed"], 1e-9) if tokens else None,
+            "dataset": self.corpus.name if self.cfg.corpus is None else None,
+            "corpus": self.cfg.corpus,
+            "fingerprint": self.corpus.fingerprint,
+            "model": self.mconf.to_dict(),
             "history": state["history"],
         }
-        atomic_write_text(out / "summary.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(self.out / "summary.json", _strict_json(result))
         return result
 
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    from tqdm import tqdm
+    # --- one epoch -----------------------------------------------------------
+    def _diverged(self, why: str, epoch: int, batch: int, lr: float) -> TrainingDiverged:
+        self.summary("diverged")
+        return TrainingDiverged(
+            f"training diverged: {why} at epoch {epoch + 1}, batch {batch + 1} (lr {lr:.4g}). "
+            f"The last good checkpoint ({self.out / 'checkpoint.pt'}, after epoch "
+            f"{self.state['epoch']}) is intact. Lower --lr, set --clip (> 0) and start again."
+        )
 
-    with _StopFlag() as flag:
-        for epoch in range(state["epoch"], cfg.epochs):
-            lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            hidden = (
-                state["hidden"]
-                if state["hidden"] is not None
-                else model.init_hidden(cfg.batch_size)
-            )
-            state["hidden"] = None
-            start_batch = state["batch"]
-            bar = tqdm(
-                total=windows,
-                initial=start_batch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not show_bar,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=False,
-            )
-            interval_loss, interval_tokens, tick = 0.0, 0, time.perf_counter()
-            for batch in range(start_batch, windows):
-                data, targets = D.get_batch(train_data, batch * cfg.bptt, cfg.bptt)
-                hidden = detach_hidden(hidden)
-                optimizer.zero_grad(set_to_none=True)
-                logits, hidden = model(data, hidden)
-                loss = F.cross_entropy(logits, targets)
-                if not torch.isfinite(loss):
-                    summary("diverged")
-                    raise TrainingDiverged(
-                        f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
-                        f"batch {batch + 1} (lr {lr:.4g}). The last good checkpoint "
-                        f"({out / 'checkpoint.pt'}, after epoch {state['epoch']}) is intact. Lower --lr "
-                        "or --clip and start again."
-                    )
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                optimizer.step()
-                n_tok = targets.numel()
-                value = loss.item()
-                state["loss_sum"] += value * n_tok
-                state["tokens"] += n_tok
-                interval_loss += value * n_tok
-                interval_tokens += n_tok
-                bar.update(1)
-                if (batch + 1) % cfg.log_interval == 0 or batch + 1 == windows:
-                    now = time.perf_counter()
-                    dt = now - tick
-                    state["elapsed"] += dt
-                    rate = interval_tokens / max(dt, 1e-9)
-                    mean = interval_loss / interval_tokens
-                    eta = (windows - batch - 1) * cfg.bptt * cfg.batch_size / max(rate, 1e-9)
-                    record = {
-                        "kind": "log",
-                        "epoch": epoch + 1,
-                        "batch": batch + 1,
-                        "batches": windows,
-                        "loss": mean,
-                        "ppl": perplexity(mean),
-                        "lr": lr,
-                        "tokens_per_s": rate,
-                        "elapsed": state["elapsed"],
-                    }
-                    metrics.write(record)
-                    bar.set_postfix(
-                        loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{rate:,.0f}"
-                    )
-                    if not show_bar:
-                        log(
-                            f"epoch {epoch + 1} batch {batch + 1}/{windows} loss {mean:.3f} "
-                            f"ppl {perplexity(mean):.1f} lr {lr:.4g} {rate:,.0f} tok/s "
-                            f"eta {eta:.0f}s"
-                        )
-                    interval_loss, interval_tokens, tick = 0.0, 0, time.perf_counter()
-                if flag.stop and batch + 1 < windows:
-                    state["elapsed"] += time.perf_counter() - tick
-                    checkpoint(epoch, batch + 1, hidden)
-                    bar.close()
-                    log(
-                        f"stopped at epoch {epoch + 1}, batch {batch + 1}; checkpoint written. "
-                        f"Continue with: rrnn train --out {out} --resume"
-                    )
-                    return summary("interrupted")
-            bar.close()
-            train_loss = state["loss_sum"] / max(state["tokens"], 1)
-            train_tokens = state["tokens"]
-            valid_ppl = split_perplexity(model, eval_data["valid"], cfg.bptt, cfg.max_batches)
-            test_ppl = split_perplexity(model, eval_data["test"], cfg.bptt, cfg.max_batches)
-            record = {
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_ppl": perplexity(train_loss),
-                "valid_ppl": valid_ppl,
-                "test_ppl": test_ppl,
-                "train_tokens": train_tokens,
-                "elapsed": state["elapsed"],
-            }
-            state["history"].append(record)
-            improved = state["best"] is None or valid_ppl < state["best"]["valid_ppl"]
-            if improved:
-                state["best"] = {"epoch": epoch + 1, "valid_ppl": valid_ppl}
-            metrics.write(record)
-            state["loss_sum"], state["tokens"], state["batch"] = 0.0, 0, 0
-            state["epoch"] = epoch + 1
-            checkpoint(epoch + 1, 0, None)
-            if improved:
-                copy_file(out / "checkpoint.pt", out / "best.pt")
-            summary("running" if epoch + 1 < cfg.epochs else "completed")
-            log(
-                f"epoch {epoch + 1:3d} | lr {lr:.4f} | train ppl {perplexity(train_loss):8.2f} | "
-                f"valid ppl {valid_ppl:8.2f} | test ppl {test_ppl:8.2f} | "
-                f"{state['elapsed']:.0f}s{'  *best' if improved else ''}"
-            )
-            if flag.stop:
-                log(
-                    f"stopped after epoch {epoch + 1}; continue with: rrnn train --out {out} --resume"
+    def train_epoch(self, epoch: int, flag: _StopFlag, show_bar: bool) -> str:
+        """Train the windows of one epoch (from the saved position when resuming).
+        Returns "interrupted" after a Ctrl-C checkpoint, else "done"."""
+        from tqdm import tqdm
+
+        cfg, model, state = self.cfg, self.model, self.state
+        lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        hidden = (
+            state["hidden"] if state["hidden"] is not None else model.init_hidden(cfg.batch_size)
+        )
+        state["hidden"] = None
+        bar = tqdm(total=self.windows, initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not show_bar, file=sys.stderr, dynamic_ncols=True, leave=False)  # fmt: skip
+        interval = [0.0, 0, time.perf_counter()]  # loss sum, tokens, start
+        max_norm = cfg.clip if cfg.clip > 0 else float("inf")
+        for batch in range(state["batch"], self.windows):
+            data, targets = D.get_batch(self.train_data, batch * cfg.bptt, cfg.bptt)
+            hidden = detach_hidden(hidden)
+            self.optimizer.zero_grad(set_to_none=True)
+            logits, hidden = model(data, hidden)
+            loss = F.cross_entropy(logits, targets)
+            value = loss.item()
+            if not math.isfinite(value) or value > self.max_loss:
+                raise self._diverged(
+                    f"the loss is {value:.4g} (limit {DIVERGENCE_FACTOR:g} log V = "
+                    f"{self.max_loss:.3g})", epoch, batch, lr,
+                )  # fmt: skip
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            if not torch.isfinite(norm):
+                raise self._diverged(f"the gradient norm is {norm.item()}", epoch, batch, lr)
+            self.optimizer.step()
+            n_tok = targets.numel()
+            state["loss_sum"] += value * n_tok
+            state["tokens"] += n_tok
+            interval[0] += value * n_tok
+            interval[1] += n_tok
+            bar.update(1)
+            if (batch + 1) % cfg.log_interval == 0 or batch + 1 == self.windows:
+                self._log_interval(epoch, batch, lr, interval, bar, show_bar)
+                interval = [0.0, 0, time.perf_counter()]
+            if flag.stop and batch + 1 < self.windows:
+                state["elapsed"] += time.perf_counter() - interval[2]
+                self.checkpoint(epoch, batch + 1, hidden)
+                bar.close()
+                self.log(
+                    f"stopped at epoch {epoch + 1}, batch {batch + 1}; checkpoint written. "
+                    f"Continue with: rrnn train --out {self.out} --resume"
                 )
-                return summary("interrupted")
-    return summary("completed")
+                return "interrupted"
+        bar.close()
+        return "done"
+
+    def _log_interval(self, epoch, batch, lr, interval, bar, show_bar) -> None:
+        loss_sum, tokens, tick = interval
+        dt = time.perf_counter() - tick
+        self.state["elapsed"] += dt
+        rate = tokens / max(dt, 1e-9)
+        mean = loss_sum / tokens
+        eta = (self.windows - batch - 1) * self.cfg.bptt * self.cfg.batch_size / max(rate, 1e-9)
+        self.metrics.write({
+            "kind": "log", "epoch": epoch + 1, "batch": batch + 1, "batches": self.windows,
+            "loss": mean, "ppl": json_ppl(mean), "lr": lr, "tokens_per_s": rate,
+            "elapsed": self.state["elapsed"],
+        })  # fmt: skip
+        bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{rate:,.0f}")
+        if not show_bar:
+            self.log(
+                f"epoch {epoch + 1} batch {batch + 1}/{self.windows} loss {mean:.3f} "
+                f"ppl {perplexity(mean):.1f} lr {lr:.4g} {rate:,.0f} tok/s eta {eta:.0f}s"
+            )
+
+    def end_epoch(self, epoch: int) -> None:
+        """Evaluate, record, checkpoint; a non-finite validation loss is divergence."""
+        cfg, state = self.cfg, self.state
+        lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+        train_loss = state["loss_sum"] / max(state["tokens"], 1)
+        losses = {}
+        for split in ("valid", "test"):
+            total, count = evaluate(self.model, self.eval_data[split], cfg.bptt, cfg.max_batches)
+            losses[split] = total / count
+        if not math.isfinite(losses["valid"]):
+            raise self._diverged(
+                f"the validation loss is {losses['valid']}", epoch, self.windows - 1, lr
+            )
+        record = {
+            "kind": "epoch", "epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
+            "train_ppl": json_ppl(train_loss), "valid_loss": losses["valid"],
+            "valid_ppl": json_ppl(losses["valid"]), "test_loss": losses["test"],
+            "test_ppl": json_ppl(losses["test"]), "train_tokens": state["tokens"],
+            "elapsed": state["elapsed"],
+        }  # fmt: skip
+        state["history"].append(record)
+        best = state["best"]
+        improved = record["valid_ppl"] is not None and (
+            best is None or record["valid_ppl"] < best["valid_ppl"]
+        )
+        if improved:
+            state["best"] = {"epoch": epoch + 1, "valid_ppl": record["valid_ppl"]}
+        self.metrics.write(record)
+        state["loss_sum"], state["tokens"], state["batch"] = 0.0, 0, 0
+        state["epoch"] = epoch + 1
+        self.checkpoint(epoch + 1, 0, None)
+        if improved:
+            copy_file(self.out / "checkpoint.pt", self.out / "best.pt")
+        self.summary("running" if epoch + 1 < cfg.epochs else "completed")
+        self.log(
+            f"epoch {epoch + 1:3d} | lr {lr:.4f} | train ppl {perplexity(train_loss):8.2f} | "
+            f"valid ppl {perplexity(losses['valid']):8.2f} | test ppl "
+            f"{perplexity(losses['test']):8.2f} | {state['elapsed']:.0f}s"
+            + ("  *best" if improved else "")
+        )
 
 
 def dry_run_config(cfg: TrainConfig) -> TrainConfig:
