@@ -464,18 +464,14 @@ def _report_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
     parser = argparse.ArgumentParser(
         prog="rrnn",
         description="Restricted recurrent networks: parameter counts, language-model "
         "training and evaluation, benchmarks.",
     )
-    try:
-        ours = version("rrnn")
-    except PackageNotFoundError:  # running from a source tree
-        ours = "unknown (not installed)"
-    parser.add_argument("--version", action="version", version=f"rrnn {ours}")
+    parser.add_argument("--version", action="version", version=f"rrnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
