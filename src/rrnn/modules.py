@@ -48,28 +48,37 @@ class _CompactWeights(nn.Module):
 
     def _register_compact(self, res: R.Restriction, sfx: str, bias: bool, factory) -> None:
         k_x, k_h = res.in_sizes
-        self.register_parameter(
-            f"weight_shared{sfx}", nn.Parameter(torch.empty(res.head_rows, res.k_r, **factory))
-        )
-        self.register_parameter(
-            f"weight_shared_tail{sfx}",
-            nn.Parameter(torch.empty(res.tail_rows, res.tail_cols, **factory)),
-        )
-        self.register_parameter(
-            f"weight_ih_private{sfx}",
-            nn.Parameter(torch.empty(res.private_rows(0), k_x, **factory)),
-        )
-        self.register_parameter(
-            f"weight_hh_private{sfx}",
-            nn.Parameter(torch.empty(res.private_rows(1), k_h, **factory)),
-        )
+        sizes = [
+            ("weight_shared", (res.head_rows, res.k_r)),
+            ("weight_shared_tail", (res.tail_rows, res.tail_cols)),
+            ("weight_ih_private", (res.private_rows(0), k_x)),
+            ("weight_hh_private", (res.private_rows(1), k_h)),
+        ]
         if bias:
-            for name, size in (
-                ("bias_shared", res.s_r),
-                ("bias_ih_private", res.private_rows(0)),
-                ("bias_hh_private", res.private_rows(1)),
-            ):
-                self.register_parameter(f"{name}{sfx}", nn.Parameter(torch.empty(size, **factory)))
+            sizes += [
+                ("bias_shared", (res.s_r,)),
+                ("bias_ih_private", (res.private_rows(0),)),
+                ("bias_hh_private", (res.private_rows(1),)),
+            ]
+        for name, size in sizes:
+            tensor = torch.empty(size, **factory)
+            if tensor.numel():
+                self.register_parameter(f"{name}{sfx}", nn.Parameter(tensor))
+            else:
+                # an empty block (the shared rows at r = 0, the private rows at r = 1,
+                # the tail at a uniform rate) is no parameter: every parameter then takes
+                # part in every forward pass, as DistributedDataParallel and
+                # torch.autograd.grad(loss, module.parameters()) require
+                self.register_buffer(f"{name}{sfx}", tensor, persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # state_dicts written by rrnn 0.1.0 hold the empty blocks as parameters
+        for name, buf in self._buffers.items():
+            key = prefix + name
+            if buf is not None and buf.numel() == 0 and key in state_dict:
+                if state_dict[key].numel() == 0:
+                    state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _register_index(self, res: R.Restriction, key: str) -> None:
         for i, tag in enumerate(("ih", "hh")):

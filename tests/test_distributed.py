@@ -1,0 +1,130 @@
+"""Restricted layers under real DistributedDataParallel (two CPU processes, gloo,
+127.0.0.1), state_dicts of rrnn 0.1.0, and torch.autograd.grad over parameters()."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import rrnn
+from rrnn.lm.train import load_checkpoint, model_from_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CELLS = ("RestrictedRNN", "RestrictedGRU", "RestrictedLSTM")
+RATES = (0.0, 0.5, 1.0)
+STEPS, T, B, F, H = 3, 4, 8, 6, 5
+
+
+def _configs():
+    for cls in CELLS:
+        for rate in RATES:
+            kernels = ("reference",) if cls == "RestrictedRNN" else ("reference", "shared-row")
+            for kernel in kernels:
+                yield cls, rate, kernel
+
+
+def _train(cls, rate, kernel, rank=0, world=1, wrap=lambda m: m):
+    """STEPS SGD steps on this rank's share of each batch's columns."""
+    torch.manual_seed(0)
+    module = getattr(rrnn, cls)(F, H, 2, sharing_rate=rate).double()
+    module.kernel = kernel
+    model = wrap(module)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    share = B // world
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(100 + step)
+        x = torch.randn(T, B, F, dtype=torch.float64, generator=g)  # (T, B, F): the global batch
+        out, _ = model(x[:, rank * share : (rank + 1) * share])  # (T, B/world, H)
+        loss = out.pow(2).mean() + out.sum(0).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def _worker(rank, world, port, path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = {}
+        for cls, rate, kernel in _configs():
+            ddp = torch.nn.parallel.DistributedDataParallel
+            results[(cls, rate, kernel)] = _train(cls, rate, kernel, rank, world, ddp)
+        if rank == 0:
+            torch.save(results, path)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
+    path = tmp_path / "ddp.pt"
+    ctx = mp.start_processes(
+        _worker, args=(2, _free_port(), str(path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = 240  # seconds: no rank may hang
+    import time
+
+    start = time.monotonic()
+    while not ctx.join(timeout=5):
+        if time.monotonic() - start > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a DDP rank hung")
+    results = torch.load(path, weights_only=False)
+    for config in _configs():
+        single = _train(*config)
+        assert set(results[config]) == set(single), config
+        for name, value in single.items():
+            torch.testing.assert_close(
+                results[config][name], value, rtol=1e-12, atol=1e-12, msg=f"{config} {name}"
+            )
+
+
+@pytest.mark.parametrize("cls", CELLS)
+@pytest.mark.parametrize("rate", RATES)
+def test_every_parameter_takes_part_in_the_forward_pass(cls, rate):
+    m = getattr(rrnn, cls)(F, H, 2, sharing_rate=rate, bidirectional=True)
+    out, _ = m(torch.randn(T, 3, F))
+    grads = torch.autograd.grad(out.sum(), list(m.parameters()))  # no allow_unused needed
+    assert all(g is not None and g.shape == p.shape for g, p in zip(grads, m.parameters()))
+    assert all(p.numel() > 0 for p in m.parameters())
+    # the empty blocks still exist, move with the module, and are not saved
+    empty = [n for n, b in m.named_buffers() if b.numel() == 0]
+    assert (rate in (0.0, 1.0)) == any(("shared_l" in n or "private" in n) for n in empty)
+    assert not any(n in m.state_dict() for n in empty)
+
+
+def test_state_dicts_of_rrnn_0_1_0_still_load():
+    fixture = torch.load(FIXTURES / "state_dicts_v0.1.0.pt", weights_only=True)
+    assert len(fixture["modules"]) == 21
+    for entry in fixture["modules"]:
+        cls = getattr(rrnn, entry["cls"])
+        kwargs = {} if entry["cls"].endswith("Cell") else {
+            "num_layers": 2, "bidirectional": entry["bidirectional"]
+        }  # fmt: skip
+        m = cls(6, 5, sharing_rate=entry["rate"], **kwargs).double()
+        assert any(v.numel() == 0 for v in entry["state_dict"].values())  # the old layout
+        m.load_state_dict(entry["state_dict"])  # strict
+        out = m(entry["input"])
+        out = out[0] if isinstance(out, tuple) else out
+        torch.testing.assert_close(out, entry["output"], rtol=0, atol=0)
+
+
+def test_lm_checkpoint_of_rrnn_0_1_0_still_loads():
+    ckpt = load_checkpoint(FIXTURES / "lm_checkpoint_lstm_r0_v0.1.0.pt")
+    model = model_from_checkpoint(ckpt)
+    tokens = torch.zeros(5, 2, dtype=torch.long)
+    logits, _ = model(tokens, model.init_hidden(2))
+    assert logits.shape == (10, model.config.vocab_size) and torch.isfinite(logits).all()
