@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -270,6 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if result["status"] == "interrupted":
         return 130
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     print(
         f"run {out}: test ppl {result['test_ppl']:.2f} at the best validation epoch "
         f"{result['best_epoch']} (valid ppl {result['valid_ppl']:.2f}); "

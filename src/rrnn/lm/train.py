@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..fileio import atomic_torch_save, atomic_write_text, copy_file
 from . import data as D
+from .distributed import Group
 from .model import INITS, ModelConfig, RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
@@ -351,17 +352,19 @@ class _StopFlag:
 class _Metrics:
     """Appends JSON lines; on resume, drops records written after the checkpoint."""
 
-    def __init__(self, path: Path, keep: int | None) -> None:
-        self.path = path
+    def __init__(self, path: Path, keep: int | None, writer: bool = True) -> None:
+        self.path, self.writer = path, writer  # under torchrun, rank 0 alone writes
         lines: list[str] = []
         if keep is not None and path.is_file():
             lines = path.read_text().splitlines()[:keep]
-            atomic_write_text(path, "".join(line + "\n" for line in lines))
+            if writer:
+                atomic_write_text(path, "".join(line + "\n" for line in lines))
         self.count = len(lines)
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.writer:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, allow_nan=False) + "\n")
         self.count += 1
 
 
@@ -384,31 +387,40 @@ def train(
     before ``out`` is created. Raises ``TrainingDiverged`` (after writing the
     summary with status "diverged") when the loss or gradient blows up.
     """
-    run = _Run.open(cfg, Path(out), resume, overwrite, explicit or set(), log)
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    with _StopFlag() as flag:
-        for epoch in range(run.state["epoch"], run.cfg.epochs):
-            if run.train_epoch(epoch, flag, show_bar) == "interrupted":
-                return run.summary("interrupted")
-            run.end_epoch(epoch)
-            if flag.stop and epoch + 1 < run.cfg.epochs:
-                log(
-                    f"stopped after epoch {epoch + 1}; continue with: rrnn train --out {out} --resume"
-                )
-                return run.summary("interrupted")
-    return run.summary("completed")
+    group = Group(cfg.device)
+    try:
+        run = _Run.open(cfg, Path(out), resume, overwrite, explicit or set(), log, group)
+        show_bar = (sys.stderr.isatty() if progress is None else progress) and group.main
+        with _StopFlag() as flag:
+            for epoch in range(run.state["epoch"], run.cfg.epochs):
+                if run.train_epoch(epoch, flag, show_bar) == "interrupted":
+                    return run.summary("interrupted")
+                run.end_epoch(epoch)
+                if flag.stop and epoch + 1 < run.cfg.epochs:
+                    run.log(
+                        f"stopped after epoch {epoch + 1}; continue with: "
+                        f"rrnn train --out {out} --resume"
+                    )
+                    return run.summary("interrupted")
+        return run.summary("completed")
+    finally:
+        group.close()
 
 
 class _Run:
     """One training run: its model, optimizer, data, run directory and progress."""
 
-    def __init__(self, cfg, out, corpus, model, optimizer, state, ckpt, threads, log) -> None:
-        self.cfg, self.out, self.corpus, self.log = cfg, out, corpus, log
+    def __init__(self, cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group):
+        self.cfg, self.out, self.corpus, self.group = cfg, out, corpus, group
+        self.log = log if group.main else (lambda message: None)
         self.model, self.optimizer, self.state, self.threads = model, optimizer, state, threads
+        self.net = group.wrap(model)  # DistributedDataParallel under torchrun
         self.mconf = model.config
         device = next(model.parameters()).device
-        self.metrics = _Metrics(out / "metrics.jsonl", ckpt["metrics_lines"] if ckpt else None)
-        self.train_data = D.batchify(corpus.train, cfg.batch_size).to(device)  # (N/B, B)
+        lines = ckpt["metrics_lines"] if ckpt else None
+        self.metrics = _Metrics(out / "metrics.jsonl", lines, group.main)
+        cols = group.columns(cfg.batch_size)
+        self.train_data = D.batchify(corpus.train, cfg.batch_size)[:, cols].to(device)  # (N/B, B/W)
         self.eval_data = {
             s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device)
             for s in ("valid", "test")
@@ -421,18 +433,27 @@ class _Run:
 
     # --- setting up --------------------------------------------------------
     @classmethod
-    def open(cls, cfg, out: Path, resume, overwrite, explicit, log) -> _Run:
-        """Check everything, then create (or reopen) the run directory."""
+    def open(cls, cfg, out: Path, resume, overwrite, explicit, log, group: Group) -> _Run:
+        """Check everything, then create (or reopen) the run directory (rank 0)."""
         replace = _check_out(out, resume, overwrite)
+        group.barrier()  # every rank has looked at `out` before rank 0 writes to it
         ckpt = None
         if resume:
             ckpt = load_checkpoint(out / "checkpoint.pt")
             cfg = _check_resume_config(ckpt["train_config"], cfg, explicit)
-        device = torch.device(cfg.device)
+        device = group.device(cfg.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
-        # the thread count of a run stays what it was, so that a resumed run is exact
-        threads = cfg.threads or (ckpt or {}).get("threads") or default_threads()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        group.columns(cfg.batch_size)  # divisible, before anything is written
+        # the thread count of a run stays what it was, so that a resumed run is exact;
+        # under torchrun the processes of a machine divide the default between them
+        threads = (
+            cfg.threads
+            or (ckpt or {}).get("threads")
+            or max(1, default_threads() // group.local_world)
+        )
         torch.set_num_threads(threads)
 
         corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
@@ -449,25 +470,28 @@ class _Run:
         state = {"epoch": 0, "batch": 0, "history": [], "best": None, "elapsed": 0.0,
                  "loss_sum": 0.0, "tokens": 0, "hidden": None}  # fmt: skip
         if ckpt is not None:
-            cls._restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, log)
-        _create_out(out, replace)
-        if ckpt is None:
-            atomic_write_text(
-                out / "config.json",
-                _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
-            )
-        run = cls(cfg, out, corpus, model, optimizer, state, ckpt, threads, log)
+            cls._restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
+        if group.main:
+            _create_out(out, replace)
+            if ckpt is None:
+                atomic_write_text(
+                    out / "config.json",
+                    _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
+                )
+        group.barrier()
+        run = cls(cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group)
         if state["epoch"] == 0 and state["batch"] == 0:
-            log(
+            run.log(
                 f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
                 f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
                 f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
                 f"total parameters; {threads} threads"
+                + (f" x {group.world} processes" if group.world > 1 else "")
             )
         return run
 
     @staticmethod
-    def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, log) -> None:
+    def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log) -> None:
         if ckpt.get("fingerprint") != corpus.fingerprint:
             raise CheckpointError(
                 f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
@@ -483,13 +507,21 @@ class _Run:
         torch.set_rng_state(ckpt["rng"])
         for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
             state[key] = ckpt[key]
-        if ckpt["hidden"] is not None:
+        if ckpt["hidden"] is not None:  # (L, B, H): this rank's columns
             device = next(model.parameters()).device
-            state["hidden"] = _hidden_from_list([h.to(device) for h in ckpt["hidden"]], cfg.cell)
-        log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
+            cols = group.columns(cfg.batch_size)
+            hidden = [h[:, cols].to(device) for h in ckpt["hidden"]]
+            state["hidden"] = _hidden_from_list(hidden, cfg.cell)
+        if group.main:
+            log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
 
     # --- files -------------------------------------------------------------
     def checkpoint(self, epoch: int, batch: int, hidden) -> None:
+        """Rank 0 writes the whole state (the hidden state of every rank's columns)."""
+        if hidden is not None:
+            hidden = [self.group.gather_columns(h) for h in _hidden_to_list(hidden)]
+        if not self.group.main:
+            return
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -501,7 +533,7 @@ class _Run:
                 "rng": torch.get_rng_state(),
                 "epoch": epoch,
                 "batch": batch,
-                "hidden": None if hidden is None else [h.cpu() for h in _hidden_to_list(hidden)],
+                "hidden": None if hidden is None else [h.cpu() for h in hidden],
                 "history": self.state["history"],
                 "best": self.state["best"],
                 "elapsed": self.state["elapsed"],
@@ -536,7 +568,8 @@ class _Run:
             "model": self.mconf.to_dict(),
             "history": state["history"],
         }
-        atomic_write_text(self.out / "summary.json", _strict_json(result))
+        if self.group.main:
+            atomic_write_text(self.out / "summary.json", _strict_json(result))
         return result
 
     # --- one epoch -----------------------------------------------------------
@@ -558,9 +591,8 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        hidden = (
-            state["hidden"] if state["hidden"] is not None else model.init_hidden(cfg.batch_size)
-        )
+        local_batch = self.train_data.size(1)
+        hidden = state["hidden"] if state["hidden"] is not None else model.init_hidden(local_batch)
         state["hidden"] = None
         bar = tqdm(total=self.windows, initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not show_bar, file=sys.stderr, dynamic_ncols=True, leave=False)  # fmt: skip
@@ -570,9 +602,10 @@ class _Run:
             data, targets = D.get_batch(self.train_data, batch * cfg.bptt, cfg.bptt)
             hidden = detach_hidden(hidden)
             self.optimizer.zero_grad(set_to_none=True)
-            logits, hidden = model(data, hidden)
+            logits, hidden = self.net(data, hidden)
             loss = F.cross_entropy(logits, targets)
-            value = loss.item()
+            # the global batch's loss, and one decision to stop, on every rank
+            value, stop = self.group.mean_and_any(loss.item(), flag.stop)
             if not math.isfinite(value) or value > self.max_loss:
                 raise self._diverged(
                     f"the loss is {value:.4g} (limit {DIVERGENCE_FACTOR:g} log V = "
@@ -583,7 +616,7 @@ class _Run:
             if not torch.isfinite(norm):
                 raise self._diverged(f"the gradient norm is {norm.item()}", epoch, batch, lr)
             self.optimizer.step()
-            n_tok = targets.numel()
+            n_tok = targets.numel() * self.group.world
             state["loss_sum"] += value * n_tok
             state["tokens"] += n_tok
             interval[0] += value * n_tok
@@ -592,7 +625,7 @@ class _Run:
             if (batch + 1) % cfg.log_interval == 0 or batch + 1 == self.windows:
                 self._log_interval(epoch, batch, lr, interval, bar, show_bar)
                 interval = [0.0, 0, time.perf_counter()]
-            if flag.stop and batch + 1 < self.windows:
+            if stop and batch + 1 < self.windows:
                 state["elapsed"] += time.perf_counter() - interval[2]
                 self.checkpoint(epoch, batch + 1, hidden)
                 bar.close()
@@ -654,7 +687,7 @@ class _Run:
         state["loss_sum"], state["tokens"], state["batch"] = 0.0, 0, 0
         state["epoch"] = epoch + 1
         self.checkpoint(epoch + 1, 0, None)
-        if improved:
+        if improved and self.group.main:
             copy_file(self.out / "checkpoint.pt", self.out / "best.pt")
         self.summary("running" if epoch + 1 < cfg.epochs else "completed")
         self.log(
