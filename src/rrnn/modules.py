@@ -193,10 +193,19 @@ class _CompactWeights(nn.Module):
 
 
 def _check_dtype(t: Tensor, module: nn.Module, name: str) -> None:
-    """torch.nn's rule, with the fix named: input and state have the weights' dtype
-    (autocast excepted: there torch chooses the dtype of each operation)."""
+    """torch.nn's rules, with the fix named: input and state are on the weights'
+    device and have their dtype (autocast excepted: there torch chooses the dtype
+    of each operation). Checked before any path runs, so every path obeys them."""
     weight = next((p for p in module.parameters() if p.numel()), None)
-    if weight is None or t.dtype == weight.dtype:
+    if weight is None:
+        return
+    if t.device != weight.device:
+        raise RuntimeError(
+            f"{type(module).__name__}: input and parameter tensors are not on the same device: "
+            f"{name} is on {t.device}, the parameters on {weight.device}; move one with "
+            f".to({str(weight.device)!r}) or .to({str(t.device)!r})"
+        )
+    if t.dtype == weight.dtype:
         return
     if not t.is_floating_point():
         raise TypeError(
