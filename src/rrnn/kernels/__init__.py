@@ -23,6 +23,7 @@ removes no rows of work there; it takes ``reference`` for sequences.
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,15 @@ def supports_shared_row(module, data: Tensor, batch_sizes) -> str | None:
     return None
 
 
+def _functorch_active() -> bool:
+    """True inside torch.func.grad / vmap / jacrev ... (they cannot see through
+    the C kernels, so those calls take the reference path)."""
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except AttributeError:  # an older torch without functorch
+        return False
+
+
 def _needs_grad(module, data: Tensor, hx) -> bool:
     if not torch.is_grad_enabled():
         return False
@@ -93,18 +103,23 @@ def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
         # torch.compile / torch.export trace the reference path (the fast paths
         # call C kernels on raw data pointers, which tracing cannot follow)
         return "reference"
+    if forced == "auto" and _functorch_active():
+        return "reference"  # torch.func transforms trace torch's own operators
     if forced == "auto" and torch.is_autocast_enabled(data.device.type):
         # under autocast torch picks each operation's dtype; the reference path
         # runs torch's own kernels, which follow those rules
         return "reference"
     needs_grad = _needs_grad(module, data, hx)
+    # the streaming step has no dropout: in training mode with dropout it never runs
+    drops = module.training and module.dropout > 0 and module.num_layers > 1
     if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
-        if not needs_grad and steps == 1 and batch_sizes is None:
+        if not needs_grad and not drops and steps == 1 and batch_sizes is None:
             return "stream"
         if forced == "stream":
             raise ValueError(
                 "kernel='stream' cannot run this call: it needs one time step of a plain "
-                "tensor and no autograd (torch.no_grad() or requires_grad=False)"
+                "tensor, no autograd (torch.no_grad() or requires_grad=False) and no "
+                "dropout (eval mode, or dropout=0)"
             )
     why_not = supports_shared_row(module, data, batch_sizes)
     if forced == "shared-row":
@@ -183,6 +198,18 @@ class StreamCache:
         self.weights: list[tuple] = []
         self.scratch: dict = {}
         self.stack: tuple | None = None  # see lstm_stack
+        self.lock = threading.Lock()  # one streaming step at a time: scratch is shared
+
+    # a copy of the module (deepcopy, pickle, torch.save) starts with an empty cache
+    # of its own: the weights, pointers and scratch here belong to this module
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __deepcopy__(self, memo) -> StreamCache:
+        return StreamCache()
 
     def get(self, module, packed_rows: bool) -> list[tuple]:
         # identity, storage and version of every parameter: any update or move
@@ -252,54 +279,61 @@ _CELLS = {
 
 def stream_forward(module, data: Tensor, hx):
     """One time step of the whole stack, no autograd: ``data`` (1, B, k) or (B, 1, k)."""
-    with torch.no_grad():
-        x = data[:, 0] if module.batch_first else data[0]  # (B, k)
-        batch, d = x.shape[0], module.hidden_size
-        lstm = module._mode == "lstm"
-        packed_rows = (
-            module._mode in SHARED_ROW_MIN_RATE
-            and module._uniform_shares is not None
-            and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64)
-        )
-        cache = module._stream_cache
-        weights = cache.get(module, packed_rows)
-        dirs = module.num_directions
-        h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
-        c_n = torch.empty_like(h_n) if lstm else None
-        if packed_rows and lstm and dirs == 1 and native.library() is not None:
-            _lstm_stack_step(module, cache, x, hx, h_n, c_n)  # one C call for all layers
-            last = h_n[-1]  # (B, d)
-            return (last.unsqueeze(1) if module.batch_first else last.unsqueeze(0)), (h_n, c_n)
-        h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
-        c0 = hx[1].unbind(0) if lstm else None
-        h_out = h_n.unbind(0)
-        c_out = c_n.unbind(0) if lstm else None
-        fused = native.step_kernels(x, module._mode) if packed_rows else None
-        for layer in range(module.num_layers):
-            s = module._uniform_shares[layer] if packed_rows else 0
-            scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
-            for direction in range(dirs):
-                idx = layer * dirs + direction
-                w = weights[idx]
-                if packed_rows and lstm:
-                    _lstm.lstm_step(
-                        x, h0[idx], c0[idx], w[0], w[1], s, h_out[idx], c_out[idx], scratch, fused
-                    )
-                elif packed_rows:
-                    _gru.gru_step(x, h0[idx], *w, s, h_out[idx], scratch, fused)
-                elif lstm:
-                    h, c = torch._VF.lstm_cell(x, (h0[idx], c0[idx]), *w)
-                    h_out[idx].copy_(h)
-                    c_out[idx].copy_(c)
-                else:
-                    h_out[idx].copy_(_CELLS[module.mode](x, h0[idx], *w))
-            if dirs == 1:
-                x = h_out[layer]
-            else:  # (B, 2d): forward and backward halves
-                x = h_n[2 * layer : 2 * layer + 2].transpose(0, 1).reshape(batch, 2 * d)
-        output = x.unsqueeze(1) if module.batch_first else x.unsqueeze(0)
-        return output, ((h_n, c_n) if lstm else h_n)
+    with torch.no_grad(), module._stream_cache.lock:
+        output, hidden = _stream_step(module, data, hx)
+    # outputs never alias the returned state (torch.nn returns separate tensors)
+    return output.clone(), hidden
+
+
+def _stream_step(module, data: Tensor, hx):
+    """The step itself (under the cache's lock): ``data`` (1, B, k) or (B, 1, k)."""
+    x = data[:, 0] if module.batch_first else data[0]  # (B, k)
+    batch, d = x.shape[0], module.hidden_size
+    lstm = module._mode == "lstm"
+    packed_rows = (
+        module._mode in SHARED_ROW_MIN_RATE
+        and module._uniform_shares is not None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+    )
+    cache = module._stream_cache
+    weights = cache.get(module, packed_rows)
+    dirs = module.num_directions
+    h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
+    c_n = torch.empty_like(h_n) if lstm else None
+    if packed_rows and lstm and dirs == 1 and native.library() is not None:
+        _lstm_stack_step(module, cache, x, hx, h_n, c_n)  # one C call for all layers
+        last = h_n[-1]  # (B, d)
+        return (last.unsqueeze(1) if module.batch_first else last.unsqueeze(0)), (h_n, c_n)
+    h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
+    c0 = hx[1].unbind(0) if lstm else None
+    h_out = h_n.unbind(0)
+    c_out = c_n.unbind(0) if lstm else None
+    fused = native.step_kernels(x, module._mode) if packed_rows else None
+    for layer in range(module.num_layers):
+        s = module._uniform_shares[layer] if packed_rows else 0
+        scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
+        for direction in range(dirs):
+            idx = layer * dirs + direction
+            w = weights[idx]
+            if packed_rows and lstm:
+                _lstm.lstm_step(
+                    x, h0[idx], c0[idx], w[0], w[1], s, h_out[idx], c_out[idx], scratch, fused
+                )
+            elif packed_rows:
+                _gru.gru_step(x, h0[idx], *w, s, h_out[idx], scratch, fused)
+            elif lstm:
+                h, c = torch._VF.lstm_cell(x, (h0[idx], c0[idx]), *w)
+                h_out[idx].copy_(h)
+                c_out[idx].copy_(c)
+            else:
+                h_out[idx].copy_(_CELLS[module.mode](x, h0[idx], *w))
+        if dirs == 1:
+            x = h_out[layer]
+        else:  # (B, 2d): forward and backward halves
+            x = h_n[2 * layer : 2 * layer + 2].transpose(0, 1).reshape(batch, 2 * d)
+    output = x.unsqueeze(1) if module.batch_first else x.unsqueeze(0)
+    return output, ((h_n, c_n) if lstm else h_n)
 
 
 def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n: Tensor) -> None:

@@ -12,6 +12,15 @@
 #include <math.h>
 #include <stddef.h>
 
+/* glibc's vector exp (libmvec) without -ffast-math: -ffast-math would link
+ * crtfastmath (flush-to-zero for the whole process) and let NaN vanish in the
+ * clamps below. Built with -fno-math-errno -fno-trapping-math, IEEE semantics
+ * otherwise: NaN and Inf propagate as on the reference path. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RRNN_NO_MVEC)
+__attribute__((__simd__("notinbranch"))) float expf(float);
+__attribute__((__simd__("notinbranch"))) double exp(double);
+#endif
+
 #define DEFINE_LSTM(T, SUF, EXP, LIM)                                                    \
 static inline T sigm_##SUF(T x) {                                                         \
     x = x < -(LIM) ? -(LIM) : (x > (LIM) ? (LIM) : x);                                    \

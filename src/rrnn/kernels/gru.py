@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import native
 
@@ -110,6 +111,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         return out, out[T - 1].clone()
 
     @staticmethod
+    @once_differentiable  # a second derivative raises instead of being silently wrong
     def backward(ctx, d_out, d_hT):
         x, h0, px, ph, rr, zz, nn, gn, out = ctx.saved_tensors
         s = ctx.s

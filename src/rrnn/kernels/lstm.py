@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import native
 
@@ -92,6 +93,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         return out, out[T - 1].clone(), cs[T].clone()
 
     @staticmethod
+    @once_differentiable  # a second derivative raises instead of being silently wrong
     def backward(ctx, d_out, d_hT, d_cT):
         x, h0, px, ph, sig, tan_s, tan_g, cs, tc, out = ctx.saved_tensors
         s = ctx.s

@@ -21,9 +21,12 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("cells.c")
-# -ffast-math (whole) lets glibc declare its SIMD expf/exp (libmvec), so the loops
-# vectorize; the kernel clamps every exp argument, so no inf or NaN arises inside.
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
+# No -ffast-math: it links crtfastmath, which sets flush-to-zero and
+# denormals-are-zero for the whole process, and its finite-math assumption lets
+# NaN vanish. cells.c declares glibc's SIMD expf/exp (libmvec) itself, so the
+# loops still vectorize; without libmvec the build falls back to scalar exp.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+LIBS = (["-lmvec", "-lm"], ["-DRRNN_NO_MVEC", "-lm"])  # tried in order
 _UNSET = object()
 _lib = _UNSET
 
@@ -58,7 +61,7 @@ def build() -> Path:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
-        source + " ".join([cc, *FLAGS]).encode() + _cpu_flags().encode()
+        source + " ".join([cc, *FLAGS, *LIBS[0]]).encode() + _cpu_flags().encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"cells-{key}.so"
     if target.is_file():
@@ -67,8 +70,11 @@ def build() -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        for libs in LIBS:
+            cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp, *libs]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if done.returncode == 0:
+                break
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
         os.replace(tmp, target)
