@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import warnings
 
 import torch
@@ -37,6 +38,9 @@ from . import restriction as R
 
 _TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _TORCH_CELL = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+_TORCH_WEIGHT_NAME = re.compile(
+    r"(?P<kind>weight|bias)_(?P<input>ih|hh)_l(?P<layer>\d+)(?P<reverse>_reverse)?"
+)
 
 
 # --------------------------------------------------------------------------
@@ -354,6 +358,91 @@ class RestrictedRNNBase(_CompactWeights):
                 w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
                 flat += [w_ih, w_hh] + ([b_ih, b_hh] if self.bias else [])
         return flat
+
+    # torch.nn's weight names (weight_ih_l0, bias_hh_l1_reverse, ...) read the
+    # gathered full matrices, so code that inspects a torch.nn layer works here
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            match = _TORCH_WEIGHT_NAME.fullmatch(name)
+            if match is None or int(match["layer"]) >= self.num_layers:
+                raise
+            if match["reverse"] and not self.bidirectional:
+                raise
+            if match["kind"] == "bias" and not self.bias:
+                raise
+            i = {"weight": 0, "bias": 2}[match["kind"]] + {"ih": 0, "hh": 1}[match["input"]]
+            return self.layer_weights(int(match["layer"]), 1 if match["reverse"] else 0)[i]
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, sharing_rate=0.5):
+        """A restricted layer built from a ``torch.nn`` one of the same kind.
+
+        Private rows are copied. Each shared row becomes the mean of the rows it
+        replaces (the rows of every gate, and of both inputs on the columns both
+        read): the least-squares choice, exact at ``sharing_rate=0``. A shared bias
+        entry, added in both ``b_ih`` and ``b_hh``, becomes half the mean of
+        ``b_ih + b_hh`` over the gates. ``sharing_rate`` is a float, or one per layer.
+        """
+        expected = _TORCH_LAYER[cls._mode]
+        if not isinstance(module, expected):
+            raise TypeError(
+                f"{cls.__name__}.from_torch needs a {expected.__name__}, got {type(module).__name__}"
+            )
+        if module.proj_size:
+            raise ValueError(
+                "from_torch: torch.nn.LSTM with proj_size has no restricted counterpart"
+            )
+        kwargs = dict(
+            num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
+            dropout=module.dropout, bidirectional=module.bidirectional, sharing_rate=sharing_rate,
+            device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype,
+        )  # fmt: skip
+        if cls._mode == "rnn":
+            kwargs["nonlinearity"] = module.nonlinearity
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn warned about dropout already
+            new = cls(module.input_size, module.hidden_size, **kwargs)
+        if new._uniform_shares is None:
+            raise ValueError(
+                "from_torch takes a float sharing rate, or one float per layer; per-gate "
+                "tables have no single shared block per row to average into"
+            )
+        n, d = R.num_gates(cls._mode), module.hidden_size
+        with torch.no_grad():
+            for layer, s in enumerate(new._uniform_shares):
+                for sfx in new._directions():
+                    new._copy_from_torch(module, layer, sfx, s, n, d)
+        new.train(module.training)
+        return new
+
+    def _copy_from_torch(self, module, layer: int, sfx: str, s: int, n: int, d: int) -> None:
+        w_ih = getattr(module, f"weight_ih_l{layer}{sfx}")
+        k_x = w_ih.size(1)
+        gx = w_ih.view(n, d, k_x)  # (gate, row, column)
+        gh = getattr(module, f"weight_hh_l{layer}{sfx}").view(n, d, d)
+        p = self._compact(f"_l{layer}{sfx}")
+        if s:
+            shared = p["weight_shared"]  # (s, max(k_x, d)): x reads [:, :k_x], h [:, :d]
+            total = torch.zeros_like(shared)
+            count = torch.zeros(shared.size(1), dtype=shared.dtype, device=shared.device)
+            total[:, :k_x] += gx[:, :s].sum(0)
+            count[:k_x] += n
+            total[:, :d] += gh[:, :s].sum(0)
+            count[:d] += n
+            shared.copy_(total / count)
+        if s < d:
+            p["weight_ih_private"].copy_(gx[:, s:].reshape(-1, k_x))
+            p["weight_hh_private"].copy_(gh[:, s:].reshape(-1, d))
+        if self.bias:
+            bx = getattr(module, f"bias_ih_l{layer}{sfx}").view(n, d)
+            bh = getattr(module, f"bias_hh_l{layer}{sfx}").view(n, d)
+            if s:
+                p["bias_shared"].copy_(((bx[:, :s] + bh[:, :s]) / 2).mean(0))
+            if s < d:
+                p["bias_ih_private"].copy_(bx[:, s:].reshape(-1))
+                p["bias_hh_private"].copy_(bh[:, s:].reshape(-1))
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn: the full weights are
