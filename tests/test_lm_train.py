@@ -54,6 +54,9 @@ def test_train_writes_run_and_learns(tmp_path, corpus):
     )
     saved = json.loads((out / "summary.json").read_text())
     assert saved["test_ppl"] == summary["test_ppl"]
+    machine = saved["machine"]  # what the numbers were measured on
+    assert machine["torch"] == torch.__version__ and machine["threads"] == 1
+    assert machine["device"] == "cpu" and machine["processes"] == 1 and machine["cpu"]
     # checkpoints load with weights_only=True; best.pt holds the best epoch
     best_ckpt = torch.load(out / "best.pt", weights_only=True)
     assert best_ckpt["epoch"] == summary["best_epoch"]

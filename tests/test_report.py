@@ -89,6 +89,8 @@ def test_markdown_states_the_rule_and_shows_unfinished_runs(sweep, tmp_path):
         assert "unfinished, 1/3 epochs" in md and "diverged, 1/3 epochs" in md
         assert "107.7 (112.5)" in md  # the paper's LSTM r=0 beside ours
         assert "| lstm | 0.5 | 542,700 | 0.5525 | 0.553 |" in md
+        assert "Budget: 3 epochs per run; the paper trained 100" in md
+        assert "Measured on: not recorded by these runs." in md
 
 
 def test_claims_are_judged_on_finished_runs(sweep):

@@ -4,6 +4,7 @@ so a reader (or a run killed mid-write) never sees a half-written file."""
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -44,3 +45,27 @@ def copy_file(src: Path, dst: Path) -> None:
     """Atomic copy (used for best.pt)."""
     with _replacing(dst) as f, open(src, "rb") as source:
         shutil.copyfileobj(source, f)
+
+
+def machine() -> dict:
+    """What a measurement ran on: CPU model, cores, torch version and, where one
+    is used, the GPU (for run summaries, reports and figures)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    text = (
+        f"{info.get('cpu', '?')} ({info.get('cores', '?')} cores), torch {info.get('torch', '?')}"
+    )
+    return text + (f", {info['gpu']}" if info.get("gpu") else "")

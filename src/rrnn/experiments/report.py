@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paper
+from ..fileio import describe_machine
 from ..restriction import count_parameters
 
 RULES = ("best-valid", "min-test")
@@ -49,6 +50,7 @@ class RunResult:
     status: str  # completed | running | interrupted | diverged | unfinished
     history: list[dict] = field(default_factory=list)
     rnn_params: int = 0
+    machine: dict = field(default_factory=dict)
 
     # --- what the run measured -------------------------------------------
     def selected(self, rule: str) -> tuple[float | None, float | None, int | None]:
@@ -156,7 +158,7 @@ def load_run(run_dir: Path) -> RunResult | None:
             train["cell"], train["embedding_size"], train["hidden_size"], train["layers"],
             sharing_rate=train["sharing_rate"],
         )  # fmt: skip
-    return RunResult(run_dir.name, train, model, status, history, rnn)
+    return RunResult(run_dir.name, train, model, status, history, rnn, summary.get("machine") or {})
 
 
 def load_sweep(sweep_dir: Path) -> list[RunResult]:
@@ -475,7 +477,11 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
                             label=f"paper R{cell.upper()} {variant} (100 ep)")  # fmt: skip
         ax.set_xlabel("recurrent parameters (exact)")
         ax.set_ylabel(f"test perplexity ({rule})")
-        ax.set_title(f"{dataset}: perplexity against recurrent parameters")
+        where = "; ".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
+        ax.set_title(
+            f"{dataset}: perplexity against recurrent parameters" + (f"\n{where}" if where else ""),
+            fontsize=10,
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         path = out / f"ppl-vs-params-{dataset.replace(':', '-')}.png"
@@ -538,6 +544,8 @@ def write_report(sweep_dir, out=None, rule: str = "best-valid", log=print) -> di
 
     found = claims(runs, rule)
     finished = sum(r.finished for r in runs)
+    machines = sorted({describe_machine(r.machine) for r in runs if r.machine})
+    budget = sorted({r.train["epochs"] for r in runs})
     md = [
         f"# Sweep report: {sweep_dir.name}",
         "",
@@ -545,6 +553,16 @@ def write_report(sweep_dir, out=None, rule: str = "best-valid", log=print) -> di
         "The paper's numbers are Tables III/IV as printed (100 epochs, the authors' min-test "
         "convention); they are shown wherever a run has the paper's dataset, sizes and "
         "variant, whatever its budget.",
+        "",
+        f"Budget: {', '.join(str(e) for e in budget)} epochs per run"
+        + (
+            "; the paper trained 100, so the perplexities here are not its numbers at its "
+            "budget, and a claim judged here is judged at this budget."
+            if max(budget) < 100
+            else "."
+        ),
+        "",
+        "Measured on: " + ("; ".join(machines) if machines else "not recorded by these runs") + ".",
         "",
         "## Runs",
         "",

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..fileio import atomic_torch_save, atomic_write_text, copy_file
+from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
 from . import data as D
 from .distributed import Group
 from .model import INITS, ModelConfig, RNNModel, detach_hidden
@@ -566,6 +566,12 @@ class _Run:
             "corpus": self.cfg.corpus,
             "fingerprint": self.corpus.fingerprint,
             "model": self.mconf.to_dict(),
+            "machine": dict(
+                machine(),
+                threads=self.threads,
+                processes=self.group.world,
+                device=str(next(self.model.parameters()).device),
+            ),
             "history": state["history"],
         }
         if self.group.main:
