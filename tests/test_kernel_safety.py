@@ -179,16 +179,47 @@ def test_two_threads_streaming_through_one_module(cls):
     assert not wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known (issue 9, open): the streaming cache keys on parameter versions, and "
-    "p.data.add_() does not bump them",
+@pytest.mark.parametrize("cls", FAST)
+@pytest.mark.parametrize(
+    "update",
+    ["data.add_", "data.copy_", "fused Adam", "no_grad add_"],
 )
-def test_updates_through_p_data_reach_the_streaming_path():
-    m = rrnn.RestrictedLSTM(10, 10, 2, sharing_rate=0.5)
+def test_every_kind_of_weight_update_reaches_the_streaming_path(cls, update):
+    torch.manual_seed(0)
+    m = cls(10, 10, 2, sharing_rate=0.5)
     x = torch.randn(1, 3, 10)
     with torch.no_grad():
-        m(x)
-        for p in m.parameters():
-            p.data.add_(0.5)
+        m(x)  # the streaming path has run once
+    params = list(m.parameters())
+    if update == "fused Adam":
+        for p in params:
+            p.grad = torch.ones_like(p)
+        torch.optim.Adam(params, lr=0.1, fused=True).step()
+    else:
+        with torch.no_grad():
+            for p in params:
+                if update == "data.add_":
+                    p.data.add_(0.5)
+                elif update == "data.copy_":
+                    p.data.copy_(p.data * -1.0)
+                else:
+                    p.add_(0.5)
+    with torch.no_grad():
+        assert m.path_for(x) == "stream"
         torch.testing.assert_close(m(x)[0], m.to_torch()(x)[0])
+
+
+@pytest.mark.parametrize("cls", FAST)
+def test_frozen_keeps_the_packed_weights_and_refuses_changes_inside(cls):
+    m = cls(10, 10, 2, sharing_rate=0.5)
+    x = torch.randn(1, 3, 10)
+    with torch.no_grad(), m.frozen():
+        first = m(x)[0]
+        key = m._stream_cache.key
+        assert key is not None and torch.equal(m(x)[0], first)
+        assert m._stream_cache.key is key  # reused, not rebuilt
+    assert m._stream_cache.key is None  # dropped on leaving
+    with pytest.raises(RuntimeError, match="weights changed inside frozen"):
+        with torch.no_grad(), m.frozen():
+            m(x)
+            next(m.parameters()).data.add_(1.0)

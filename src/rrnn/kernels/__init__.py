@@ -199,6 +199,7 @@ class StreamCache:
         self.scratch: dict = {}
         self.stack: tuple | None = None  # see lstm_stack
         self.lock = threading.Lock()  # one streaming step at a time: scratch is shared
+        self.frozen = 0  # depth of module.frozen() blocks: keep the packed weights
 
     # a copy of the module (deepcopy, pickle, torch.save) starts with an empty cache
     # of its own: the weights, pointers and scratch here belong to this module
@@ -212,12 +213,16 @@ class StreamCache:
         return StreamCache()
 
     def get(self, module, packed_rows: bool) -> list[tuple]:
-        # identity, storage and version of every parameter: any update or move
-        # (optimizer step, load_state_dict, .to()) changes one of them
+        # Outside module.frozen() the weights are packed afresh on every call: an
+        # update through p.data, a fused optimizer or a parametrization changes no
+        # version counter, so no cache key could see it. Inside frozen() they are
+        # kept while the identity, storage and version of every parameter stay.
         key = [packed_rows] + [
             (id(p), p.data_ptr(), p._version) for p in module._parameters.values()
         ]
-        if key != self.key:
+        if not self.frozen:
+            key = None
+        if key is None or key != self.key:
             with torch.no_grad():
                 self.weights = []
                 for layer in range(module.num_layers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import torch
 
@@ -110,12 +111,13 @@ def generate(
     else:
         generator.seed()
     hidden = model.init_hidden(1)
-    logits, hidden = model(ids.view(-1, 1), hidden)  # (T, V)
     out = [] if not prompt else list(context)
-    for _ in range(words):
-        probs = torch.softmax(logits[-1].float().cpu() / temperature, dim=-1)
-        nxt = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(itos[nxt])
-        logits, hidden = model(torch.tensor([[nxt]], device=device), hidden)
+    with model.rnn.frozen() if hasattr(model.rnn, "frozen") else nullcontext():
+        logits, hidden = model(ids.view(-1, 1), hidden)  # (T, V)
+        for _ in range(words):  # one streaming step per word
+            probs = torch.softmax(logits[-1].float().cpu() / temperature, dim=-1)
+            nxt = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(itos[nxt])
+            logits, hidden = model(torch.tensor([[nxt]], device=device), hidden)
     text = " ".join(out)
     return text.replace(f" {D.EOS} ", "\n").replace(D.EOS, "\n").strip()
