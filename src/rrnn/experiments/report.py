@@ -271,11 +271,8 @@ def _mean(values):
 def perplexity_tables(runs: list[RunResult], rule: str) -> str:
     """One table per comparable group, in the paper's shape: a row per cell, a
     column per sharing rate, "ours test (valid)" over "paper test (valid)"."""
-    groups: dict[tuple, list[RunResult]] = defaultdict(list)
-    for run in runs:
-        groups[run.group()].append(run)
     parts = []
-    for key, members in groups.items():
+    for key, members in _groups(runs).items():
         dataset, variant, lr, init, epochs = key[:5]
         rates = sorted({m.train["sharing_rate"] for m in members}, reverse=True)
         title = (
@@ -326,83 +323,69 @@ def _lookup(members, cell, rate, variant=None, rule="best-valid"):
     return None
 
 
-def claims(runs: list[RunResult], rule: str) -> list[dict]:
-    """The paper's four claims, judged on finished runs within each comparable group."""
+def _groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for run in runs:
         groups[run.group()].append(run)
+    return groups
 
-    def label(key):
-        dataset, variant, lr, init, epochs = key[:5]
-        return f"{dataset}, {variant}, lr {lr:g}, init {init}, {epochs} epochs"
 
-    out = []
+def _label(key: tuple) -> str:
+    dataset, variant, lr, init, epochs = key[:5]
+    return f"{dataset}, {variant}, lr {lr:g}, init {init}, {epochs} epochs"
 
-    def judge(name, text, checks):
-        verdicts = [c for c in checks if c is not None]
-        if not verdicts:
-            state = "not covered by this sweep"
-        elif all(v["holds"] for v in verdicts):
-            state = "holds"
-        elif not any(v["holds"] for v in verdicts):
-            state = "does not hold"
-        else:
-            state = "mixed"
-        out.append({"claim": name, "text": text, "verdict": state, "evidence": verdicts})
 
-    # 1. RLSTM r = 0.5 as good as the classical LSTM, or better
+def _check(where: str, holds: bool, numbers: str) -> dict:
+    return {"where": where, "holds": bool(holds), "numbers": numbers}
+
+
+def _claim_half_sharing(groups, rule) -> list[dict]:
+    """1. RLSTM at r = 0.5 as good as the classical LSTM, or better."""
     checks = []
     for key, members in groups.items():
         a, b = _lookup(members, "lstm", 0.5, rule=rule), _lookup(members, "lstm", 0.0, rule=rule)
         if a is not None and b is not None:
-            checks.append({"where": label(key), "holds": a <= b * (1 + AS_GOOD_MARGIN),
-                           "numbers": f"RLSTM r=0.5 {_fmt(a)} vs LSTM r=0 {_fmt(b)}"})  # fmt: skip
-    judge(
-        1,
-        f"RLSTM at r = 0.5 is as good as the classical LSTM or better (within {AS_GOOD_MARGIN:.0%})",
-        checks,
-    )
+            numbers = f"RLSTM r=0.5 {_fmt(a)} vs LSTM r=0 {_fmt(b)}"
+            checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers))
+    return checks
 
-    # 2. all-sharing is clearly worse (phase transition)
+
+def _claim_phase_transition(groups, rule) -> list[dict]:
+    """2. All-sharing (r = 1) clearly worse than the best LSTM at r <= 0.5."""
     checks = []
     for key, members in groups.items():
         one = _lookup(members, "lstm", 1.0, rule=rule)
         partial = [
-            (m.train["sharing_rate"], m.selected(rule)[0]) for m in members
+            (m.train["sharing_rate"], m.selected(rule)[0])
+            for m in members
             if m.finished and m.train["cell"] == "lstm" and m.train["sharing_rate"] <= 0.5
-        ]  # fmt: skip
+        ]
         partial = [(r, p) for r, p in partial if p is not None]
         if one is not None and partial:
             r, best = min(partial, key=lambda rp: rp[1])
-            checks.append({"where": label(key), "holds": one >= best * (1 + CLEARLY_WORSE_MARGIN),
-                           "numbers": f"RLSTM r=1 {_fmt(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}"})  # fmt: skip
-    judge(
-        2,
-        f"all-sharing (r = 1) is clearly worse than partial sharing (at least {CLEARLY_WORSE_MARGIN:.0%} higher perplexity than the best LSTM at r <= 0.5)",
-        checks,
-    )
+            numbers = f"RLSTM r=1 {_fmt(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}"
+            checks.append(_check(_label(key), one >= best * (1 + CLEARLY_WORSE_MARGIN), numbers))
+    return checks
 
-    # 3. RLSTM r = 0.9 beats the classical RNN; r = 0.3 beats the classical GRU
+
+def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
+    """3. RLSTM r = 0.9 beats the classical RNN; r = 0.3 the classical GRU."""
     checks = []
     for key, members in groups.items():
         for rate, other in ((0.9, "rnn"), (0.3, "gru")):
-            a, b = (
-                _lookup(members, "lstm", rate, rule=rule),
-                _lookup(members, other, 0.0, rule=rule),
-            )
+            a = _lookup(members, "lstm", rate, rule=rule)
+            b = _lookup(members, other, 0.0, rule=rule)
             if a is not None and b is not None:
-                checks.append({"where": label(key), "holds": a < b,
-                               "numbers": f"RLSTM r={rate:g} {_fmt(a)} vs {other.upper()} r=0 {_fmt(b)}"})  # fmt: skip
-    judge(
-        3,
-        "RLSTM at r = 0.9 beats the classical RNN (fewer parameters), and at r = 0.3 the classical GRU (similar size)",
-        checks,
-    )
+                numbers = f"RLSTM r={rate:g} {_fmt(a)} vs {other.upper()} r=0 {_fmt(b)}"
+                checks.append(_check(_label(key), a < b, numbers))
+    return checks
 
-    # 4. tied embedding + dropout helps the LSTM
+
+def _claim_tied_dropout(runs, rule) -> list[dict]:
+    """4. Tied embedding + dropout improves the LSTM, at each sharing rate."""
     checks = []
     by_rest: dict[tuple, list[RunResult]] = defaultdict(list)
-    for run in runs:
+    for run in runs:  # comparable runs but for the variant
         key = run.group()
         by_rest[(key[0], *key[2:10])].append(run)
     for key, members in by_rest.items():
@@ -410,10 +393,37 @@ def claims(runs: list[RunResult], rule: str) -> list[dict]:
             a = _lookup(members, "lstm", rate, "tied-dropout", rule)
             b = _lookup(members, "lstm", rate, "plain", rule)
             if a is not None and b is not None:
-                checks.append({"where": f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}",
-                               "holds": a < b, "numbers": f"tied-dropout {_fmt(a)} vs plain {_fmt(b)}"})  # fmt: skip
-    judge(4, "tied embedding + dropout 0.2 improves the (restricted) LSTM", checks)
-    return out
+                where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
+                checks.append(_check(where, a < b, f"tied-dropout {_fmt(a)} vs plain {_fmt(b)}"))
+    return checks
+
+
+def _verdict(checks: list[dict]) -> str:
+    if not checks:
+        return "not covered by this sweep"
+    if all(c["holds"] for c in checks):
+        return "holds"
+    return "does not hold" if not any(c["holds"] for c in checks) else "mixed"
+
+
+def claims(runs: list[RunResult], rule: str) -> list[dict]:
+    """The paper's four claims, judged on finished runs within each comparable group."""
+    groups = _groups(runs)
+    table = [
+        (f"RLSTM at r = 0.5 is as good as the classical LSTM or better (within "
+         f"{AS_GOOD_MARGIN:.0%})", _claim_half_sharing(groups, rule)),
+        (f"all-sharing (r = 1) is clearly worse than partial sharing (at least "
+         f"{CLEARLY_WORSE_MARGIN:.0%} higher perplexity than the best LSTM at r <= 0.5)",
+         _claim_phase_transition(groups, rule)),
+        ("RLSTM at r = 0.9 beats the classical RNN (fewer parameters), and at r = 0.3 the "
+         "classical GRU (similar size)", _claim_lstm_beats_smaller_cells(groups, rule)),
+        ("tied embedding + dropout 0.2 improves the (restricted) LSTM",
+         _claim_tied_dropout(runs, rule)),
+    ]  # fmt: skip
+    return [
+        {"claim": n, "text": text, "verdict": _verdict(checks), "evidence": checks}
+        for n, (text, checks) in enumerate(table, 1)
+    ]
 
 
 def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
