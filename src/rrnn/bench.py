@@ -146,6 +146,7 @@ def run_grid(
     stream_repeats: int = 30,
     stream_block: int = 20,
     log=print,
+    device="cpu",
 ) -> list[dict]:
     """Every (size, cell, rate): forward+backward and forward-only, each timed
     against torch.nn in this run. The streaming size is timed in blocks of
@@ -159,7 +160,9 @@ def run_grid(
         reps = stream_repeats if size == "stream" else repeats
         block = stream_block if size == "stream" else 1
         for backward in (True, False):
-            r = bench_case(case, backward=backward, repeats=reps, warmup=2, block=block)
+            r = bench_case(
+                case, backward=backward, repeats=reps, warmup=2, block=block, device=device
+            )
             r["size"] = size
             r["latency_torch_s"] = r["torch_s"] / steps  # per token step, whole batch
             r["latency_rrnn_s"] = r["rrnn_s"] / steps

@@ -330,14 +330,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from .bench import SIZES, markdown, run_grid
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, describe_machine, machine
 
+    _check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios > 1: rrnn faster "
-        "(latency: < 1 is faster)",
+        f"{describe_machine(machine())}, {torch.get_num_threads()} threads, device "
+        f"{args.device}; ratios > 1: rrnn faster (latency: < 1 is faster)",
         flush=True,
     )
     sizes = args.sizes or list(SIZES)
@@ -349,12 +350,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.stream_repeats,
         args.stream_block,
         log=lambda m: print(m, flush=True),
+        device=args.device,
     )
     table = markdown(records)
     print()
     print(table)
     if args.json:
         meta = {
+            **machine(),
+            "device": args.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
@@ -574,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runs with its weights in cache, as in real streaming (default 20)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the Markdown table")
     p.set_defaults(func=cmd_bench)
