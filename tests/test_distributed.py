@@ -124,7 +124,8 @@ def test_state_dicts_of_rrnn_0_1_0_still_load():
         m.load_state_dict(entry["state_dict"])  # strict
         out = m(entry["input"])
         out = out[0] if isinstance(out, tuple) else out
-        torch.testing.assert_close(out, entry["output"], rtol=0, atol=0)
+        # the same numbers, up to the rounding of a rebuilt C kernel (float64)
+        torch.testing.assert_close(out, entry["output"], rtol=1e-12, atol=1e-14)
 
 
 def test_lm_checkpoint_of_rrnn_0_1_0_still_loads():
