@@ -485,7 +485,7 @@ class _Run:
                 f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
                 f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
                 f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
-                f"total parameters; {threads} threads"
+                f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
                 + (f" x {group.world} processes" if group.world > 1 else "")
             )
         return run
