@@ -93,6 +93,11 @@ def test_markdown_states_the_rule_and_shows_unfinished_runs(sweep, tmp_path):
         assert "Measured on: not recorded by these runs." in md
 
 
+def test_machine_given_by_hand_for_runs_that_did_not_record_it(sweep, tmp_path):
+    R.write_report(sweep, tmp_path / "out", machine="a 2-core test box")
+    assert "Measured on: a 2-core test box." in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_claims_are_judged_on_finished_runs(sweep):
     found = {c["claim"]: c for c in R.claims(R.load_sweep(sweep), "best-valid")}
     assert found[1]["verdict"] == "holds"  # r=0.5: 115 <= 120 * 1.01

@@ -317,7 +317,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments.report import write_report
 
-    result = write_report(args.sweep_dir, args.out, args.rule)
+    result = write_report(args.sweep_dir, args.out, args.rule, machine=args.machine)
     print(
         f"wrote {result['report']}, {result['csv']}" + "".join(f", {p}" for p in result["figures"])
     )
@@ -466,6 +466,12 @@ def _report_parser(sub) -> None:
         default="best-valid",
         help="best-valid (default): test perplexity at the best validation epoch; min-test: "
         "the authors' convention, the minimum test perplexity over all epochs (optimistic)",
+    )
+    p.add_argument(
+        "--machine",
+        default=None,
+        metavar="TEXT",
+        help="what the runs ran on, for runs whose summaries do not record it",
     )
     p.set_defaults(func=cmd_report)
 

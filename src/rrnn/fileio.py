@@ -65,6 +65,8 @@ def machine() -> dict:
 
 
 def describe_machine(info: dict) -> str:
+    if "text" in info:  # given by hand for runs that did not record it
+        return info["text"]
     text = (
         f"{info.get('cpu', '?')} ({info.get('cores', '?')} cores), torch {info.get('torch', '?')}"
     )

@@ -526,8 +526,11 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------
 # The whole report
 # ---------------------------------------------------------------------------
-def write_report(sweep_dir, out=None, rule: str = "best-valid", log=print) -> dict:
-    """Write report.md, report.csv and the figures; returns paths and the claims."""
+def write_report(
+    sweep_dir, out=None, rule: str = "best-valid", log=print, machine: str | None = None
+) -> dict:
+    """Write report.md, report.csv and the figures; returns paths and the claims.
+    ``machine`` names what the runs ran on where their summaries do not record it."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     from ..fileio import atomic_write_text
@@ -536,6 +539,9 @@ def write_report(sweep_dir, out=None, rule: str = "best-valid", log=print) -> di
     out = Path(out) if out is not None else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     runs = load_sweep(sweep_dir)
+    if machine:
+        for run in runs:
+            run.machine = run.machine or {"text": machine}
 
     buf = io.StringIO()
     rows = csv_rows(runs, rule)
