@@ -220,9 +220,9 @@ class StreamCache:
         key = [packed_rows] + [
             (id(p), p.data_ptr(), p._version) for p in module._parameters.values()
         ]
-        if not self.frozen:
-            key = None
-        if key is None or key != self.key:
+        if key != self.key:  # parameters replaced, moved or updated: new scratch too
+            self.scratch = {}
+        if key != self.key or not self.frozen:
             with torch.no_grad():
                 self.weights = []
                 for layer in range(module.num_layers):
@@ -242,8 +242,7 @@ class StreamCache:
                         else:
                             self.weights.append((px.contiguous(), ph.contiguous(), bx, bh))
             self.key = key
-            self.scratch = {}
-            self.stack = None
+            self.stack = None  # pointers into the weights just packed
         return self.weights
 
     def lstm_stack(self, module):
