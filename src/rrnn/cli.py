@@ -149,6 +149,47 @@ def _model_flags(p, d, sweep: bool) -> None:
     )
 
 
+def _compress_flags(p, d, sweep: bool) -> None:
+    g = p.add_argument_group(
+        "compression (the methods compared with restriction; docs/compression.md)"
+    )
+    _axis(
+        g, sweep, "compress",
+        "restrict: the restricted layer at --sharing-rate; dense: a smaller classical layer; "
+        "lowrank: factored matrices or a shared projection; prune: gradual magnitude pruning; "
+        "iss: intrinsic sparse structures (group Lasso, compacted). The compared methods "
+        "meet --target-params, by default the restricted model's count at --sharing-rate "
+        f"(default {d.compress})",
+        choices=["restrict", "dense", "lowrank", "prune", "iss"],
+    )  # fmt: skip
+    _int_flag(g, "target-params", "recurrent parameter budget of the compared methods "
+              "(default: the restricted model's count at --sharing-rate)")  # fmt: skip
+    _int_flag(g, "rank", "lowrank: the rank of the factors or the projection size (default: "
+              "the one that meets the budget)")  # fmt: skip
+    g.add_argument("--lowrank", choices=["factors", "projection"], default=None,
+                   help="lowrank: unshared factors W = A B, or one shared projection per "
+                   f"layer (the LSTM's proj_size) (default {d.lowrank})")  # fmt: skip
+    _float_flag(g, "sparsity", "prune: the fraction of weight entries removed, in [0, 1) "
+                "(default: the one that meets the budget)", "S")  # fmt: skip
+    g.add_argument("--prune-schedule", choices=["narang", "cubic"], default=None,
+                   help="prune: Narang et al.'s thresholds (approximately meet the sparsity) or "
+                   f"Zhu and Gupta's cubic sparsity ramp (exactly) (default {d.prune_schedule})")  # fmt: skip
+    _int_flag(g, "prune-freq", f"prune: iterations between mask updates (default {d.prune_freq})")
+    _float_flag(g, "compress-start", "prune: the epoch (may be fractional) where pruning "
+                f"starts (default {d.compress_start:g})", "EPOCHS")  # fmt: skip
+    _float_flag(g, "compress-ramp", "prune (narang): the fraction of training where the "
+                f"threshold's slope rises (default {d.compress_ramp:g})", "F")  # fmt: skip
+    _float_flag(g, "compress-end", "prune: the fraction of training where masks freeze; iss: "
+                f"where the budget cut happens (default {d.compress_end:g})", "F")  # fmt: skip
+    _float_flag(g, "iss-lambda", "iss: the group Lasso weight with the per-token mean loss "
+                f"(default {d.iss_lambda:g}, the reference's 0.00245 over 35 summed steps)")  # fmt: skip
+    g.add_argument("--iss-no-cut", dest="iss_cut", action="store_const", const=False,
+                   default=None, help="iss: no budget cut; the group Lasso alone decides "
+                   "which units go (the paper's method; the size is then not controlled)")  # fmt: skip
+    _float_flag(g, "iss-threshold", f"iss: weights below this are zeroed after each step "
+                f"(default {d.iss_threshold:g})")  # fmt: skip
+
+
 def _optim_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("optimisation (the paper's section IV-A by default)")
     _int_flag(g, "epochs", f"epochs; the cosine schedule spans them (default {d.epochs})")
@@ -211,6 +252,7 @@ def _train_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     d = TrainConfig()
     _data_flags(p, d, sweep)
     _model_flags(p, d, sweep)
+    _compress_flags(p, d, sweep)
     _optim_flags(p, d, sweep)
     if not sweep:
         _run_flags(p, d)

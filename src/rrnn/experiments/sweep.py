@@ -48,6 +48,7 @@ AXES: dict[str, str] = {
     "lrs": "lr",
     "inits": "init",
     "seeds": "seed",
+    "compresses": "compress",
 }
 _AXIS_TYPES: dict[str, Callable] = {"sharing_rates": float, "lrs": float, "seeds": int}
 SWEEP_FILE = "sweep.json"
@@ -97,9 +98,12 @@ def parse_grid(text: str) -> dict[str, list]:
 def run_name(cfg: TrainConfig) -> str:
     """The run directory's name: every axis of the configuration."""
     data = cfg.dataset if cfg.corpus is None else f"corpus-{Path(cfg.corpus).name}"
+    method = "" if cfg.compress == "restrict" else f"-{cfg.compress}"
+    if cfg.compress == "prune" and cfg.prune_schedule != "narang":
+        method += f"-{cfg.prune_schedule}"
     return (
         f"{data}-{cfg.cell}-r{cfg.sharing_rate:g}-{cfg.variant}-lr{cfg.lr:g}-"
-        f"{cfg.init}-seed{cfg.seed}"
+        f"{cfg.init}-seed{cfg.seed}{method}"
     )
 
 

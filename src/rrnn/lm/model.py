@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from torch import Tensor, nn
 
 from .. import modules
+from ..compress import METHODS, LowRankRNN, StackedRNN, projected, sizes
 from ..restriction import MODES, num_gates, resolve_sharing_rates
 
 _RESTRICTED = {
@@ -26,6 +27,7 @@ _RESTRICTED = {
 _TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 BACKENDS = ("rrnn", "torch")
 INITS = ("authors", "uniform")
+LOWRANK = ("factors", "projection")
 
 
 @dataclass
@@ -41,6 +43,13 @@ class ModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     backend: str = "rrnn"  # "torch": a plain torch.nn layer (sharing_rate must be 0)
+    # the compression method (rrnn.compress): "restrict" is the restricted layer above;
+    # "dense", "prune" and "iss" train a classical torch.nn layer (pruning masks and the
+    # ISS regulariser live in the trainer); "lowrank" factors its matrices
+    compress: str = "restrict"
+    rank: int | None = None  # lowrank: the factors' rank or the projection's size
+    lowrank: str = "factors"  # lowrank: "factors" (unshared) or "projection" (shared)
+    widths: list | None = None  # a compacted ISS model: units per layer
 
     def __post_init__(self) -> None:
         if self.cell not in MODES:
@@ -52,6 +61,7 @@ class ModelConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         resolve_sharing_rates(self.sharing_rate, self.layers, num_gates(self.cell))
+        self._check_compress()
         if self.backend == "torch" and self.sharing_rate not in (0, 0.0):
             raise ValueError(
                 f"backend='torch' builds a classical torch.nn layer; sharing_rate must be 0, "
@@ -65,6 +75,38 @@ class ModelConfig:
             )
         if not 0.0 <= float(self.dropout) <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {self.dropout!r}")
+
+    def _check_compress(self) -> None:
+        if self.compress not in METHODS:
+            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
+        if self.compress != "restrict" and self.sharing_rate not in (0, 0.0):
+            raise ValueError(
+                f"compress={self.compress!r} builds a classical layer; its sharing_rate must be 0"
+            )
+        if self.compress == "lowrank":
+            if self.lowrank not in LOWRANK:
+                raise ValueError(f"lowrank must be one of {', '.join(LOWRANK)}, got {self.lowrank!r}")
+            sizes.check_rank(self.rank, self.embedding_size, self.hidden_size, self.lowrank)
+            if self.tie_weights and self.lowrank == "projection":
+                raise ValueError(
+                    "tied weights need the decoder to read hidden_size features; a projection "
+                    f"gives {self.rank}: use variant 'plain' or --lowrank factors"
+                )
+        elif self.rank is not None:
+            raise ValueError(f"rank is for compress='lowrank', not {self.compress!r}")
+        if self.widths is not None:
+            if self.compress != "iss" or len(self.widths) != self.layers:
+                raise ValueError("widths (a compacted ISS model) needs compress='iss' and one width per layer")
+            sizes.stacked_count(self.cell, self.embedding_size, self.widths)
+
+    @property
+    def output_size(self) -> int:
+        """What the decoder reads: the last layer's width."""
+        if self.widths is not None:
+            return self.widths[-1]
+        if self.compress == "lowrank" and self.lowrank == "projection":
+            return self.rank
+        return self.hidden_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,14 +125,8 @@ class RNNModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.encoder = nn.Embedding(c.vocab_size, c.embedding_size)
-        kwargs = {"dropout": c.dropout if c.layers > 1 else 0.0}
-        if c.backend == "rrnn":
-            self.rnn = _RESTRICTED[c.cell](
-                c.embedding_size, c.hidden_size, c.layers, sharing_rate=c.sharing_rate, **kwargs
-            )
-        else:
-            self.rnn = _TORCH[c.cell](c.embedding_size, c.hidden_size, c.layers, **kwargs)
-        self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
+        self.rnn = _recurrent(c)
+        self.decoder = nn.Linear(c.output_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.encoder.weight
         # PyTorch's default initialisation stands (the "authors" scheme); see initialize()
@@ -127,8 +163,13 @@ class RNNModel(nn.Module):
     def init_hidden(self, batch_size: int):
         c = self.config
         weight = self.decoder.weight
+        if isinstance(self.rnn, StackedRNN):
+            return self.rnn.init_state(batch_size, weight)  # one (1, B, w_l) per layer
         h = weight.new_zeros(c.layers, batch_size, c.hidden_size)  # (L, B, H)
-        return (h, h.clone()) if c.cell == "lstm" else h
+        if c.cell != "lstm":
+            return h
+        proj = getattr(self.rnn, "proj_size", 0)
+        return (h[..., :proj].clone() if proj else h, h.clone())  # h (L, B, P), c (L, B, H)
 
     def forward(self, tokens: Tensor, hidden) -> tuple[Tensor, object]:
         emb = self.encoder(tokens)  # (T, B, E)
@@ -142,6 +183,21 @@ class RNNModel(nn.Module):
     def total_parameters(self) -> int:
         # parameters() yields a tied matrix once
         return sum(p.numel() for p in self.parameters())
+
+
+def _recurrent(c: ModelConfig) -> nn.Module:
+    """The recurrent stack of ``c``: (T, B, E) -> (T, B, c.output_size)."""
+    dropout = c.dropout if c.layers > 1 else 0.0
+    args = (c.embedding_size, c.hidden_size, c.layers)
+    if c.widths is not None:
+        return StackedRNN(c.cell, c.embedding_size, c.widths, dropout)
+    if c.compress == "lowrank":
+        if c.lowrank == "projection":
+            return projected(c.cell, *args, rank=c.rank, dropout=dropout)
+        return LowRankRNN(c.cell, *args, rank=c.rank, dropout=dropout)
+    if c.compress == "restrict" and c.backend == "rrnn":
+        return _RESTRICTED[c.cell](*args, sharing_rate=c.sharing_rate, dropout=dropout)
+    return _TORCH[c.cell](*args, dropout=dropout)
 
 
 def detach_hidden(hidden):

@@ -33,6 +33,10 @@ import torch.nn.functional as F
 from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
 from . import data as D
 from .distributed import Group
+from ..compress import METHODS, dense_hidden_for, rank_for, sparsity_for
+from ..compress.prune import SCHEDULES, check_sparsity
+from ..restriction import count_parameters
+from . import compression
 from .model import INITS, ModelConfig, RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
@@ -84,6 +88,20 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
+    # compression (rrnn.lm.compression): the method and its options
+    compress: str = "restrict"
+    target_params: int | None = None  # None: the restricted model's count at sharing_rate
+    rank: int | None = None  # lowrank; None: the rank that meets target_params
+    lowrank: str = "factors"
+    sparsity: float | None = None  # prune; None: the sparsity that meets target_params
+    prune_schedule: str = "narang"
+    prune_freq: int = 100
+    compress_start: float = 1.0  # epochs: pruning starts after the first epoch
+    compress_ramp: float = 0.25  # fraction of training: Narang's ramp
+    compress_end: float = 0.5  # fraction of training: pruning ends / the ISS cut
+    iss_lambda: float = 7e-5
+    iss_threshold: float = 1e-4
+    iss_cut: bool = True  # False: the paper's lambda alone decides the widths
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -111,6 +129,7 @@ class TrainConfig:
             # so that it can be evaluated and resumed from any folder
             self.corpus = str(Path(self.corpus).expanduser().absolute())
             self.dataset = None
+        self._check_compress()
         mconf = self.model_config(vocab_size=2)  # the cell, sharing rate, sizes and dropout
         if mconf.dropout > 0 and mconf.layers == 1:
             warnings.warn(
@@ -120,20 +139,79 @@ class TrainConfig:
                 stacklevel=3,
             )
 
+    def _check_compress(self) -> None:
+        if self.compress not in METHODS:
+            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
+        if self.prune_schedule not in SCHEDULES:
+            raise ValueError(f"prune schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.prune_schedule!r}")  # fmt: skip
+        own = {"rank": "lowrank", "sparsity": "prune"}
+        for name, method in own.items():
+            if getattr(self, name) is not None and self.compress != method:
+                raise ValueError(f"--{name} is an option of --compress {method}, not {self.compress}")
+        if self.target_params is not None:
+            _positive_int("target_params", self.target_params)
+            if self.compress == "restrict":
+                raise ValueError("--target-params sizes a compared method (--compress dense, "
+                                 "lowrank, prune or iss); the restricted model's size is "
+                                 "set by --sharing-rate")  # fmt: skip
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
+        _positive_int("prune_freq", self.prune_freq)
+        self.resolved_sparsity()  # a budget a pruned model can meet
+        for name in ("iss_lambda", "iss_threshold", "compress_start"):
+            if not _real(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if not (_real(self.compress_ramp) and _real(self.compress_end)
+                and 0 <= self.compress_ramp <= self.compress_end <= 1 and self.compress_end > 0):  # fmt: skip
+            raise ValueError(
+                "--compress-ramp and --compress-end are fractions of training with "
+                f"0 <= ramp <= end <= 1, got {self.compress_ramp!r} and {self.compress_end!r}"
+            )
+        if self.compress == "iss" and VARIANTS[self.variant][0]:
+            raise ValueError("--compress iss needs untied weights (variant 'plain'): with tied "
+                             "weights the decoder's columns are the embedding's")  # fmt: skip
+
+    def budget(self) -> int:
+        """The recurrent parameter budget of a compared method."""
+        if self.target_params is not None:
+            return self.target_params
+        return count_parameters(self.cell, self.embedding_size, self.hidden_size, self.layers,
+                                self.sharing_rate)  # fmt: skip
+
     def model_config(self, vocab_size: int) -> ModelConfig:
         tie, default_dropout = VARIANTS[self.variant]
         dropout = default_dropout if self.dropout is None else self.dropout
+        hidden, rank, rate, backend = self.hidden_size, None, self.sharing_rate, self.backend
+        if self.compress != "restrict":
+            rate, backend = 0.0, "torch"
+        if self.compress == "dense":
+            hidden = dense_hidden_for(self.cell, self.embedding_size, self.layers, self.budget())
+        elif self.compress == "lowrank":
+            rank = self.rank or rank_for(self.cell, self.embedding_size, self.hidden_size,
+                                         self.layers, self.budget(), self.lowrank)  # fmt: skip
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
-            sharing_rate=self.sharing_rate,
+            sharing_rate=rate,
             layers=self.layers,
             embedding_size=self.embedding_size,
-            hidden_size=self.hidden_size,
+            hidden_size=hidden,
             dropout=dropout,
             tie_weights=tie,
-            backend=self.backend,
+            backend=backend,
+            compress=self.compress,
+            rank=rank,
+            lowrank=self.lowrank,
         )
+
+    def resolved_sparsity(self) -> float | None:
+        if self.compress != "prune":
+            return None
+        if self.sparsity is not None:
+            return self.sparsity
+        return sparsity_for(self.cell, self.embedding_size, self.hidden_size, self.layers,
+                            self.budget())  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,7 +329,8 @@ def model_from_checkpoint(ckpt: dict, device="cpu") -> RNNModel:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint weights do not fit its model config: {err}") from None
-    return model
+    # an ISS run's units whose groups are all zero are removed: the smaller real model
+    return compression.compact_model(model)
 
 
 def _hidden_to_list(hidden):
@@ -430,6 +509,9 @@ class _Run:
             self.windows = min(self.windows, cfg.max_batches)
         self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
         self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
+        self.method = compression.build(cfg, model, self.windows)  # pruning, ISS: their state
+        if ckpt is not None and ckpt.get("compress"):
+            self.method.load_state_dict(ckpt["compress"])
 
     # --- setting up --------------------------------------------------------
     @classmethod
@@ -488,6 +570,11 @@ class _Run:
                 f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
                 + (f" x {group.world} processes" if group.world > 1 else "")
             )
+            if cfg.compress != "restrict":
+                run.log(f"compression: {run.method.describe()}")
+            if run.method.schedule.adjusted:
+                run.log(f"the run is shorter than --compress-start: starting at iteration "
+                        f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
         return run
 
     @staticmethod
@@ -543,6 +630,7 @@ class _Run:
                 "itos": self.corpus.itos,
                 "fingerprint": self.corpus.fingerprint,
                 "threads": self.threads,
+                "compress": self.method.state_dict(),
             },
             self.out / "checkpoint.pt",
         )
@@ -560,6 +648,8 @@ class _Run:
             "epochs_planned": self.cfg.epochs,
             "rnn_params": self.rnn_params,
             "total_params": self.total_params,
+            "compress": self.cfg.compress,
+            **self.method.counts(),
             "train_seconds": round(state["elapsed"], 3),
             "train_tokens_per_s": tokens / max(state["elapsed"], 1e-9) if tokens else None,
             "dataset": self.corpus.name if self.cfg.corpus is None else None,
@@ -617,11 +707,13 @@ class _Run:
                     f"the loss is {value:.4g} (limit {DIVERGENCE_FACTOR:g} log V = "
                     f"{self.max_loss:.3g})", epoch, batch, lr,
                 )  # fmt: skip
-            loss.backward()
+            penalty = self.method.penalty()  # ISS: the group Lasso term (not in the reported loss)
+            (loss if penalty is None else loss + penalty).backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             if not torch.isfinite(norm):
                 raise self._diverged(f"the gradient norm is {norm.item()}", epoch, batch, lr)
             self.optimizer.step()
+            self.method.after_step()  # pruning masks, ISS zeroing
             n_tok = targets.numel() * self.group.world
             state["loss_sum"] += value * n_tok
             state["tokens"] += n_tok
