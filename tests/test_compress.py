@@ -87,7 +87,9 @@ def test_budget_sizes_meet_the_restricted_count():
     assert target == 542_700
     w = dense_hidden_for("lstm", 200, 3, target)
     assert w == 145  # 20 w^2 + 824 w: 539,980 at 145, 546,624 at 146
-    assert abs(dense_count("lstm", 200, w, 3) - target) <= abs(dense_count("lstm", 200, w + 1, 3) - target)
+    assert abs(dense_count("lstm", 200, w, 3) - target) <= abs(
+        dense_count("lstm", 200, w + 1, 3) - target
+    )
     assert rank_for("lstm", 200, 200, 3, target) == 90
     assert rank_for("lstm", 200, 200, 3, target, "projection") == 82
     s = sparsity_for("lstm", 200, 200, 3, target)
@@ -99,12 +101,24 @@ def test_budget_sizes_meet_the_restricted_count():
     [
         (lambda: LowRankRNN("lstm", 10, 20, rank=11), "rank 11 is too large"),
         (lambda: projected("gru", 10, 20, rank=20), "rank 20 is too large"),
-        (lambda: GradualPruner(nn.LSTM(4, 4), sparsity=1.0, start=0, end=10), "sparsity must be in [0, 1)"),
-        (lambda: GradualPruner(nn.LSTM(4, 4), sparsity=-0.1, start=0, end=10), "sparsity must be in [0, 1)"),
-        (lambda: GradualPruner(nn.Linear(4, 4), sparsity=0.5, start=0, end=10), "no torch.nn RNN/GRU/LSTM"),
+        (
+            lambda: GradualPruner(nn.LSTM(4, 4), sparsity=1.0, start=0, end=10),
+            "sparsity must be in [0, 1)",
+        ),
+        (
+            lambda: GradualPruner(nn.LSTM(4, 4), sparsity=-0.1, start=0, end=10),
+            "sparsity must be in [0, 1)",
+        ),
+        (
+            lambda: GradualPruner(nn.Linear(4, 4), sparsity=0.5, start=0, end=10),
+            "no torch.nn RNN/GRU/LSTM",
+        ),
         (lambda: GradualPruner(nn.LSTM(4, 4), 0.5, start=10, end=5), "start < end"),
         (lambda: sparsity_for("lstm", 200, 200, 3, 100), "outside"),
-        (lambda: ISSRegularizer(nn.LSTM(4, 4, bidirectional=True), torch.zeros(3, 8), 1e-4), "unidirectional"),
+        (
+            lambda: ISSRegularizer(nn.LSTM(4, 4, bidirectional=True), torch.zeros(3, 8), 1e-4),
+            "unidirectional",
+        ),
     ],
 )
 def test_bad_options_are_clear_errors(call, words):
@@ -242,7 +256,7 @@ def test_masks_only_shrink_and_stay_applied(schedule):
     biases = [p for n, p in model.named_parameters() if "bias" in n]
     assert all(bool((b != 0).all()) for b in biases)  # biases are never pruned
     if schedule == "cubic":
-        for name, m in pruner.masks.items():
+        for m in pruner.masks.values():
             assert m.sum() == round(0.3 * m.numel())  # exactly the target per matrix
     else:
         assert 0.3 < 1 - pruner.density() < 0.95  # near the target, not exactly
@@ -251,9 +265,7 @@ def test_masks_only_shrink_and_stay_applied(schedule):
 def test_narang_masks_weights_below_the_threshold():
     model, pruner, _ = _prune_loop("narang", steps=41)
     for kind, eps in pruner.thresholds.items():
-        assert eps == pytest.approx(
-            narang_threshold(40, pruner.q[kind], 5, 20, 40, 5), rel=1e-12
-        )
+        assert eps == pytest.approx(narang_threshold(40, pruner.q[kind], 5, 20, 40, 5), rel=1e-12)
         for name, (k, p) in pruner.params.items():
             if k == kind:
                 assert (p.abs()[pruner.masks[name]] >= eps).all()
@@ -261,7 +273,6 @@ def test_narang_masks_weights_below_the_threshold():
 
 def test_sparse_product_equals_dense():
     model, pruner, _ = _prune_loop("cubic")
-    x = torch.randn(11, model.hidden_size)
     for name, w in sparse_weights(model).items():
         dense = pruner.params[name][1].detach()
         assert w.layout == torch.sparse_csr
@@ -295,7 +306,9 @@ def test_iss_group_norms_cover_exactly_the_group():
         rnn.weight_hh_l1[:, k] = 1.0
         reader[:, k] = 1.0
     sq = group_norms_sq(rnn, reader)
-    size = 4 * (5 + 5) + 8 + (20 - 4) + 7  # rows of W_ih, W_hh; biases; W_hh column less overlap; reader
+    size = (
+        4 * (5 + 5) + 8 + (20 - 4) + 7
+    )  # rows of W_ih, W_hh; biases; W_hh column less overlap; reader
     assert sq[1][k].item() == size
     # groups overlap where a row of one unit crosses the column of another: every
     # other unit j of layer 1 holds W_hh[g*H+j, k] (its rows) and W_hh[g*H+k, j]
@@ -339,7 +352,9 @@ def test_iss_compacted_model_equals_the_masked_one_in_float64():
 def test_iss_penalty_is_the_group_lasso():
     rnn, reader = nn.LSTM(3, 4, 2).double(), torch.randn(5, 4, dtype=torch.float64)
     reg = ISSRegularizer(rnn, reader, lam=0.5)
-    expected = 0.5 * sum(math.sqrt(v + 1e-8) for sq in group_norms_sq(rnn, reader) for v in sq.tolist())
+    expected = 0.5 * sum(
+        math.sqrt(v + 1e-8) for sq in group_norms_sq(rnn, reader) for v in sq.tolist()
+    )
     assert reg.penalty().item() == pytest.approx(expected)
     # by brute force for unit 1 of layer 0: the set of entries, each counted once
     H, k = 4, 1
@@ -348,7 +363,7 @@ def test_iss_penalty_is_the_group_lasso():
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
         t = getattr(rnn, name)
         for r in rows:
-            for idx in ([r] if t.dim() == 1 else [(r, c) for c in range(t.size(1))]):
+            for idx in [r] if t.dim() == 1 else [(r, c) for c in range(t.size(1))]:
                 entries[(name, idx if isinstance(idx, tuple) else (idx,))] = t[idx]
     for r in range(16):
         entries[("weight_hh_l0", (r, k))] = rnn.weight_hh_l0[r, k]
@@ -461,4 +476,6 @@ def test_sweep_names_the_method(corpus):
     base = small_config(corpus).to_dict()
     runs = expand(base, {"compresses": ["restrict", "dense", "prune"]})
     names = [r.name for r in runs]
-    assert names[0].endswith("seed3") and names[1].endswith("-dense") and names[2].endswith("-prune")
+    assert (
+        names[0].endswith("seed3") and names[1].endswith("-dense") and names[2].endswith("-prune")
+    )

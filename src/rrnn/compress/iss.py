@@ -57,7 +57,7 @@ def _layer(rnn: nn.RNNBase, l: int) -> dict[str, Tensor]:
 
 def group_norms_sq(rnn: nn.RNNBase, reader: Tensor) -> list[Tensor]:
     """Per layer, the squared norm of every unit's group, ``(H,)`` each."""
-    mode, h, g = _mode_of(rnn), rnn.hidden_size, num_gates(_mode_of(rnn))
+    h, g = rnn.hidden_size, num_gates(_mode_of(rnn))
     out = []
     for l in range(rnn.num_layers):
         p = _layer(rnn, l)
@@ -82,23 +82,33 @@ class ISSRegularizer:
     penalty off); removed units stay masked at every later :meth:`step`.
     """
 
-    def __init__(self, rnn: nn.RNNBase, reader: Tensor, lam: float, threshold: float = 1e-4) -> None:
+    def __init__(
+        self, rnn: nn.RNNBase, reader: Tensor, lam: float, threshold: float = 1e-4
+    ) -> None:
         self.mode = _mode_of(rnn)
         if not (isinstance(lam, (int, float)) and lam >= 0) or isinstance(lam, bool):
             raise ValueError(f"ISS lambda must be a number >= 0, got {lam!r}")
         if reader.dim() != 2 or reader.size(1) != rnn.hidden_size:
-            raise ValueError(f"the reader must be (V, {rnn.hidden_size}), got {tuple(reader.shape)}")
+            raise ValueError(
+                f"the reader must be (V, {rnn.hidden_size}), got {tuple(reader.shape)}"
+            )
         self.rnn, self.reader, self.lam, self.threshold = rnn, reader, float(lam), float(threshold)
         self.active = True  # the penalty and the small-weight zeroing; off after cut()
-        self.removed = [torch.zeros(rnn.hidden_size, dtype=torch.bool) for _ in range(rnn.num_layers)]
+        self.removed = [
+            torch.zeros(rnn.hidden_size, dtype=torch.bool) for _ in range(rnn.num_layers)
+        ]
 
     def penalty(self) -> Tensor:
         if not self.active or self.lam == 0:
             return self.reader.new_zeros(())
-        return self.lam * sum(torch.sqrt(sq + EPS).sum() for sq in group_norms_sq(self.rnn, self.reader))
+        return self.lam * sum(
+            torch.sqrt(sq + EPS).sum() for sq in group_norms_sq(self.rnn, self.reader)
+        )
 
     def _tensors(self) -> list[Tensor]:
-        return [p for l in range(self.rnn.num_layers) for p in _layer(self.rnn, l).values()] + [self.reader]
+        return [p for l in range(self.rnn.num_layers) for p in _layer(self.rnn, l).values()] + [
+            self.reader
+        ]
 
     @torch.no_grad()
     def step(self) -> None:
@@ -109,7 +119,7 @@ class ISSRegularizer:
 
     @torch.no_grad()
     def _apply_removed(self) -> None:
-        h, g = self.rnn.hidden_size, num_gates(self.mode)
+        g = num_gates(self.mode)
         for l, gone in enumerate(self.removed):
             if not gone.any():
                 continue
@@ -119,7 +129,11 @@ class ISSRegularizer:
             for name in p:
                 p[name][rows] = 0.0
             p["weight_hh"][:, gone] = 0.0
-            nxt = getattr(self.rnn, f"weight_ih_l{l + 1}") if l + 1 < self.rnn.num_layers else self.reader
+            nxt = (
+                getattr(self.rnn, f"weight_ih_l{l + 1}")
+                if l + 1 < self.rnn.num_layers
+                else self.reader
+            )
             nxt[:, gone] = 0.0
 
     def widths(self) -> list[int]:
@@ -145,7 +159,6 @@ class ISSRegularizer:
         stack's count is at most ``target``; returns the widths."""
         sizes = self.group_sizes()
         norms = [sq / n for sq, n in zip(group_norms_sq(self.rnn, self.reader), sizes)]
-        widths = [int(h) for h in [self.rnn.hidden_size] * self.rnn.num_layers]
         order = sorted(
             ((float(v), l, k) for l, sq in enumerate(norms) for k, v in enumerate(sq.tolist())
              if not self.removed[l][k]),
@@ -186,7 +199,12 @@ class StackedRNN(nn.Module):
         super().__init__()
         widths = [int(w) for w in widths]
         stacked_count(mode, input_size, widths)  # checks the sizes
-        self.mode, self.input_size, self.widths, self.dropout = mode, input_size, widths, float(dropout)
+        self.mode, self.input_size, self.widths, self.dropout = (
+            mode,
+            input_size,
+            widths,
+            float(dropout),
+        )
         ks = [input_size] + widths[:-1]
         self.layers = nn.ModuleList(_TORCH[mode](k, w) for k, w in zip(ks, widths))
 

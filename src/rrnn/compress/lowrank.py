@@ -75,13 +75,15 @@ class LowRankRNN(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         a = (3.0 / (self.rank * self.hidden_size)) ** 0.25
         for name, p in self.named_parameters():
-            nn.init.uniform_(p, -bound, bound) if name.startswith("bias") else nn.init.uniform_(p, -a, a)
+            nn.init.uniform_(p, -bound, bound) if name.startswith("bias") else nn.init.uniform_(
+                p, -a, a
+            )
 
     def full_weights(self) -> list[Tensor]:
         """torch.nn's flat weight list: per layer ``W_ih, W_hh, b_ih, b_hh``."""
         out = []
         for l in range(self.num_layers):
-            g = lambda n: getattr(self, f"{n}_l{l}")  # noqa: E731
+            g = lambda n, l=l: getattr(self, f"{n}_l{l}")  # noqa: E731
             out += [g("weight_ih_a") @ g("weight_ih_b"), g("weight_hh_a") @ g("weight_hh_b"),
                     g("bias_ih"), g("bias_hh")]  # fmt: skip
         return out
@@ -176,7 +178,7 @@ class ProjectedRNN(nn.Module):
             hx = input.new_zeros(self.num_layers, input.size(1), self.hidden_size)  # (L, B, H)
         x, last = input, []
         for l in range(self.num_layers):
-            g = lambda n: getattr(self, f"{n}_l{l}")  # noqa: E731
+            g = lambda n, l=l: getattr(self, f"{n}_l{l}")  # noqa: E731
             if l > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, True)
             gi = F.linear(x, g("weight_ih"), g("bias_ih"))  # (T, B, G*H)

@@ -33,7 +33,9 @@ from torch import Tensor, nn
 SCHEDULES = ("narang", "cubic")
 
 
-def narang_threshold(itr: int, q: float, start: int, ramp: int, end: int, freq: int) -> float | None:
+def narang_threshold(
+    itr: int, q: float, start: int, ramp: int, end: int, freq: int
+) -> float | None:
     """Narang et al.'s threshold at iteration ``itr``, or None where ``itr`` is not
     a pruning iteration (outside ``[start, end]`` or not a multiple of ``freq``
     from ``start``)::
@@ -78,10 +80,14 @@ def check_schedule(start: int, ramp: int, end: int, freq: int) -> None:
 
 
 def check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (
-        0.0 <= sparsity < 1.0
+    if (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float))
+        or not (0.0 <= sparsity < 1.0)
     ):
-        raise ValueError(f"sparsity must be in [0, 1) (the fraction of weights removed), got {sparsity!r}")
+        raise ValueError(
+            f"sparsity must be in [0, 1) (the fraction of weights removed), got {sparsity!r}"
+        )
     return float(sparsity)
 
 
@@ -184,7 +190,11 @@ class GradualPruner:
                 raise ValueError(f"pruning mask {n} has shape {tuple(m.shape)}, the matrix "
                                  f"{tuple(self.masks[n].shape)}")  # fmt: skip
             self.masks[n] = m.to(self.masks[n].device, torch.bool)
-        self.itr, self.q, self.thresholds = int(state["itr"]), dict(state["q"]), dict(state["thresholds"])
+        self.itr, self.q, self.thresholds = (
+            int(state["itr"]),
+            dict(state["q"]),
+            dict(state["thresholds"]),
+        )
         self.apply()
 
 

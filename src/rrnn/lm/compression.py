@@ -70,7 +70,11 @@ class Method:
 
     def counts(self) -> dict:
         n = self.model.rnn_parameters()
-        return {"rnn_params_dense": n, "rnn_params_nonzero": _nonzero(self.model.rnn), "rnn_params": n}
+        return {
+            "rnn_params_dense": n,
+            "rnn_params_nonzero": _nonzero(self.model.rnn),
+            "rnn_params": n,
+        }
 
 
 class Prune(Method):
@@ -115,7 +119,9 @@ class ISS(Method):
 
     def __init__(self, cfg, model, schedule) -> None:
         super().__init__(cfg, model, schedule)
-        self.reg = ISSRegularizer(model.rnn, model.decoder.weight, cfg.iss_lambda, cfg.iss_threshold)
+        self.reg = ISSRegularizer(
+            model.rnn, model.decoder.weight, cfg.iss_lambda, cfg.iss_threshold
+        )
         self.itr = 0
 
     def penalty(self):

@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
-from . import data as D
-from .distributed import Group
 from ..compress import METHODS, dense_hidden_for, rank_for, sparsity_for
 from ..compress.prune import SCHEDULES, check_sparsity
+from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
 from ..restriction import count_parameters
 from . import compression
+from . import data as D
+from .distributed import Group
 from .model import INITS, ModelConfig, RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
