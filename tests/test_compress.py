@@ -479,3 +479,63 @@ def test_sweep_names_the_method(corpus):
     assert (
         names[0].endswith("seed3") and names[1].endswith("-dense") and names[2].endswith("-prune")
     )
+
+
+# ---------------------------------------------------------------------------
+# Sparse inference, latency and the report's Pareto figures
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["rnn", "gru", "lstm"])
+def test_sparse_rnn_equals_the_pruned_dense_module(mode):
+    from rrnn.compress.sparse import SparseRNN
+
+    torch.manual_seed(0)
+    rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[mode](6, 9, 2).double()
+    pruner = GradualPruner(rnn, 0.6, start=0, end=1, freq=1, schedule="cubic")
+    pruner.step()
+    pruner.step()
+    assert 0.55 < 1 - pruner.density() < 0.65
+    sparse = SparseRNN(rnn)
+    x = torch.randn(7, 3, 6, dtype=torch.float64)
+    h = torch.randn(2, 3, 9, dtype=torch.float64)
+    hx = (h, torch.randn_like(h)) if mode == "lstm" else h
+    out, state = sparse(x, hx)
+    with torch.no_grad():
+        ref, ref_state = rnn(x, hx)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(
+        state if mode == "lstm" else [state], ref_state if mode == "lstm" else [ref_state]
+    ):
+        torch.testing.assert_close(a, b)
+
+
+def test_report_draws_pareto_figures_with_latency(tmp_path, corpus):
+    from rrnn.cli import main
+    from rrnn.experiments.sweep import expand
+
+    out = tmp_path / "sweep"
+    base = small_config(corpus, epochs=2, variant="plain").to_dict()
+    runs = expand(base, {"compresses": ["restrict", "dense", "prune", "iss"]})
+    for run in runs:
+        T.train(T.TrainConfig.from_dict(run.config), out / run.name, **QUIET)
+    code = main(["report", str(out), "--latency", "--threads", "1"])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "## Compression methods" in report
+    for name in ("pareto-params.png", "pareto-latency.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    for run in runs:
+        lat = json.loads((out / run.name / "latency.json").read_text())
+        assert set(lat["shapes"]) == {"stream", "batch80"}
+        for entry in lat["shapes"].values():
+            assert entry["latency_s"] > 0 and entry["torch_s"] > 0
+            assert entry["ratio_to_torch"] == pytest.approx(entry["latency_s"] / entry["torch_s"])
+        if run.name.endswith("-prune"):
+            assert all(e["sparse_s"] > 0 for e in lat["shapes"].values())
+            assert all(
+                e["latency_s"] == min(e["dense_s"], e["sparse_s"]) for e in lat["shapes"].values()
+            )
+        assert lat["machine"]["threads"] == 1
+    # the paper's claims are judged on restricted runs only: the compared methods are not "r=0.5"
+    rows = (out / "report.csv").read_text().splitlines()
+    assert any(",dense," in r for r in rows) and any(",restrict," in r for r in rows)

@@ -359,6 +359,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments.report import write_report
 
+    if args.latency:
+        import torch
+
+        from .experiments.latency import measure_sweep
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        measure_sweep(args.sweep_dir)
     result = write_report(args.sweep_dir, args.out, args.rule, machine=args.machine)
     print(
         f"wrote {result['report']}, {result['csv']}" + "".join(f", {p}" for p in result["figures"])
@@ -515,6 +523,17 @@ def _report_parser(sub) -> None:
         metavar="TEXT",
         help="what the runs ran on, for runs whose summaries do not record it",
     )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="first time every finished run's best.pt (batch 1 streaming and batch 80 "
+        "sequences, beside the full-size torch.nn stack) into its latency.json; the "
+        "compression section and pareto-latency.png use it. Run it on an idle machine",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="torch threads for --latency (default torch's)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_report)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import paper
 from ..fileio import describe_machine
 from ..restriction import count_parameters
+from . import compression
 
 RULES = ("best-valid", "min-test")
 RULE_TEXT = {
@@ -51,6 +52,12 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     rnn_params: int = 0
     machine: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    latency: dict | None = None  # latency.json, where `rrnn report --latency` measured it
+
+    @property
+    def method(self) -> str:
+        return self.train.get("compress") or "restrict"
 
     # --- what the run measured -------------------------------------------
     def selected(self, rule: str) -> tuple[float | None, float | None, int | None]:
@@ -96,7 +103,7 @@ class RunResult:
         )
 
     def paper_entry(self) -> tuple[float, float] | None:
-        if not self.matches_paper():
+        if not self.matches_paper() or self.method != "restrict":
             return None
         rate = self.train["sharing_rate"]
         if not isinstance(rate, (int, float)):
@@ -158,7 +165,10 @@ def load_run(run_dir: Path) -> RunResult | None:
             train["cell"], train["embedding_size"], train["hidden_size"], train["layers"],
             sharing_rate=train["sharing_rate"],
         )  # fmt: skip
-    return RunResult(run_dir.name, train, model, status, history, rnn, summary.get("machine") or {})
+    return RunResult(
+        run_dir.name, train, model, status, history, rnn, summary.get("machine") or {},
+        summary, _read_json(run_dir / "latency.json"),
+    )  # fmt: skip
 
 
 def load_sweep(sweep_dir: Path) -> list[RunResult]:
@@ -206,7 +216,7 @@ def csv_rows(runs: list[RunResult], rule: str) -> list[dict]:
         entry = run.paper_entry()
         t = run.train
         rows.append({
-            "run": run.name, "dataset": run.dataset, "cell": t["cell"],
+            "run": run.name, "dataset": run.dataset, "cell": t["cell"], "compress": run.method,
             "sharing_rate": t["sharing_rate"], "variant": t["variant"], "lr": t["lr"],
             "init": t.get("init"), "seed": t["seed"], "status": run.status,
             "epochs_done": len(run.history), "epochs_planned": t["epochs"],
@@ -538,13 +548,17 @@ def write_report(
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_sweep(sweep_dir)
+    every = load_sweep(sweep_dir)
     if machine:
-        for run in runs:
+        for run in every:
             run.machine = run.machine or {"text": machine}
+    # the paper's tables, figures and claims are about restricted runs; the
+    # compared methods get their own section and Pareto figures
+    runs = [r for r in every if r.method == "restrict"] or every
+    compressed = [r for r in every if r.method != "restrict"]
 
     buf = io.StringIO()
-    rows = csv_rows(runs, rule)
+    rows = csv_rows(every, rule)
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
@@ -552,6 +566,8 @@ def write_report(
 
     try:
         pngs = figures(runs, rule, out)
+        if compressed:
+            pngs += compression.pareto_figures(every, rule, out)
         fig_note = ""
     except ImportError:
         pngs = []
@@ -559,13 +575,13 @@ def write_report(
         log(f"rrnn report: {fig_note}")
 
     found = claims(runs, rule)
-    finished = sum(r.finished for r in runs)
-    machines = sorted({describe_machine(r.machine) for r in runs if r.machine})
-    budget = sorted({r.train["epochs"] for r in runs})
+    finished = sum(r.finished for r in every)
+    machines = sorted({describe_machine(r.machine) for r in every if r.machine})
+    budget = sorted({r.train["epochs"] for r in every})
     md = [
         f"# Sweep report: {sweep_dir.name}",
         "",
-        f"{len(runs)} runs, {finished} finished. **Selection rule ({rule})**: {RULE_TEXT[rule]}. "
+        f"{len(every)} runs, {finished} finished. **Selection rule ({rule})**: {RULE_TEXT[rule]}. "
         "The paper's numbers are Tables III/IV as printed (100 epochs, the authors' min-test "
         "convention); they are shown wherever a run has the paper's dataset, sizes and "
         "variant, whatever its budget.",
@@ -582,7 +598,7 @@ def write_report(
         "",
         "## Runs",
         "",
-        runs_table(runs, rule),
+        runs_table(every, rule),
         "",
         "## Recurrent parameters (Table II)",
         "",
@@ -599,6 +615,7 @@ def write_report(
         "",
         claims_markdown(found, runs),
         "",
+        *([compression.section(every, rule), ""] if compressed else []),
         "## Figures",
         "",
     ]

@@ -1,0 +1,175 @@
+"""The compared compression methods in a report: one table and the Pareto figures
+(test perplexity against recurrent parameters, and against measured latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..fileio import describe_machine
+
+MARKERS = {"restrict": "o", "dense": "s", "lowrank": "^", "prune": "x", "iss": "D"}
+COLORS = {"restrict": "tab:red", "dense": "tab:gray", "lowrank": "tab:blue",
+          "prune": "tab:green", "iss": "tab:purple"}  # fmt: skip
+
+
+def describe(run) -> str:
+    """What the run's method built, in a few words."""
+    t, m, s = run.train, run.model, run.summary
+    method = run.method
+    if method == "restrict":
+        return f"restricted r={t['sharing_rate']:g}" if t["sharing_rate"] else "classical (r=0)"
+    if method == "dense":
+        return f"dense, hidden {m.get('hidden_size')}"
+    if method == "lowrank":
+        return f"low-rank {m.get('lowrank', 'factors')}, rank {m.get('rank')}"
+    if method == "prune":
+        density = s.get("density")
+        kept = f", {1 - density:.1%} pruned" if density is not None else ""
+        return f"pruned ({t.get('prune_schedule', 'narang')}){kept}"
+    if method == "iss":
+        return f"ISS, widths {s.get('widths')}"
+    return method
+
+
+def _latency(run, shape: str):
+    if not run.latency:
+        return None
+    return run.latency.get("shapes", {}).get(shape)
+
+
+def _fmt_latency(entry) -> str:
+    if not entry:
+        return "-"
+    return f"{entry['latency_s'] * 1e3:.3f} ms ({entry['ratio_to_torch']:.2f}x, {entry['form']})"
+
+
+def section(runs, rule: str) -> str:
+    """Markdown: every run with its counts, perplexity and latency, and which wins."""
+    rows = sorted(runs, key=lambda r: (r.dataset, r.rnn_params))
+    lines = [
+        "## Compression methods",
+        "",
+        "Recurrent parameters in Table II's convention (no embedding, no decoder): "
+        "*stored* is what the compressed model keeps (for pruning the nonzero values of "
+        "the CSR form plus the biases, its index arrays not counted), *nonzero* the "
+        "nonzero entries, *dense* the model trained. Latency: the recurrent stack's "
+        "forward pass (batch 1 one token per call; batch 80 x 35 steps), and its ratio "
+        "to the classical torch.nn stack of the full size timed beside it (< 1 is faster); "
+        "`rrnn report --latency` measures it.",
+        "",
+        "| method | run | recurrent params stored | nonzero | dense | test (valid) | "
+        "latency batch 1 | latency batch 80 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        test, valid, _ = r.selected(rule)
+        s = r.summary
+        lines.append(
+            f"| {describe(r)} | {r.name} | {r.rnn_params:,} | "
+            f"{_int(s.get('rnn_params_nonzero'))} | {_int(s.get('rnn_params_dense'))} | "
+            f"{_num(test)} ({_num(valid)}) | {_fmt_latency(_latency(r, 'stream'))} | "
+            f"{_fmt_latency(_latency(r, 'batch80'))} |"
+        )
+    done = [r for r in runs if r.finished and r.selected(rule)[0] is not None]
+    if done:
+        largest = max(r.rnn_params for r in done)
+        small = [r for r in done if r.rnn_params < largest] or done
+        best = min(small, key=lambda r: r.selected(rule)[0])
+        lines += ["", f"Lowest test perplexity below the largest model ({largest:,}): "
+                  f"**{describe(best)}** ({_num(best.selected(rule)[0])})."]  # fmt: skip
+        for shape, words in (("stream", "batch 1"), ("batch80", "batch 80")):
+            timed = [r for r in small if _latency(r, shape)]
+            if timed:
+                fast = min(timed, key=lambda r: _latency(r, shape)["latency_s"])
+                lines.append(f"Lowest {words} latency among them: **{describe(fast)}** "
+                             f"({_fmt_latency(_latency(fast, shape))}).")  # fmt: skip
+        machines = sorted({describe_machine(r.latency["machine"]) + f", {r.latency['machine'].get('threads')} thread(s)"
+                           for r in runs if r.latency})  # fmt: skip
+        if machines:
+            lines.append("Latency measured on: " + "; ".join(machines) + ".")
+    return "\n".join(lines)
+
+
+def _int(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else "-"
+
+
+def _num(x) -> str:
+    return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
+
+
+def _frontier(points):
+    """The points no other point beats in both coordinates (lower is better), by x."""
+    out, best = [], float("inf")
+    for x, y in sorted(points):
+        if y < best:
+            out.append((x, y))
+            best = y
+    return out
+
+
+def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
+    """pareto-params.png, and pareto-latency.png where latency was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in runs if r.selected(rule)[0] is not None]
+    machine = "; ".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
+    epochs = ", ".join(sorted({str(r.train["epochs"]) for r in done}))
+    written = []
+    panels = [("params", "recurrent parameters stored", lambda r: r.rnn_params)]
+    timed = [r for r in done if r.latency]
+    if timed:
+        panels += [
+            ("stream", "latency per token, batch 1 (ms)",
+             lambda r: _latency(r, "stream")["latency_s"] * 1e3 if _latency(r, "stream") else None),
+            ("batch80", "latency per batch of 80 x 35 steps (ms)",
+             lambda r: _latency(r, "batch80")["latency_s"] * 1e3 if _latency(r, "batch80") else None),
+        ]  # fmt: skip
+    groups = [("pareto-params.png", panels[:1])]
+    if timed:
+        groups.append(("pareto-latency.png", panels[1:]))
+    for filename, group in groups:
+        fig, axes = plt.subplots(1, len(group), figsize=(6.5 * len(group), 4.8), squeeze=False)
+        for ax, (_, xlabel, xfn) in zip(axes[0], group):
+            pts = []
+            for r in done:
+                x, y = xfn(r), r.selected(rule)[0]
+                if x is None:
+                    continue
+                pts.append((x, y))
+                ax.scatter(x, y, marker=MARKERS.get(r.method, "o"), s=60,
+                           color=COLORS.get(r.method, "black"), label=describe(r))  # fmt: skip
+                if not r.finished:
+                    ax.annotate(r.status, (x, y), fontsize=7)
+            front = _frontier(pts)
+            if len(front) > 1:
+                ax.step(*zip(*front), where="post", color="black", alpha=0.4, lw=1,
+                        label="Pareto front")  # fmt: skip
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"test perplexity ({rule})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        title = f"compression methods, {epochs} epochs"
+        if filename == "pareto-latency.png":
+            where = "; ".join(
+                sorted(
+                    {
+                        describe_machine(r.latency["machine"])
+                        + f", {r.latency['machine'].get('threads')} thread(s)"
+                        for r in timed
+                    }
+                )
+            )
+            title += f"\nlatency on {where}"
+        elif machine:
+            title += f"\ntrained on {machine}"
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        path = out / filename
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
