@@ -5,8 +5,10 @@
 
 One training step = embedding, 3-layer recurrent stack, decoder over a
 10,000-word vocabulary, cross-entropy, backward, clipping, SGD. The model with
-a restricted layer and the same model with a plain torch.nn layer are timed
-alternately in one run; the ratio is rrnn tokens/s over torch.nn tokens/s.
+a restricted layer and rrnn's fused decoder + loss (--loss) and the same model
+with a plain torch.nn layer and F.cross_entropy are timed alternately in one
+run; the ratio is rrnn tokens/s over torch.nn tokens/s, with the interquartile
+range of the per-step ratios, and the time of each part of each model.
 """
 
 import argparse
@@ -16,7 +18,7 @@ import sys
 import torch
 
 from rrnn.bench import bench_lm
-from rrnn.fileio import atomic_write_text
+from rrnn.fileio import atomic_write_text, describe_machine, machine
 
 
 def main() -> int:
@@ -32,22 +34,37 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=3, help="recurrent layers")
     ap.add_argument("--repeats", type=int, default=20, help="timed steps per model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument(
+        "--loss",
+        default="fused",
+        choices=["fused", "torch"],
+        help="the rrnn model's decoder + loss: fused (chunked) or torch (F.cross_entropy); "
+        "the torch.nn model always uses F.cross_entropy",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'model':<34}{'torch.nn tok/s':>15}{'rrnn tok/s':>12}{'ratio':>8}")
+    print(f"{describe_machine(machine())}, {torch.get_num_threads()} threads, rrnn loss {args.loss}")
+    print(
+        f"{'model':<34}{'torch.nn tok/s':>15}{'rrnn tok/s':>12}{'ratio':>8}{'IQR':>12}"
+        f"{'  per part (ms): recurrent f+b, decoder+loss f+b; torch.nn | rrnn'}"
+    )
     results = []
     for rate in (float(r) for r in args.rates.split(",")):
         r = bench_lm(
-            args.cell, rate, args.vocab, args.batch, args.bptt, args.size, args.layers, args.repeats
-        )
+            args.cell, rate, args.vocab, args.batch, args.bptt, args.size, args.layers,
+            args.repeats, loss=args.loss,
+        )  # fmt: skip
+        r["machine"] = machine()
         results.append(r)
         label = f"{args.cell} r={rate:g} {args.layers}x{args.size} V={args.vocab}"
         print(
             f"{label:<34}{r['torch_tokens_per_s']:>15,.0f}{r['rrnn_tokens_per_s']:>12,.0f}"
-            f"{r['ratio']:>7.2f}x",
+            f"{r['ratio']:>7.2f}x{r['ratio_iqr'][0]:>6.2f}-{r['ratio_iqr'][1]:.2f}  "
+            + " | ".join(
+                f"{p['recurrent']:.0f}, {p['decoder_and_loss']:.0f}" for p in r["parts_ms"].values()
+            ),
             flush=True,
         )
     if args.json:

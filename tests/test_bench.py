@@ -42,6 +42,9 @@ def test_grid_records_paths_and_ratios():
     assert by[("rnn", "forward+backward")]["path"] == "reference"
     for r in records:
         assert r["speedup"] == r["torch_s"] / r["rrnn_s"]
+        assert r["auto_vs_reference"] == r["reference_s"] / r["rrnn_s"]
+        lo, hi = r["speedup_iqr"]
+        assert 0 < lo <= hi
         assert r["latency_rrnn_s"] == r["rrnn_s"]  # one step
     table = markdown(records)
     assert table.count("\n") == 3 and "| stream (B=1, T=1, H=200, L=3) | LSTM | 0.5 |" in table

@@ -8,6 +8,7 @@ reported is the ratio of medians. A ratio above 1 means rrnn is faster.
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -98,19 +99,26 @@ def bench_case(
     ours, theirs, x, hx = _make(case, device, dtype)
     ours.train(backward)
     theirs.train(backward)
+    ref = copy.deepcopy(ours)  # the same weights on the reference path
+    ref.kernel = "reference"
+    path = ours.path_for(x, hx) if backward else _path_no_grad(ours, x, hx)  # may tune first
     # inference runs as documented for it: inside frozen(), where one-step calls
     # keep their packed weights (outside, each call packs them afresh)
     with contextlib.nullcontext() if backward else ours.frozen():
         times = interleaved(
-            {"torch": _step(theirs, x, hx, backward), "rrnn": _step(ours, x, hx, backward)},
+            {
+                "torch": _step(theirs, x, hx, backward),
+                "rrnn": _step(ours, x, hx, backward),
+                "reference": _step(ref, x, hx, backward),
+            },
             repeats,
             warmup,
             block,
         )
     t_torch = statistics.median(times["torch"])
     t_ours = statistics.median(times["rrnn"])
+    t_ref = statistics.median(times["reference"])
     tokens = case.batch * case.steps
-    path = ours.path_for(x, hx) if backward else _path_no_grad(ours, x, hx)
     return {
         **asdict(case),
         "pass": "forward+backward" if backward else "forward",
@@ -120,9 +128,20 @@ def bench_case(
         "torch_tokens_per_s": tokens / t_torch,
         "rrnn_tokens_per_s": tokens / t_ours,
         "speedup": t_torch / t_ours,
+        "speedup_iqr": _iqr([a / b for a, b in zip(times["torch"], times["rrnn"])]),
+        "reference_s": t_ref,
+        "auto_vs_reference": t_ref / t_ours,  # > 1: the chosen path beats the reference
+        "auto_vs_reference_iqr": _iqr([a / b for a, b in zip(times["reference"], times["rrnn"])]),
         "repeats": repeats,
         "block": block,
     }
+
+
+def _iqr(values: list[float]) -> tuple[float, float]:
+    """(25th, 75th) percentile of per-repeat ratios: the spread a reader needs to
+    tell a gain from noise."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return (q[0], q[2])
 
 
 def _path_no_grad(module, x, hx) -> str:
@@ -172,7 +191,8 @@ def run_grid(
         train, infer = records[-2], records[-1]
         log(
             f"[{n}/{len(plan)}] {size:<6} {case.label:<40} train {train['speedup']:.2f}x "
-            f"({train['path']}), forward {infer['speedup']:.2f}x ({infer['path']}) "
+            f"({train['path']}, {train['auto_vs_reference']:.2f}x reference), forward "
+            f"{infer['speedup']:.2f}x ({infer['path']}, {infer['auto_vs_reference']:.2f}x reference) "
             f"| {elapsed:.0f}s elapsed, eta {eta:.0f}s"
         )
     return records
@@ -185,20 +205,27 @@ def markdown(records: list[dict]) -> str:
         key = (r["size"], r["mode"], r["rate"])
         rows.setdefault(key, {})[r["pass"]] = r
     lines = [
-        "| size | cell | r | train tokens/s vs torch.nn | forward tokens/s vs torch.nn | "
-        "latency per token vs torch.nn | torch.nn latency | path (train / forward) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | cell | r | train tokens/s vs torch.nn (IQR) | forward tokens/s vs torch.nn "
+        "(IQR) | latency per token vs torch.nn | torch.nn latency | path (train / forward) | "
+        "chosen path vs reference path (train / forward) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (size, mode, rate), passes in rows.items():
         tr, fw = passes["forward+backward"], passes["forward"]
         b, t, h, layers = SIZES[size]
         lines.append(
             f"| {size} (B={b}, T={t}, H={h}, L={layers}) | {mode.upper()} | {rate:g} | "
-            f"{tr['speedup']:.2f}x | {fw['speedup']:.2f}x | "
+            f"{tr['speedup']:.2f}x ({_span(tr['speedup_iqr'])}) | "
+            f"{fw['speedup']:.2f}x ({_span(fw['speedup_iqr'])}) | "
             f"{fw['latency_rrnn_s'] / fw['latency_torch_s']:.2f}x | "
-            f"{fw['latency_torch_s'] * 1e6:,.0f} us | {tr['path']} / {fw['path']} |"
+            f"{fw['latency_torch_s'] * 1e6:,.0f} us | {tr['path']} / {fw['path']} | "
+            f"{tr['auto_vs_reference']:.2f}x / {fw['auto_vs_reference']:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def _span(iqr) -> str:
+    return f"{iqr[0]:.2f}-{iqr[1]:.2f}"
 
 
 def bench_lm(
@@ -211,12 +238,19 @@ def bench_lm(
     layers: int = 3,
     repeats: int = 20,
     warmup: int = 3,
+    loss: str = "fused",
+    parts: bool = True,
 ) -> dict:
     """Training tokens/s of the paper's language model (embedding, recurrent
-    stack, decoder, SGD step with clipping) with a restricted layer against the
-    same model with a plain torch.nn layer, timed interleaved."""
+    stack, decoder, cross-entropy, SGD step with clipping) with a restricted layer
+    and ``loss`` ("fused": :func:`rrnn.lm.loss.linear_cross_entropy`; "torch":
+    ``F.cross_entropy``) against the same model with a plain torch.nn layer and
+    ``F.cross_entropy``, timed interleaved. With ``parts``, also the milliseconds of
+    the recurrent stack's forward+backward and of the decoder+loss forward+backward
+    of each."""
     import torch.nn.functional as F
 
+    from .lm.loss import linear_cross_entropy
     from .lm.model import ModelConfig, RNNModel
 
     torch.manual_seed(0)
@@ -224,6 +258,7 @@ def bench_lm(
         "torch": RNNModel(ModelConfig(vocab, cell, 0.0, layers, size, size, backend="torch")),
         "rrnn": RNNModel(ModelConfig(vocab, cell, rate, layers, size, size)),
     }
+    losses = {"torch": "torch", "rrnn": loss}
     optims = {
         k: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
         for k, m in models.items()
@@ -237,8 +272,12 @@ def bench_lm(
 
         def run():
             opt.zero_grad(set_to_none=True)
-            logits, _ = model(data, hidden[name])
-            F.cross_entropy(logits, targets).backward()
+            if losses[name] == "fused":
+                value, _ = model(data, hidden[name], targets=targets)
+            else:
+                logits, _ = model(data, hidden[name])
+                value = F.cross_entropy(logits, targets)
+            value.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
             opt.step()
 
@@ -247,7 +286,7 @@ def bench_lm(
     times = interleaved({k: step(k) for k in models}, repeats, warmup)
     t_torch, t_ours = statistics.median(times["torch"]), statistics.median(times["rrnn"])
     tokens = batch * bptt
-    return {
+    result = {
         "cell": cell,
         "rate": rate,
         "vocab": vocab,
@@ -256,7 +295,40 @@ def bench_lm(
         "size": size,
         "layers": layers,
         "repeats": repeats,
+        "loss": loss,
+        "threads": torch.get_num_threads(),
         "torch_tokens_per_s": tokens / t_torch,
         "rrnn_tokens_per_s": tokens / t_ours,
         "ratio": t_torch / t_ours,
+        "ratio_iqr": _iqr([a / b for a, b in zip(times["torch"], times["rrnn"])]),
     }
+    if parts:
+        result["parts_ms"] = {k: _lm_parts(m, data, targets, hidden[k], losses[k], repeats, warmup,
+                                           linear_cross_entropy) for k, m in models.items()}  # fmt: skip
+    return result
+
+
+def _lm_parts(model, data, targets, hidden, loss, repeats, warmup, fused_fn) -> dict:
+    """Median ms of the recurrent stack's forward+backward and of the decoder +
+    cross-entropy's forward+backward, each on its own."""
+    import torch.nn.functional as F
+
+    emb = model.encoder(data).detach().requires_grad_()  # (T, B, E)
+    out, _ = model.rnn(emb, hidden)
+    grad_out = torch.randn_like(out)
+    flat = out.detach().reshape(-1, out.size(-1)).requires_grad_()  # (T*B, H)
+    w, b = model.decoder.weight, model.decoder.bias
+
+    def recurrent():
+        o, _ = model.rnn(emb, hidden)
+        torch.autograd.grad(o, [emb, *model.rnn.parameters()], grad_out)
+
+    def decoder():
+        if loss == "fused":
+            value = fused_fn(flat, w, b, targets)
+        else:
+            value = F.cross_entropy(F.linear(flat, w, b), targets)
+        torch.autograd.grad(value, [flat, w, b])
+
+    times = interleaved({"recurrent": recurrent, "decoder_and_loss": decoder}, repeats, warmup)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}

@@ -192,6 +192,12 @@ def _compress_flags(p, d, sweep: bool) -> None:
 
 def _optim_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("optimisation (the paper's section IV-A by default)")
+    g.add_argument(
+        "--loss", choices=["fused", "torch"], default=None,
+        help="fused: the decoder and cross-entropy in chunks, without the (T*B, V) "
+        "matrices (equal within float32 rounding, faster); torch: F.cross_entropy of the "
+        f"logits (default {d.loss}; runs from before it resume with torch)",
+    )  # fmt: skip
     _int_flag(g, "epochs", f"epochs; the cosine schedule spans them (default {d.epochs})")
     _int_flag(g, "batch-size", f"training batch size (default {d.batch_size})")
     _int_flag(

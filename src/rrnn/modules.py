@@ -197,6 +197,17 @@ class _CompactWeights(nn.Module):
         )
 
 
+class PathChoice(str):
+    """A path name (compares equal to the plain string) with ``.reason``."""
+
+    reason: str
+
+    def __new__(cls, path: str, reason: str):
+        obj = super().__new__(cls, path)
+        obj.reason = reason
+        return obj
+
+
 def _check_dtype(t: Tensor, module: nn.Module, name: str) -> None:
     """torch.nn's rules, with the fix named: input and state are on the weights'
     device and have their dtype (autocast excepted: there torch chooses the dtype
@@ -336,10 +347,12 @@ class RestrictedRNNBase(_CompactWeights):
         self._kernel = value
 
     def path_for(self, input, hx=None) -> str:
-        """The path a call ``self(input, hx)`` would take now."""
-        data, batch_sizes, *_ = self._prepare(input, hx)
+        """The path a call ``self(input, hx)`` would take now: a ``str`` whose
+        ``.reason`` says why (measured on this machine, pinned, or why a path
+        cannot run). May time the candidate paths once, as the call itself would."""
+        data, batch_sizes, hx_, *_ = self._prepare(input, hx)
         steps = data.size(1 if self.batch_first else 0)
-        return kernels.choose(self, data, batch_sizes, steps, hx)
+        return PathChoice(*kernels.explain(self, data, batch_sizes, steps, hx_))
 
     def layer_weights(
         self, layer: int, direction: int = 0
@@ -637,6 +650,11 @@ class RestrictedRNNBase(_CompactWeights):
                 run = kernels.stream_forward if path == "stream" else kernels.shared_row_forward
             output, hidden = run(self, data, hx)
             return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
+        output, hidden = self._reference(data, batch_sizes, hx)
+        return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
+
+    def _reference(self, data, batch_sizes, hx):
+        """The reference path: torch's fused recurrent kernel on the gathered weights."""
         weights = self.flat_weights()
         fn = _VF_LAYER[self.mode]
         hx_arg = list(hx) if isinstance(hx, tuple) else hx
@@ -667,7 +685,7 @@ class RestrictedRNNBase(_CompactWeights):
                 )
         output = result[0]
         hidden = tuple(result[1:]) if self._mode == "lstm" else result[1]
-        return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
+        return output, hidden
 
     def _finish(self, output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched):
         states = hidden if isinstance(hidden, tuple) else (hidden,)

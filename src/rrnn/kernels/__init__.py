@@ -23,6 +23,7 @@ removes no rows of work there; it takes ``reference`` for sequences.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import torch
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from . import gru as _gru
 from . import lstm as _lstm
-from . import native
+from . import native, tuning
 
 KERNELS = ("auto", "reference", "shared-row", "stream")
 
@@ -98,23 +99,44 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
 
 def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
     """The path this call takes (see the module docstring)."""
+    return explain(module, data, batch_sizes, steps, hx)[0]
+
+
+def _pinned(module) -> str:
     forced = module.kernel
-    if forced == "reference" or (forced == "auto" and torch.compiler.is_compiling()):
+    if forced == "auto":
+        forced = os.environ.get("RRNN_KERNEL", "auto") or "auto"
+        if forced not in KERNELS:
+            raise ValueError(
+                f"RRNN_KERNEL={forced!r} is not a path; use one of {', '.join(KERNELS)}"
+            )
+    return forced
+
+
+def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str, str]:
+    """(path, why) for this call."""
+    forced = _pinned(module)
+    pin = "" if module.kernel != "auto" else " (RRNN_KERNEL)"
+    if forced == "reference":
+        return "reference", f"pinned{pin or ' (module.kernel)'}"
+    if forced == "auto" and torch.compiler.is_compiling():
         # torch.compile / torch.export trace the reference path (the fast paths
         # call C kernels on raw data pointers, which tracing cannot follow)
-        return "reference"
+        return "reference", "torch.compile / torch.export trace torch's own operators"
     if forced == "auto" and _functorch_active():
-        return "reference"  # torch.func transforms trace torch's own operators
+        return "reference", "torch.func transforms trace torch's own operators"
     if forced == "auto" and torch.is_autocast_enabled(data.device.type):
         # under autocast torch picks each operation's dtype; the reference path
         # runs torch's own kernels, which follow those rules
-        return "reference"
+        return "reference", "under autocast torch's own kernels choose the dtypes"
     needs_grad = _needs_grad(module, data, hx)
     # the streaming step has no dropout: in training mode with dropout it never runs
     drops = module.training and module.dropout > 0 and module.num_layers > 1
     if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
         if not needs_grad and not drops and steps == 1 and batch_sizes is None:
-            return "stream"
+            return "stream", (
+                "pinned" if forced == "stream" else "one time step without autograd or dropout"
+            )
         if forced == "stream":
             raise ValueError(
                 "kernel='stream' cannot run this call: it needs one time step of a plain "
@@ -125,17 +147,23 @@ def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
     if forced == "shared-row":
         if why_not is not None:
             raise ValueError(f"kernel='shared-row' cannot run this call: {why_not}")
-        return "shared-row"
-    if why_not is None:
-        rate = min(module._uniform_shares) / module.hidden_size
-        limits = SHARED_ROW_MIN_RATE[module._mode]
-        if not needs_grad:
-            limit = limits["inference"]
-        else:
-            limit = limits["train-one-step" if steps == 1 else "train"]
-        if rate >= limit:
-            return "shared-row"
-    return "reference"
+        return "shared-row", f"pinned{pin or ' (module.kernel)'}"
+    if why_not is not None:
+        return "reference", why_not
+    if tuning.enabled() and not tuning.measuring():
+        return tuning.decide(module, data, hx, steps, needs_grad)
+    rate = min(module._uniform_shares) / module.hidden_size
+    limits = SHARED_ROW_MIN_RATE[module._mode]
+    if not needs_grad:
+        kind = "inference"
+    else:
+        kind = "train-one-step" if steps == 1 else "train"
+    limit = limits[kind]
+    path = "shared-row" if rate >= limit else "reference"
+    return path, (
+        f"RRNN_DISPATCH=static: sharing rate {rate:.3g} {'>=' if rate >= limit else '<'} "
+        f"the fixed threshold {limit} for {module._mode} {kind}"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .. import modules
 from ..compress import METHODS, LowRankRNN, StackedRNN, projected, sizes
 from ..restriction import MODES, num_gates, resolve_sharing_rates
+from .loss import linear_cross_entropy
 
 _RESTRICTED = {
     "rnn": modules.RestrictedRNN,
@@ -171,9 +172,15 @@ class RNNModel(nn.Module):
         proj = getattr(self.rnn, "proj_size", 0)
         return (h[..., :proj].clone() if proj else h, h.clone())  # h (L, B, P), c (L, B, H)
 
-    def forward(self, tokens: Tensor, hidden) -> tuple[Tensor, object]:
+    def forward(self, tokens: Tensor, hidden, targets: Tensor | None = None):
+        """Logits ``(T*B, V)`` and the new hidden state; with ``targets`` (T*B,)
+        the mean cross-entropy instead of the logits, by the chunked decoder +
+        loss of :mod:`rrnn.lm.loss` (no (T*B, V) tensor is kept)."""
         emb = self.encoder(tokens)  # (T, B, E)
         output, hidden = self.rnn(emb, hidden)  # (T, B, H)
+        if targets is not None:
+            flat = output.reshape(-1, output.size(-1))  # (T*B, H)
+            return linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, targets), hidden
         logits = self.decoder(output)  # (T, B, V)
         return logits.view(-1, self.config.vocab_size), hidden  # (T*B, V)
 

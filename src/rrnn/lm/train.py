@@ -42,9 +42,10 @@ from .model import INITS, ModelConfig, RNNModel, detach_hidden
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
 CHECKPOINT_VERSION = 1
 VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
+LOSSES = ("fused", "torch")
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
-RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval"}
+RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval", "loss"}
 # A window's loss above this many times log(V) (the loss of a uniform guess) is
 # divergence, as is a non-finite loss or gradient norm. A fresh model starts
 # below 1.5 log(V) (measured on PTB and WikiText-2, every cell, both variants).
@@ -88,6 +89,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
+    loss: str = "fused"  # "fused": chunked decoder + cross-entropy; "torch": F.cross_entropy
     # compression (rrnn.lm.compression): the method and its options
     compress: str = "restrict"
     target_params: int | None = None  # None: the restricted model's count at sharing_rate
@@ -106,6 +108,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
@@ -221,6 +225,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         d = dict(d)
         d.setdefault("init", "uniform")  # runs written before --init existed used uniform
+        d.setdefault("loss", "torch")  # and before the fused loss, F.cross_entropy
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -572,7 +577,7 @@ class _Run:
             )
             if cfg.compress != "restrict":
                 run.log(f"compression: {run.method.describe()}")
-            if run.method.schedule.adjusted:
+            if cfg.compress in ("prune", "iss") and run.method.schedule.adjusted:
                 run.log(f"the run is shorter than --compress-start: starting at iteration "
                         f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
         return run
@@ -698,8 +703,11 @@ class _Run:
             data, targets = D.get_batch(self.train_data, batch * cfg.bptt, cfg.bptt)
             hidden = detach_hidden(hidden)
             self.optimizer.zero_grad(set_to_none=True)
-            logits, hidden = self.net(data, hidden)
-            loss = F.cross_entropy(logits, targets)
+            if cfg.loss == "fused":  # decoder + cross-entropy in chunks (rrnn.lm.loss)
+                loss, hidden = self.net(data, hidden, targets=targets)
+            else:
+                logits, hidden = self.net(data, hidden)
+                loss = F.cross_entropy(logits, targets)
             # the global batch's loss, and one decision to stop, on every rank
             value, stop = self.group.mean_and_any(loss.item(), flag.stop)
             if not math.isfinite(value) or value > self.max_loss:

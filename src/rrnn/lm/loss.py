@@ -1,0 +1,113 @@
+"""The decoder and the cross-entropy in one chunked pass.
+
+``F.cross_entropy(F.linear(h, W, b), y)`` over ``N = T*B`` rows and a vocabulary of
+``V`` materialises the ``(N, V)`` logits, then its log-softmax, then in backward
+the gradient of each: several passes over 2800 x 10,000 floats per PTB batch.
+:func:`linear_cross_entropy` walks the rows in chunks instead: per chunk it forms the
+logits, their log-sum-exp and loss, and at once the gradient
+``(softmax - onehot) / N`` and its products with ``h`` and ``W`` (the same three
+GEMMs as the unfused pair), so that no ``(N, V)`` tensor exists and each chunk's
+``(c, V)`` block is reused while it is hot. Backward only scales the stored
+gradients by the incoming one. Values equal the unfused pair within float32
+rounding; a tied decoder (``W`` is the embedding) gets its gradient as any
+parameter does. Double backward raises (``once_differentiable``).
+
+::
+
+    rows of h (N = T*B)          per chunk of c rows (default 512)
+    +--------------+             logits = h_c W^T + b            (c, V)
+    | chunk 0      |  ------>    lse    = logsumexp(logits)      (c,)
+    | chunk 1      |             loss  += sum(lse - logits[y])
+    | ...          |             g      = (exp(logits - lse) - onehot(y)) / N
+    +--------------+             dh_c = g W,  dW += g^T h_c,  db += sum(g)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+DEFAULT_CHUNK = 512
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, target, chunk, want):
+        n = h.size(0)
+        need = (
+            want and h.requires_grad,
+            want and weight.requires_grad,
+            want and bias is not None and bias.requires_grad,
+        )
+        total = h.new_zeros((), dtype=torch.float64)
+        dh = torch.empty_like(h) if need[0] else None
+        dw = torch.zeros_like(weight) if need[1] else None
+        db = torch.zeros_like(bias) if need[2] else None
+        wt = weight.t()
+        for i in range(0, n, chunk):
+            hc, yc = h[i : i + chunk], target[i : i + chunk]  # (c, H), (c,)
+            logits = torch.addmm(bias, hc, wt) if bias is not None else hc @ wt  # (c, V)
+            lse = torch.logsumexp(logits, 1)  # (c,)
+            picked = logits.gather(1, yc.unsqueeze(1)).squeeze(1)  # (c,)
+            total += (lse - picked).sum(dtype=torch.float64)
+            if any(need):
+                # (softmax - onehot) / N, in place in the logits block
+                g = logits.sub_(lse.unsqueeze(1)).exp_()  # (c, V)
+                g.scatter_add_(1, yc.unsqueeze(1), g.new_full((yc.numel(), 1), -1.0))
+                g.div_(n)
+                if dh is not None:
+                    torch.mm(g, weight, out=dh[i : i + chunk])  # (c, H)
+                if dw is not None:
+                    dw.addmm_(g.t(), hc)  # (V, H)
+                if db is not None:
+                    db.add_(g.sum(0))
+        ctx.grads = (dh, dw, db)  # intermediate results, freed with the graph
+        return (total / n).to(h.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        dh, dw, db = ctx.grads
+        scale = lambda t: None if t is None else t * grad_loss  # noqa: E731
+        return scale(dh), scale(dw), scale(db), None, None, None
+
+
+def linear_cross_entropy(
+    h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk: int = DEFAULT_CHUNK
+) -> Tensor:
+    """``F.cross_entropy(F.linear(h, weight, bias), target)`` (mean over rows),
+    computed in chunks of ``chunk`` rows. ``h`` (N, H), ``weight`` (V, H), ``bias``
+    (V,) or None, ``target`` (N,) int64 class indices (no ignore_index, no weights)."""
+    if h.dim() != 2 or weight.dim() != 2 or h.size(1) != weight.size(1):
+        raise ValueError(
+            f"linear_cross_entropy needs h (N, H) and weight (V, H), got "
+            f"{tuple(h.shape)} and {tuple(weight.shape)}"
+        )
+    if target.shape != (h.size(0),) or target.dtype != torch.long:
+        raise ValueError(
+            f"target must be int64 of shape ({h.size(0)},), got {target.dtype} {tuple(target.shape)}"
+        )
+    if h.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise ValueError(f"h, weight and bias must share a dtype, got {h.dtype} and {weight.dtype}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if h.size(0) == 0:
+        raise ValueError("linear_cross_entropy needs at least one row")
+    if torch.is_autocast_enabled(h.device.type) or _functorch_active():
+        # autocast picks the dtypes of torch's own operators, and torch.func
+        # transforms trace them: take the unfused pair there
+        return F.cross_entropy(F.linear(h, weight, bias), target)
+    with torch.no_grad():
+        if target.min() < 0 or target.max() >= weight.size(0):
+            raise ValueError(f"target holds a class outside [0, {weight.size(0)})")
+    want = torch.is_grad_enabled()
+    return _LinearCrossEntropy.apply(h.contiguous(), weight, bias, target, chunk, want)
+
+
+def _functorch_active() -> bool:
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except AttributeError:
+        return False

@@ -1,0 +1,100 @@
+"""The chunked decoder + cross-entropy against F.cross_entropy(F.linear(...))."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rrnn.lm.loss import linear_cross_entropy
+from rrnn.lm.model import ModelConfig, RNNModel
+
+
+def _data(n, h, v, dtype, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, dtype=dtype, generator=g).requires_grad_()
+    w = (torch.randn(v, h, dtype=dtype, generator=g) * 0.3).requires_grad_()
+    b = torch.randn(v, dtype=dtype, generator=g).requires_grad_() if bias else None
+    y = torch.randint(v, (n,), generator=g)
+    return x, w, b, y
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("n, v, chunk", [(35, 11, 4), (97, 1009, 32), (64, 7, 64), (5, 13, 512)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_values_and_gradients(dtype, tol, n, v, chunk, bias):
+    x, w, b, y = _data(n, 6, v, dtype, bias)
+    params = [x, w] + ([b] if bias else [])
+    fused = linear_cross_entropy(x, w, b, y, chunk=chunk)
+    ref = F.cross_entropy(F.linear(x, w, b), y)
+    assert fused.dtype == ref.dtype
+    torch.testing.assert_close(fused, ref, rtol=tol, atol=tol)
+    g1 = torch.autograd.grad(fused * 1.7, params)
+    g2 = torch.autograd.grad(ref * 1.7, params)
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c, rtol=tol, atol=tol)
+
+
+def test_gradcheck():
+    x, w, b, y = _data(9, 4, 6, torch.float64)
+    assert torch.autograd.gradcheck(lambda x, w, b: linear_cross_entropy(x, w, b, y, chunk=4), (x, w, b))
+
+
+def test_tied_language_model_gets_the_same_gradients():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, cell="lstm", sharing_rate=0.5, layers=2, embedding_size=8,
+                      hidden_size=8, tie_weights=True)  # fmt: skip
+    model = RNNModel(cfg).double()
+    tokens = torch.randint(50, (7, 3))
+    targets = torch.randint(50, (21,))
+    hidden = model.init_hidden(3)
+    loss, _ = model(tokens, hidden, targets=targets)
+    g1 = torch.autograd.grad(loss, list(model.parameters()))
+    logits, _ = model(tokens, hidden)
+    ref = F.cross_entropy(logits, targets)
+    g2 = torch.autograd.grad(ref, list(model.parameters()))
+    torch.testing.assert_close(loss, ref)
+    assert model.decoder.weight is model.encoder.weight
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c)
+
+
+def test_without_grad_it_computes_the_value_only():
+    x, w, b, y = _data(40, 5, 30, torch.float32)
+    with torch.no_grad():
+        value = linear_cross_entropy(x, w, b, y, chunk=8)
+    assert not value.requires_grad
+    torch.testing.assert_close(value, F.cross_entropy(F.linear(x, w, b), y).detach())
+
+
+def test_double_backward_raises():
+    x, w, b, y = _data(10, 4, 6, torch.float64)
+    loss = linear_cross_entropy(x, w, b, y)
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|double backward"):
+        torch.autograd.grad(gx.sum(), w)
+
+
+def test_under_autocast_it_is_torchs_pair():
+    x, w, b, y = _data(10, 4, 6, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = linear_cross_entropy(x, w, b, y)
+        c = F.cross_entropy(F.linear(x, w, b), y)
+    assert a.dtype == c.dtype
+    torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(y=torch.tensor([0, 1, 99])), "outside"),
+        (dict(y=torch.tensor([0, 1, -1])), "outside"),
+        (dict(y=torch.tensor([0.0, 1.0, 2.0])), "int64"),
+        (dict(chunk=0), "chunk must be a positive integer"),
+        (dict(w=torch.randn(6, 5)), "weight"),
+    ],
+)
+def test_bad_input(change, words):
+    x, w, b, y = _data(3, 4, 6, torch.float32)
+    args = dict(x=x, w=w, b=b, y=y, chunk=2)
+    args.update(change)
+    with pytest.raises(ValueError, match=words):
+        linear_cross_entropy(args["x"], args["w"], args["b"], args["y"], args["chunk"])
