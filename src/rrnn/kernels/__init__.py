@@ -22,7 +22,6 @@ removes no rows of work there; it takes ``reference`` for sequences.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 
@@ -32,7 +31,7 @@ from torch import Tensor
 
 from . import gru as _gru
 from . import lstm as _lstm
-from . import native, tuning
+from . import native, ops, tuning
 
 KERNELS = ("auto", "reference", "shared-row", "stream")
 
@@ -225,7 +224,6 @@ class StreamCache:
         self.key = None
         self.weights: list[tuple] = []
         self.scratch: dict = {}
-        self.stack: tuple | None = None  # see lstm_stack
         self.lock = threading.Lock()  # one streaming step at a time: scratch is shared
         self.frozen = 0  # depth of module.frozen() blocks: keep the packed weights
 
@@ -270,24 +268,7 @@ class StreamCache:
                         else:
                             self.weights.append((px.contiguous(), ph.contiguous(), bx, bh))
             self.key = key
-            self.stack = None  # pointers into the weights just packed
         return self.weights
-
-    def lstm_stack(self, module):
-        """Arguments of the one-call C step of a unidirectional packed LSTM stack
-        that stay fixed between calls: (s per layer, k per layer, W pointers,
-        bias pointers), as ctypes arrays. Call after :meth:`get`."""
-        if self.stack is None:
-            L = module.num_layers
-            shares = module._uniform_shares
-            ks = [res.input_size for res in module.restrictions]
-            self.stack = (
-                (ctypes.c_long * L)(*shares),
-                (ctypes.c_long * L)(*ks),
-                (ctypes.c_void_p * L)(*[w.data_ptr() for w, _ in self.weights]),
-                (ctypes.c_void_p * L)(*[0 if b is None else b.data_ptr() for _, b in self.weights]),
-            )
-        return self.stack
 
     def buffers(self, mode: str, batch: int, like: Tensor, s: int, d: int) -> tuple[Tensor, ...]:
         """Scratch for one packed step, reused across calls."""
@@ -341,7 +322,6 @@ def _stream_step(module, data: Tensor, hx):
     c0 = hx[1].unbind(0) if lstm else None
     h_out = h_n.unbind(0)
     c_out = c_n.unbind(0) if lstm else None
-    fused = native.step_kernels(x, module._mode) if packed_rows else None
     for layer in range(module.num_layers):
         s = module._uniform_shares[layer] if packed_rows else 0
         scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
@@ -349,11 +329,9 @@ def _stream_step(module, data: Tensor, hx):
             idx = layer * dirs + direction
             w = weights[idx]
             if packed_rows and lstm:
-                _lstm.lstm_step(
-                    x, h0[idx], c0[idx], w[0], w[1], s, h_out[idx], c_out[idx], scratch, fused
-                )
+                _lstm.lstm_step(x, h0[idx], c0[idx], w[0], w[1], s, h_out[idx], c_out[idx], scratch)
             elif packed_rows:
-                _gru.gru_step(x, h0[idx], *w, s, h_out[idx], scratch, fused)
+                _gru.gru_step(x, h0[idx], *w, s, h_out[idx], scratch)
             elif lstm:
                 h, c = torch._VF.lstm_cell(x, (h0[idx], c0[idx]), *w)
                 h_out[idx].copy_(h)
@@ -369,10 +347,9 @@ def _stream_step(module, data: Tensor, hx):
 
 
 def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n: Tensor) -> None:
-    """One C call for every layer of a unidirectional packed LSTM; writes the
-    contiguous h_n, c_n of shape (L, B, d)."""
-    L, batch, d = module.num_layers, x.shape[0], module.hidden_size
-    shares, ks, w_ptrs, b_ptrs = cache.lstm_stack(module)
+    """One call of ``rrnn::lstm_stream`` for every layer of a unidirectional packed
+    LSTM; writes the contiguous h_n, c_n of shape (L, B, d)."""
+    batch, d = x.shape[0], module.hidden_size
     m_max = max(s + 4 * (d - s) for s in module._uniform_shares)
     key = ("lstm-stack", batch, x.dtype)
     if key not in cache.scratch:
@@ -384,27 +361,8 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
             x.new_empty(batch, d),
         )
     z, sig, ts, tg, tc = cache.scratch[key]
-    x = x.contiguous()
-    h0, c0 = hx[0].contiguous(), hx[1].contiguous()
-    row = batch * d * h0.element_size()
-    ptrs = ctypes.c_void_p * L
-    fn = native.stream_stack(x.dtype)
-    fn(
-        L,
-        batch,
-        d,
-        shares,
-        ks,
-        w_ptrs,
-        b_ptrs,
-        x.data_ptr(),
-        ptrs(*[h0.data_ptr() + i * row for i in range(L)]),
-        ptrs(*[c0.data_ptr() + i * row for i in range(L)]),
-        ptrs(*[h_n.data_ptr() + i * row for i in range(L)]),
-        ptrs(*[c_n.data_ptr() + i * row for i in range(L)]),
-        z.data_ptr(),
-        sig.data_ptr(),
-        ts.data_ptr(),
-        tg.data_ptr(),
-        tc.data_ptr(),
-    )
+    ops.lstm_stream(
+        x.contiguous(), hx[0].contiguous(), hx[1].contiguous(),
+        [w for w, _ in cache.weights], [b for _, b in cache.weights],
+        list(module._uniform_shares), h_n, c_n, z, sig, ts, tg, tc,
+    )  # fmt: skip

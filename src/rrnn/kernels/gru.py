@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import native
+from . import ops
 
 
 def _step_ops(a, g, h_prev, h, rr, zz, nn, gn, s: int, q: int) -> None:
@@ -84,26 +84,10 @@ class SharedRowGRUFunction(torch.autograd.Function):
         h0 = h0.contiguous()
         pht = ph.t()
         gbuf = x.new_empty(B, m)
-        fused = native.step_kernels(x, "gru")
         h = h0
         for t in range(T):
             g = torch.mm(h, pht, out=gbuf) if bh is None else torch.addmm(bh, h, pht, out=gbuf)
-            if fused is not None:
-                fused[0](
-                    B,
-                    s,
-                    q,
-                    a_all[t].data_ptr(),
-                    g.data_ptr(),
-                    h.data_ptr(),
-                    out[t].data_ptr(),
-                    rr[t].data_ptr(),
-                    zz[t].data_ptr(),
-                    nn[t].data_ptr(),
-                    gn[t].data_ptr(),
-                )
-            else:
-                _step_ops(a_all[t], g, h, out[t], rr[t], zz[t], nn[t], gn[t], s, q)
+            ops.gru_step(a_all[t], g, h, out[t], rr[t], zz[t], nn[t], gn[t], s)
             h = out[t]
         ctx.s = s
         ctx.has_bias = bx is not None
@@ -122,30 +106,14 @@ class SharedRowGRUFunction(torch.autograd.Function):
         dg_all = x.new_empty(T, B, m)
         dh_direct = x.new_empty(B, d)
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
-        fused = native.step_kernels(x, "gru")
         for t in range(T - 1, -1, -1):
             if d_out is not None:
                 dh = torch.add(dh, d_out[t]).contiguous()
             h_prev = out[t - 1] if t > 0 else h0
-            if fused is not None:
-                fused[1](
-                    B,
-                    s,
-                    q,
-                    rr[t].data_ptr(),
-                    zz[t].data_ptr(),
-                    nn[t].data_ptr(),
-                    gn[t].data_ptr(),
-                    h_prev.data_ptr(),
-                    dh.data_ptr(),
-                    da_all[t].data_ptr(),
-                    dg_all[t].data_ptr(),
-                    dh_direct.data_ptr(),
-                )
-            else:
-                _backward_ops(
-                    rr[t], zz[t], nn[t], gn[t], h_prev, dh, da_all[t], dg_all[t], dh_direct, s, q
-                )
+            ops.gru_step_backward(
+                rr[t], zz[t], nn[t], gn[t], h_prev.contiguous(), dh, da_all[t], dg_all[t],
+                dh_direct, s,
+            )  # fmt: skip
             dh = torch.addmm(dh_direct, dg_all[t], ph)  # (B, d)
         da2, dg2 = da_all.view(T * B, m), dg_all.view(T * B, m)
         dx = torch.mm(da2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
@@ -169,7 +137,6 @@ def gru_step(
     s: int,
     h_new: Tensor,
     scratch: tuple[Tensor, ...],
-    fused,
 ) -> None:
     """One inference step (call under no_grad); writes h_new (B, d)."""
     q = h.shape[1] - s
@@ -181,19 +148,4 @@ def gru_step(
         a = torch.mm(x, px.t()) if bx is None else torch.addmm(bx, x, px.t())
         g = torch.mm(h, ph.t()) if bh is None else torch.addmm(bh, h, ph.t())
     rr, zz, nn, gn = scratch
-    if fused is not None:
-        fused[0](
-            h.shape[0],
-            s,
-            q,
-            a.data_ptr(),
-            g.data_ptr(),
-            h.data_ptr(),
-            h_new.data_ptr(),
-            rr.data_ptr(),
-            zz.data_ptr(),
-            nn.data_ptr(),
-            gn.data_ptr(),
-        )
-    else:
-        _step_ops(a, g, h, h_new, rr, zz, nn, gn, s, q)
+    ops.gru_step(a.contiguous(), g.contiguous(), h, h_new, rr, zz, nn, gn, s)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import native
+from . import ops
 
 
 class SharedRowLSTMFunction(torch.autograd.Function):
@@ -65,27 +65,11 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         cs[0] = c0
         pht = ph.t()
-        fused = native.step_kernels(x, "lstm")
         zbuf = x.new_empty(B, m)
         h = h0
         for t in range(T):
             z = torch.addmm(xz[t], h, pht, out=zbuf)  # (B, m)
-            if fused is not None:
-                fused[0](
-                    B,
-                    s,
-                    q,
-                    z.data_ptr(),
-                    cs[t].data_ptr(),
-                    cs[t + 1].data_ptr(),
-                    out[t].data_ptr(),
-                    sig[t].data_ptr(),
-                    tan_s[t].data_ptr(),
-                    tan_g[t].data_ptr(),
-                    tc[t].data_ptr(),
-                )
-            else:
-                _step_ops(z, cs[t], cs[t + 1], out[t], sig[t], tan_s[t], tan_g[t], tc[t], s, q)
+            ops.lstm_step(z, cs[t], cs[t + 1], out[t], sig[t], tan_s[t], tan_g[t], tc[t], s)
             h = out[t]
         ctx.s = s
         ctx.has_bias = bias is not None
@@ -104,29 +88,12 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
         dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()
         dc_next = x.new_empty(B, d)
-        fused = native.step_kernels(x, "lstm")
         for t in range(T - 1, -1, -1):
             if d_out is not None:
                 dh = torch.add(dh, d_out[t]).contiguous()
-            if fused is not None:
-                fused[1](
-                    B,
-                    s,
-                    q,
-                    sig[t].data_ptr(),
-                    tan_s[t].data_ptr(),
-                    tan_g[t].data_ptr(),
-                    tc[t].data_ptr(),
-                    cs[t].data_ptr(),
-                    dh.data_ptr(),
-                    dc.data_ptr(),
-                    dz_all[t].data_ptr(),
-                    dc_next.data_ptr(),
-                )
-            else:
-                _backward_ops(
-                    sig[t], tan_s[t], tan_g[t], tc[t], cs[t], dh, dc, dz_all[t], dc_next, s, q
-                )
+            ops.lstm_step_backward(
+                sig[t], tan_s[t], tan_g[t], tc[t], cs[t], dh, dc, dz_all[t], dc_next, s
+            )
             dc, dc_next = dc_next, dc
             dh = torch.mm(dz_all[t], ph)  # (B, d)
         dz2 = dz_all.view(T * B, m)  # (T*B, m)
@@ -193,12 +160,10 @@ def lstm_step(
     h_new: Tensor,
     c_new: Tensor,
     scratch: tuple[Tensor, ...],
-    fused,
 ) -> None:
     """One time step for inference (call under no_grad): ``p_xh`` = ``[P_x | P_h]``
     of shape ``(m, k_x + d)``; x (B, k_x); h, c (B, d). Writes h_new, c_new
     (contiguous (B, d)); ``scratch`` = (sig, tanh_s, tanh_g, tanh_c) buffers."""
-    q = h.shape[1] - s
     xh = torch.cat([x, h], 1)  # (B, k_x + d)
     if xh.shape[0] == 1:  # a matrix-vector product is cheaper than a 1-row GEMM
         z = (torch.mv(p_xh, xh[0]) if bias is None else torch.addmv(bias, p_xh, xh[0]))[None]
@@ -206,19 +171,4 @@ def lstm_step(
         z = torch.mm(xh, p_xh.t()) if bias is None else torch.addmm(bias, xh, p_xh.t())  # (B, m)
     c = c.contiguous()
     sig, tan_s, tan_g, tc = scratch
-    if fused is not None:
-        fused[0](
-            h.shape[0],
-            s,
-            q,
-            z.data_ptr(),
-            c.data_ptr(),
-            c_new.data_ptr(),
-            h_new.data_ptr(),
-            sig.data_ptr(),
-            tan_s.data_ptr(),
-            tan_g.data_ptr(),
-            tc.data_ptr(),
-        )
-    else:
-        _step_ops(z, c, c_new, h_new, sig, tan_s, tan_g, tc, s, q)
+    ops.lstm_step(z.contiguous(), c, c_new, h_new, sig, tan_s, tan_g, tc, s)

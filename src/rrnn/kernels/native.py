@@ -117,25 +117,16 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
-def step_kernels(t, cell: str):
-    """The fused C ``(forward, backward)`` step of ``cell`` ("lstm" or "gru") for
-    ``t``'s dtype, or None (not on the CPU, another dtype, or no library)."""
+def kernel(name: str, dtype):
+    """The C function ``rrnn_<name>_<f32|f64>`` for ``dtype``, or None where the
+    library is unavailable. Called only by the operators of :mod:`.ops`, after
+    their checks."""
     import torch
 
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
-        return None
     lib = library()
-    if lib is None:
+    if lib is None or dtype not in (torch.float32, torch.float64):
         return None
-    suffix = "f32" if t.dtype == torch.float32 else "f64"
-    return getattr(lib, f"rrnn_{cell}_fwd_{suffix}"), getattr(lib, f"rrnn_{cell}_bwd_{suffix}")
-
-
-def stream_stack(dtype):
-    """The one-call C step of a whole unidirectional LSTM stack for ``dtype``."""
-    import torch
-
-    return getattr(library(), "rrnn_lstm_stream_" + ("f32" if dtype == torch.float32 else "f64"))
+    return getattr(lib, f"rrnn_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
 
 
 def reset() -> None:

@@ -1,0 +1,255 @@
+"""The C step kernels as operators registered with torch's dispatcher.
+
+Every call into ``cells.c`` goes through one of these ``torch.ops.rrnn.*``
+operators, never through a raw pointer taken elsewhere:
+
+==========================  ==================================================
+``rrnn::lstm_step``         one packed LSTM step, forward (see :mod:`.lstm`)
+``rrnn::lstm_step_backward`` its backward
+``rrnn::gru_step``          one packed GRU step, forward (see :mod:`.gru`)
+``rrnn::gru_step_backward`` its backward
+``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
+==========================  ==================================================
+
+Each has a schema (the tensors it writes are marked mutable), a CPU kernel that
+checks dtype (float32 or float64, all alike), device, shape and contiguity before
+any pointer is touched and then calls the C function (or the torch-op version
+of the same arithmetic where no compiler was found), and a Meta kernel with the
+same checks for tracing. A CUDA tensor gets the dispatcher's own error (no CUDA
+kernel is registered: the layers take the reference path there). The operators
+do not record autograd: the shared-row autograd Functions call them inside their
+forward and backward (with ``once_differentiable``), and streaming runs under
+``no_grad``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from . import native
+
+_lib = torch.library.Library("rrnn", "DEF")
+_lib.define(
+    "lstm_step(Tensor z, Tensor c_prev, Tensor(a!) c, Tensor(b!) h, Tensor(c!) sig, "
+    "Tensor(d!) tan_s, Tensor(e!) tan_g, Tensor(f!) tanh_c, int s) -> ()"
+)
+_lib.define(
+    "lstm_step_backward(Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, Tensor c_prev, "
+    "Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, Tensor(d!) dc_prev, int s) -> ()"
+)
+_lib.define(
+    "gru_step(Tensor a, Tensor g, Tensor h, Tensor(a!) h_new, Tensor(b!) r, Tensor(c!) z, "
+    "Tensor(d!) n, Tensor(e!) gn, int s) -> ()"
+)
+_lib.define(
+    "gru_step_backward(Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h_prev, Tensor dh, "
+    "Tensor(a!) da, Tensor(b!) dg, Tensor(c!) dh_direct, int s) -> ()"
+)
+_lib.define(
+    "lstm_stream(Tensor x, Tensor h0, Tensor c0, Tensor[] weights, Tensor?[] biases, "
+    "int[] shares, Tensor(a!) h_n, Tensor(b!) c_n, Tensor(c!) z, Tensor(d!) sig, "
+    "Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c) -> ()"
+)
+
+
+class KernelArgumentError(ValueError):
+    pass
+
+
+def _check(op: str, tensors: dict[str, Tensor], shapes: dict[str, tuple]) -> torch.dtype:
+    """Same dtype (float32/float64), one device, the expected shapes, contiguous."""
+    first = next(iter(tensors.values()))
+    dtype, device = first.dtype, first.device
+    if dtype not in (torch.float32, torch.float64):
+        raise KernelArgumentError(f"rrnn::{op}: dtype {dtype} is not supported (float32 or float64)")
+    for name, t in tensors.items():
+        if t.dtype != dtype:
+            raise KernelArgumentError(
+                f"rrnn::{op}: {name} has dtype {t.dtype}, the others {dtype}; convert it"
+            )
+        if t.device != device:
+            raise KernelArgumentError(f"rrnn::{op}: {name} is on {t.device}, the others on {device}")
+        want = shapes.get(name)
+        if want is not None and tuple(t.shape) != want:
+            raise KernelArgumentError(
+                f"rrnn::{op}: {name} has shape {tuple(t.shape)}, expected {want}"
+            )
+        if not t.is_contiguous():
+            raise KernelArgumentError(f"rrnn::{op}: {name} must be contiguous")
+    return dtype
+
+
+def _lstm_shapes(B, d, s):
+    q = d - s
+    m = s + 4 * q
+    return m, {"z": (B, m), "c_prev": (B, d), "c": (B, d), "h": (B, d), "sig": (B, m),
+               "tan_s": (B, s), "tan_g": (B, q), "tanh_c": (B, d)}  # fmt: skip
+
+
+def _check_s(op, s, d):
+    if not 0 <= s <= d:
+        raise KernelArgumentError(f"rrnn::{op}: shared rows s={s} outside [0, {d}]")
+
+
+# --- LSTM step ------------------------------------------------------------------
+def _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
+    B, d = c_prev.shape
+    _check_s("lstm_step", s, d)
+    _, shapes = _lstm_shapes(B, d, s)
+    names = ("z", "c_prev", "c", "h", "sig", "tan_s", "tan_g", "tanh_c")
+    return _check("lstm_step", dict(zip(names, (z, c_prev, c, h, sig, tan_s, tan_g, tanh_c))), shapes)
+
+
+def _lstm_step_cpu(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
+    dtype = _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s)
+    B, d = c_prev.shape
+    fn = native.kernel("lstm_fwd", dtype)
+    if fn is None:
+        from .lstm import _step_ops
+
+        _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s, d - s)
+        return
+    fn(B, s, d - s, z.data_ptr(), c_prev.data_ptr(), c.data_ptr(), h.data_ptr(),
+       sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
+
+
+def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
+    B, d = c_prev.shape
+    _check_s("lstm_step_backward", s, d)
+    m, shapes = _lstm_shapes(B, d, s)
+    shapes.update(dh=(B, d), dc=(B, d), dz=(B, m), dc_prev=(B, d))
+    names = ("sig", "tan_s", "tan_g", "tanh_c", "c_prev", "dh", "dc", "dz", "dc_prev")
+    return _check("lstm_step_backward",
+                  dict(zip(names, (sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev))), shapes)  # fmt: skip
+
+
+def _lstm_step_backward_cpu(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
+    dtype = _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s)
+    B, d = c_prev.shape
+    fn = native.kernel("lstm_bwd", dtype)
+    if fn is None:
+        from .lstm import _backward_ops
+
+        _backward_ops(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s, d - s)
+        return
+    fn(B, s, d - s, sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr(),
+       c_prev.data_ptr(), dh.data_ptr(), dc.data_ptr(), dz.data_ptr(), dc_prev.data_ptr())  # fmt: skip
+
+
+# --- GRU step -------------------------------------------------------------------
+def _gru_shapes(B, d, s):
+    q = d - s
+    return {"a": (B, s + 3 * q), "g": (B, s + 3 * q), "h": (B, d), "h_new": (B, d),
+            "r": (B, d), "z": (B, q), "n": (B, d), "gn": (B, d)}  # fmt: skip
+
+
+def _gru_step_args(a, g, h, h_new, r, z, n, gn, s):
+    B, d = h.shape
+    _check_s("gru_step", s, d)
+    names = ("a", "g", "h", "h_new", "r", "z", "n", "gn")
+    return _check("gru_step", dict(zip(names, (a, g, h, h_new, r, z, n, gn))), _gru_shapes(B, d, s))
+
+
+def _gru_step_cpu(a, g, h, h_new, r, z, n, gn, s):
+    dtype = _gru_step_args(a, g, h, h_new, r, z, n, gn, s)
+    B, d = h.shape
+    fn = native.kernel("gru_fwd", dtype)
+    if fn is None:
+        from .gru import _step_ops
+
+        _step_ops(a, g, h, h_new, r, z, n, gn, s, d - s)
+        return
+    fn(B, s, d - s, a.data_ptr(), g.data_ptr(), h.data_ptr(), h_new.data_ptr(), r.data_ptr(),
+       z.data_ptr(), n.data_ptr(), gn.data_ptr())  # fmt: skip
+
+
+def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
+    B, d = h_prev.shape
+    _check_s("gru_step_backward", s, d)
+    shapes = _gru_shapes(B, d, s)
+    shapes.update(h_prev=(B, d), dh=(B, d), da=shapes["a"], dg=shapes["g"], dh_direct=(B, d))
+    names = ("r", "z", "n", "gn", "h_prev", "dh", "da", "dg", "dh_direct")
+    return _check("gru_step_backward",
+                  dict(zip(names, (r, z, n, gn, h_prev, dh, da, dg, dh_direct))), shapes)  # fmt: skip
+
+
+def _gru_step_backward_cpu(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
+    dtype = _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s)
+    B, d = h_prev.shape
+    fn = native.kernel("gru_bwd", dtype)
+    if fn is None:
+        from .gru import _backward_ops
+
+        _backward_ops(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s, d - s)
+        return
+    fn(B, s, d - s, r.data_ptr(), z.data_ptr(), n.data_ptr(), gn.data_ptr(), h_prev.data_ptr(),
+       dh.data_ptr(), da.data_ptr(), dg.data_ptr(), dh_direct.data_ptr())  # fmt: skip
+
+
+# --- LSTM stack streaming step ----------------------------------------------------
+def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
+    L, B, d = h0.shape
+    if not (len(weights) == len(biases) == len(shares) == L):
+        raise KernelArgumentError(
+            f"rrnn::lstm_stream: {L} layers of state but {len(weights)} weights, "
+            f"{len(biases)} biases and {len(shares)} share counts"
+        )
+    m_max = max(s + 4 * (d - s) for s in shares)
+    shapes = {"h0": (L, B, d), "c0": (L, B, d), "h_n": (L, B, d), "c_n": (L, B, d),
+              "z": (B, m_max), "sig": (B, m_max), "tan_s": (B, d), "tan_g": (B, d),
+              "tanh_c": (B, d)}  # fmt: skip
+    tensors = {"x": x, "h0": h0, "c0": c0, "h_n": h_n, "c_n": c_n, "z": z, "sig": sig,
+               "tan_s": tan_s, "tan_g": tan_g, "tanh_c": tanh_c}  # fmt: skip
+    k = x.shape[1]
+    if x.dim() != 2 or x.shape[0] != B:
+        raise KernelArgumentError(f"rrnn::lstm_stream: x has shape {tuple(x.shape)}, expected ({B}, k)")
+    for i, (w, b, s) in enumerate(zip(weights, biases, shares)):
+        _check_s("lstm_stream", s, d)
+        m = s + 4 * (d - s)
+        tensors[f"weights[{i}]"] = w
+        shapes[f"weights[{i}]"] = (m, k + d)
+        if b is not None:
+            tensors[f"biases[{i}]"] = b
+            shapes[f"biases[{i}]"] = (m,)
+        k = d
+    return _check("lstm_stream", tensors, shapes)
+
+
+def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
+    dtype = _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c)
+    fn = native.kernel("lstm_stream", dtype)
+    if fn is None:
+        raise KernelArgumentError("rrnn::lstm_stream needs the compiled kernels (no compiler was found)")
+    L, B, d = h0.shape
+    ks = [x.shape[1]] + [d] * (L - 1)
+    row = B * d * h0.element_size()
+    ptrs = ctypes.c_void_p * L
+
+    def layer_ptrs(t):
+        return ptrs(*[t.data_ptr() + i * row for i in range(L)])
+
+    fn(L, B, d, (ctypes.c_long * L)(*shares), (ctypes.c_long * L)(*ks),
+       ptrs(*[w.data_ptr() for w in weights]),
+       ptrs(*[0 if b is None else b.data_ptr() for b in biases]),
+       x.data_ptr(), layer_ptrs(h0), layer_ptrs(c0), layer_ptrs(h_n), layer_ptrs(c_n),
+       z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
+
+
+for _name, _cpu, _args in (
+    ("lstm_step", _lstm_step_cpu, _lstm_step_args),
+    ("lstm_step_backward", _lstm_step_backward_cpu, _lstm_step_backward_args),
+    ("gru_step", _gru_step_cpu, _gru_step_args),
+    ("gru_step_backward", _gru_step_backward_cpu, _gru_step_backward_args),
+    ("lstm_stream", _lstm_stream_cpu, _lstm_stream_args),
+):
+    _lib.impl(_name, _cpu, "CPU")
+    _lib.impl(_name, (lambda args: lambda *a: (args(*a), None)[1])(_args), "Meta")
+
+lstm_step = torch.ops.rrnn.lstm_step.default
+lstm_step_backward = torch.ops.rrnn.lstm_step_backward.default
+gru_step = torch.ops.rrnn.gru_step.default
+gru_step_backward = torch.ops.rrnn.gru_step_backward.default
+lstm_stream = torch.ops.rrnn.lstm_stream.default
