@@ -101,7 +101,6 @@ class SharedRowGRUFunction(torch.autograd.Function):
         s = ctx.s
         T, B, k = x.shape
         m, d = ph.shape
-        q = d - s
         da_all = x.new_empty(T, B, m)
         dg_all = x.new_empty(T, B, m)
         dh_direct = x.new_empty(B, d)
@@ -139,7 +138,6 @@ def gru_step(
     scratch: tuple[Tensor, ...],
 ) -> None:
     """One inference step (call under no_grad); writes h_new (B, d)."""
-    q = h.shape[1] - s
     h = h.contiguous()
     if x.shape[0] == 1:  # matrix-vector products
         a = (torch.mv(px, x[0]) if bx is None else torch.addmv(bx, px, x[0]))[None]

@@ -83,7 +83,6 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         s = ctx.s
         T, B, k = x.shape
         m, d = ph.shape
-        q = d - s
         dz_all = x.new_empty(T, B, m)  # gradient of the packed pre-activations
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
         dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()
