@@ -107,6 +107,17 @@ def test_a_loss_far_above_a_uniform_guess_is_divergence(tmp_path, corpus, monkey
         return loss * 100 if calls["n"] > 3 and k.get("reduction") is None else loss
 
     monkeypatch.setattr(T.F, "cross_entropy", inflated)
+    # the default fused decoder + loss of the training loop, likewise inflated
+    import rrnn.lm.model as M
+
+    real_fused = M.linear_cross_entropy
+
+    def inflated_fused(*a, **k):
+        calls["n"] += 1
+        loss = real_fused(*a, **k)
+        return loss * 100 if calls["n"] > 3 else loss
+
+    monkeypatch.setattr(M, "linear_cross_entropy", inflated_fused)
     with pytest.raises(T.TrainingDiverged, match="limit 3 log V"):
         T.train(T.TrainConfig(dataset=None, corpus=str(corpus), layers=1, embedding_size=8,
                               hidden_size=8, batch_size=4, eval_batch_size=4, bptt=8,
