@@ -98,3 +98,20 @@ def test_bad_input(change, words):
     args.update(change)
     with pytest.raises(ValueError, match=words):
         linear_cross_entropy(args["x"], args["w"], args["b"], args["y"], args["chunk"])
+
+
+def test_training_with_the_fused_loss_matches_torchs(tmp_path):
+    from rrnn.lm import train as T
+
+    from .lm_helpers import small_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    quiet = dict(log=lambda m: None, progress=False)
+    a = T.train(small_config(corpus, loss="fused"), tmp_path / "fused", **quiet)
+    b = T.train(small_config(corpus, loss="torch"), tmp_path / "torch", **quiet)
+    for x, y in zip(a["history"], b["history"]):
+        for key in ("train_ppl", "valid_ppl", "test_ppl"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4)
+    # a run from before --loss existed resumes with F.cross_entropy
+    assert T.TrainConfig.from_dict({"dataset": "ptb"}).loss == "torch"
+    assert T.TrainConfig().loss == "fused"
