@@ -128,3 +128,26 @@ def test_outputs_do_not_depend_on_the_choice():
     m.kernel = "reference"
     out_ref, _ = m(x)
     torch.testing.assert_close(out_auto, out_ref)
+
+
+def test_a_resumed_run_takes_the_paths_its_checkpoint_recorded(tmp_path):
+    from rrnn.lm import train as T
+
+    from .lm_helpers import small_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    cfg = small_config(corpus, epochs=1)
+    T.train(cfg, tmp_path / "run", log=lambda m: None, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    recorded = ckpt["dispatch"]
+    assert recorded and all(r["path"] in ("shared-row", "reference") for r in recorded.values())
+    # another process would measure afresh; a forged opposite cache file must lose
+    # against the checkpoint's record
+    tuning.forget()
+    path = _cache_file()
+    data = json.loads(path.read_text())
+    for r in data["choices"].values():
+        r["path"] = "reference" if r["path"] == "shared-row" else "shared-row"
+    path.write_text(json.dumps(data))
+    tuning.preload(recorded)
+    assert tuning.snapshot() == recorded

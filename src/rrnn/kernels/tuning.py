@@ -232,6 +232,35 @@ class _null:
         return False
 
 
+def snapshot() -> dict:
+    """This machine's choices known to this process (class -> record), for a
+    training checkpoint: a resumed run takes the paths the run took, whatever a
+    new measurement would say, so that it reproduces the run's numbers."""
+    key, _ = machine_key()
+    with _lock:
+        return {k: dict(v) for k, v in _tables.get(key, {}).items()}
+
+
+def preload(choices: dict) -> None:
+    """Put a checkpoint's choices in front of the table (memory only)."""
+    if not isinstance(choices, dict):
+        return
+    key, _ = machine_key()
+    good = {
+        k: v
+        for k, v in choices.items()
+        if isinstance(v, dict)
+        and v.get("path") in ("shared-row", "reference")
+        and isinstance(v.get("shared_row_s"), (int, float))
+        and isinstance(v.get("reference_s"), (int, float))
+    }
+    with _lock:
+        table = _tables.get(key)
+        if table is None:
+            table = _tables[key] = _read(cache_path(key), machine_key()[1])
+        table.update(good)
+
+
 def forget() -> None:
     """Drop the in-memory table (the files stay); for tests and after tuning by hand."""
     with _lock:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..compress import METHODS, dense_hidden_for, rank_for, sparsity_for
 from ..compress.prune import SCHEDULES, check_sparsity
 from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
+from ..kernels import tuning
 from ..restriction import count_parameters
 from . import compression
 from . import data as D
@@ -596,6 +597,7 @@ class _Run:
             )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        tuning.preload(ckpt.get("dispatch") or {})
         torch.set_rng_state(ckpt["rng"])
         for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
             state[key] = ckpt[key]
@@ -636,6 +638,8 @@ class _Run:
                 "fingerprint": self.corpus.fingerprint,
                 "threads": self.threads,
                 "compress": self.method.state_dict(),
+                # the kernel paths this run measured: a resume takes the same ones
+                "dispatch": tuning.snapshot(),
             },
             self.out / "checkpoint.pt",
         )
