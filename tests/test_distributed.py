@@ -97,6 +97,45 @@ def test_ddp_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
             )
 
 
+def _worker_auto(rank, world, port, path, cache):
+    """DDP with kernel="auto" and the measured dispatch (each rank measures)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RRNN_CACHE_DIR=cache)
+    os.environ.pop("RRNN_DISPATCH", None)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel
+        result = {c: _train(c, 0.5, "auto", rank, world, ddp) for c in CELLS[1:]}
+        if rank == 0:
+            torch.save(result, path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.tuning
+def test_ddp_with_the_measured_dispatch(tmp_path):
+    """Measuring inside a DDP forward touches no hook or gradient of the wrapped
+    module: the result equals one process on the whole batch (either path)."""
+    path = tmp_path / "auto.pt"
+    ctx = mp.start_processes(
+        _worker_auto, args=(2, _free_port(), str(path), str(tmp_path / "cache")), nprocs=2,
+        join=False, start_method="spawn",
+    )  # fmt: skip
+    start = time.monotonic()
+    while not ctx.join(timeout=5):
+        if time.monotonic() - start > 240:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a DDP rank hung")
+    results = torch.load(path, weights_only=False)
+    assert list((tmp_path / "cache" / "dispatch").glob("*.json"))  # it did measure
+    for cls in CELLS[1:]:
+        single = _train(cls, 0.5, "reference")
+        for name, value in single.items():
+            torch.testing.assert_close(results[cls][name], value, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("cls", CELLS)
 @pytest.mark.parametrize("rate", RATES)
 def test_every_parameter_takes_part_in_the_forward_pass(cls, rate):

@@ -167,8 +167,13 @@ def decide(module, data, hx, steps: int, needs_grad: bool) -> tuple[str, str]:
 
 
 def _time_paths(module, data, hx, needs_grad: bool, budget_s: float) -> dict[str, float]:
+    import copy
+
     from . import shared_row_forward
 
+    # a private copy: no hook of the user's module (DistributedDataParallel's
+    # gradient hooks, say) can see the measurement
+    module = copy.deepcopy(module)
     x = torch.randn_like(data).requires_grad_(needs_grad and data.requires_grad)
     states = tuple(torch.randn_like(h) for h in (hx if isinstance(hx, tuple) else (hx,)))
     h = states if len(states) == 2 else states[0]
