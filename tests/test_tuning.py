@@ -151,3 +151,16 @@ def test_a_resumed_run_takes_the_paths_its_checkpoint_recorded(tmp_path):
     path.write_text(json.dumps(data))
     tuning.preload(recorded)
     assert tuning.snapshot() == recorded
+
+
+def test_bench_retune_forgets_this_machines_choices(capsys):
+    from rrnn.cli import main
+
+    m = RestrictedLSTM(12, 16, 2, sharing_rate=0.5)
+    m.path_for(torch.randn(10, 4, 12))
+    assert _cache_file().exists()
+    code = main(["bench", "--retune", "--cells", "rnn", "--rates", "0.5", "--sizes", "stream",
+                 "--repeats", "1", "--stream-repeats", "1", "--stream-block", "1"])  # fmt: skip
+    assert code == 0
+    assert "forgot the measured dispatch" in capsys.readouterr().out
+    assert not _cache_file().exists()  # an RNN grid measures nothing new

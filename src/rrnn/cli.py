@@ -391,6 +391,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.retune:
+        from .kernels import tuning
+
+        path = tuning.cache_path(tuning.machine_key()[0])
+        path.unlink(missing_ok=True)
+        tuning.forget()
+        print(f"forgot the measured dispatch in {path}")
     torch.manual_seed(0)
     print(
         f"{describe_machine(machine())}, {torch.get_num_threads()} threads, device "
@@ -654,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every measurement as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the Markdown table")
+    p.add_argument(
+        "--retune",
+        action="store_true",
+        help="forget the kernel paths measured on this machine (its dispatch cache file) "
+        "and measure them again as the grid meets each shape",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
