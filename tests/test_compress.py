@@ -539,3 +539,24 @@ def test_report_draws_pareto_figures_with_latency(tmp_path, corpus):
     # the paper's claims are judged on restricted runs only: the compared methods are not "r=0.5"
     rows = (out / "report.csv").read_text().splitlines()
     assert any(",dense," in r for r in rows) and any(",restrict," in r for r in rows)
+
+
+def test_lowrank_frozen_keeps_the_products_and_equals_the_plain_call():
+    torch.manual_seed(0)
+    m = LowRankRNN("lstm", 6, 8, 2, rank=3).eval()
+    x = torch.randn(1, 2, 6)
+    with torch.no_grad():
+        plain, _ = m(x)
+        with m.frozen():
+            calls = []
+            orig = m.full_weights
+            m.full_weights = lambda: calls.append(1) or orig()
+            inside, _ = m(x)
+            m(x)
+            del m.full_weights
+        assert calls == []  # the products formed on entry are reused
+    torch.testing.assert_close(inside, plain)
+    # a call that needs gradients inside frozen() still forms the products
+    with m.frozen():
+        out, _ = m(x)
+        assert out.requires_grad

@@ -20,6 +20,7 @@ Gate order and bias layout are torch.nn's: RNN (1 gate), GRU (r, z, n), LSTM (i,
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -88,6 +89,19 @@ class LowRankRNN(nn.Module):
                     g("bias_ih"), g("bias_hh")]  # fmt: skip
         return out
 
+    @contextlib.contextmanager
+    def frozen(self):
+        """Inference with the products ``A @ B`` formed once on entry and kept until
+        exit (outside, every call forms them afresh, so that no weight update can be
+        missed). The weights must not change inside; calls that need gradients
+        still form the products."""
+        with torch.no_grad():
+            self._frozen = [w.detach() for w in self.full_weights()]
+        try:
+            yield self
+        finally:
+            self._frozen = None
+
     def forward(self, input: Tensor, hx=None):
         if input.dim() != 3 or input.size(-1) != self.input_size:
             raise ValueError(
@@ -97,7 +111,11 @@ class LowRankRNN(nn.Module):
         if hx is None:
             h = input.new_zeros(self.num_layers, b, self.hidden_size)  # (L, B, H)
             hx = (h, h.clone()) if self.mode == "lstm" else h
-        flat = self.full_weights()
+        frozen = getattr(self, "_frozen", None)
+        needs_grad = torch.is_grad_enabled() and (
+            input.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        flat = frozen if frozen is not None and not needs_grad else self.full_weights()
         fn = getattr(torch._VF, _VF_NAMES[self.vf_mode])
         if self.mode == "lstm":
             out = fn(input, tuple(hx), flat, True, self.num_layers, self.dropout,

@@ -3,8 +3,9 @@ torch.nn stack of the run's full size, timed by ``rrnn bench``'s harness
 (interleaved, medians) in one process.
 
 Two shapes, forward only under ``no_grad``: batch 1 streaming (one token per call,
-timed in blocks of consecutive calls, restricted layers inside ``frozen()``) and
-batch 80 sequences of 35 steps. A pruned model is timed both dense (its masked
+timed in blocks of consecutive calls) and batch 80 sequences of 35 steps, inside the layer's ``frozen()`` where it has one
+(restricted layers keep their packed weights, low-rank layers their products). A
+pruned model is timed both dense (its masked
 matrices) and in CSR form (:class:`~rrnn.compress.sparse.SparseRNN`); the faster
 is its latency, and both are recorded. The result goes to ``latency.json`` in the
 run directory, with the machine and thread count.
@@ -61,7 +62,7 @@ def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print) -
         for name, module in forms.items():
             fns[name] = _runner(module, x, model.init_hidden(batch))
         block = stream_block if shape == "stream" else 1
-        with frozen() if (frozen and shape == "stream") else contextlib.nullcontext():
+        with frozen() if frozen else contextlib.nullcontext():  # inference mode
             times = interleaved(fns, repeats, warmup=3, block=block)
         med = {name: statistics.median(v) for name, v in times.items()}
         best = min((n for n in med if n != "torch.nn"), key=med.get)
