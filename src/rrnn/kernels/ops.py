@@ -25,6 +25,7 @@ forward and backward (with ``once_differentiable``), and streaming runs under
 from __future__ import annotations
 
 import ctypes
+import importlib
 
 import torch
 from torch import Tensor
@@ -103,19 +104,6 @@ def _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
     return _check("lstm_step", dict(zip(names, (z, c_prev, c, h, sig, tan_s, tan_g, tanh_c))), shapes)
 
 
-def _lstm_step_cpu(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
-    dtype = _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s)
-    B, d = c_prev.shape
-    fn = native.kernel("lstm_fwd", dtype)
-    if fn is None:
-        from .lstm import _step_ops
-
-        _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s, d - s)
-        return
-    fn(B, s, d - s, z.data_ptr(), c_prev.data_ptr(), c.data_ptr(), h.data_ptr(),
-       sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
-
-
 def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
     B, d = c_prev.shape
     _check_s("lstm_step_backward", s, d)
@@ -124,19 +112,6 @@ def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_p
     names = ("sig", "tan_s", "tan_g", "tanh_c", "c_prev", "dh", "dc", "dz", "dc_prev")
     return _check("lstm_step_backward",
                   dict(zip(names, (sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev))), shapes)  # fmt: skip
-
-
-def _lstm_step_backward_cpu(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
-    dtype = _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s)
-    B, d = c_prev.shape
-    fn = native.kernel("lstm_bwd", dtype)
-    if fn is None:
-        from .lstm import _backward_ops
-
-        _backward_ops(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s, d - s)
-        return
-    fn(B, s, d - s, sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr(),
-       c_prev.data_ptr(), dh.data_ptr(), dc.data_ptr(), dz.data_ptr(), dc_prev.data_ptr())  # fmt: skip
 
 
 # --- GRU step -------------------------------------------------------------------
@@ -153,19 +128,6 @@ def _gru_step_args(a, g, h, h_new, r, z, n, gn, s):
     return _check("gru_step", dict(zip(names, (a, g, h, h_new, r, z, n, gn))), _gru_shapes(B, d, s))
 
 
-def _gru_step_cpu(a, g, h, h_new, r, z, n, gn, s):
-    dtype = _gru_step_args(a, g, h, h_new, r, z, n, gn, s)
-    B, d = h.shape
-    fn = native.kernel("gru_fwd", dtype)
-    if fn is None:
-        from .gru import _step_ops
-
-        _step_ops(a, g, h, h_new, r, z, n, gn, s, d - s)
-        return
-    fn(B, s, d - s, a.data_ptr(), g.data_ptr(), h.data_ptr(), h_new.data_ptr(), r.data_ptr(),
-       z.data_ptr(), n.data_ptr(), gn.data_ptr())  # fmt: skip
-
-
 def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
     B, d = h_prev.shape
     _check_s("gru_step_backward", s, d)
@@ -174,19 +136,6 @@ def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
     names = ("r", "z", "n", "gn", "h_prev", "dh", "da", "dg", "dh_direct")
     return _check("gru_step_backward",
                   dict(zip(names, (r, z, n, gn, h_prev, dh, da, dg, dh_direct))), shapes)  # fmt: skip
-
-
-def _gru_step_backward_cpu(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
-    dtype = _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s)
-    B, d = h_prev.shape
-    fn = native.kernel("gru_bwd", dtype)
-    if fn is None:
-        from .gru import _backward_ops
-
-        _backward_ops(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s, d - s)
-        return
-    fn(B, s, d - s, r.data_ptr(), z.data_ptr(), n.data_ptr(), gn.data_ptr(), h_prev.data_ptr(),
-       dh.data_ptr(), da.data_ptr(), dg.data_ptr(), dh_direct.data_ptr())  # fmt: skip
 
 
 # --- LSTM stack streaming step ----------------------------------------------------
@@ -238,13 +187,38 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
        z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
 
 
+def _step_kernel(c_name: str, check, fallback: str, state: int):
+    """The CPU kernel of a step operator: ``check`` the arguments (tensors, then
+    ``s``), then call ``rrnn_<c_name>`` with ``(B, s, q)`` and the tensors' pointers in
+    schema order, or, without the compiled library, the torch-op version named
+    ``fallback`` (``"lstm._step_ops"``, ...) with the same tensors and ``s, q``.
+    ``state`` is the index of a ``(B, d)`` argument that gives the sizes."""
+
+    def cpu(*args):
+        *tensors, s = args
+        dtype = check(*args)
+        B, d = tensors[state].shape
+        fn = native.kernel(c_name, dtype)
+        if fn is None:
+            module, attr = fallback.split(".")
+            getattr(importlib.import_module(f"{__package__}.{module}"), attr)(*tensors, s, d - s)
+            return
+        fn(B, s, d - s, *(t.data_ptr() for t in tensors))
+
+    return cpu
+
+
 for _name, _cpu, _args in (
-    ("lstm_step", _lstm_step_cpu, _lstm_step_args),
-    ("lstm_step_backward", _lstm_step_backward_cpu, _lstm_step_backward_args),
-    ("gru_step", _gru_step_cpu, _gru_step_args),
-    ("gru_step_backward", _gru_step_backward_cpu, _gru_step_backward_args),
+    ("lstm_step", _step_kernel("lstm_fwd", _lstm_step_args, "lstm._step_ops", 1), _lstm_step_args),
+    ("lstm_step_backward",
+     _step_kernel("lstm_bwd", _lstm_step_backward_args, "lstm._backward_ops", 4),
+     _lstm_step_backward_args),
+    ("gru_step", _step_kernel("gru_fwd", _gru_step_args, "gru._step_ops", 2), _gru_step_args),
+    ("gru_step_backward",
+     _step_kernel("gru_bwd", _gru_step_backward_args, "gru._backward_ops", 4),
+     _gru_step_backward_args),
     ("lstm_stream", _lstm_stream_cpu, _lstm_stream_args),
-):
+):  # fmt: skip
     _lib.impl(_name, _cpu, "CPU")
     _lib.impl(_name, (lambda args: lambda *a: (args(*a), None)[1])(_args), "Meta")
 
