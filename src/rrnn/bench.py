@@ -250,7 +250,6 @@ def bench_lm(
     of each."""
     import torch.nn.functional as F
 
-    from .lm.loss import linear_cross_entropy
     from .lm.model import ModelConfig, RNNModel
 
     torch.manual_seed(0)
@@ -303,15 +302,19 @@ def bench_lm(
         "ratio_iqr": _iqr([a / b for a, b in zip(times["torch"], times["rrnn"])]),
     }
     if parts:
-        result["parts_ms"] = {k: _lm_parts(m, data, targets, hidden[k], losses[k], repeats, warmup,
-                                           linear_cross_entropy) for k, m in models.items()}  # fmt: skip
+        result["parts_ms"] = {
+            k: _lm_parts(m, data, targets, hidden[k], losses[k], repeats, warmup)
+            for k, m in models.items()
+        }
     return result
 
 
-def _lm_parts(model, data, targets, hidden, loss, repeats, warmup, fused_fn) -> dict:
+def _lm_parts(model, data, targets, hidden, loss, repeats, warmup) -> dict:
     """Median ms of the recurrent stack's forward+backward and of the decoder +
     cross-entropy's forward+backward, each on its own."""
     import torch.nn.functional as F
+
+    from .lm.loss import linear_cross_entropy
 
     emb = model.encoder(data).detach().requires_grad_()  # (T, B, E)
     out, _ = model.rnn(emb, hidden)
@@ -325,7 +328,7 @@ def _lm_parts(model, data, targets, hidden, loss, repeats, warmup, fused_fn) -> 
 
     def decoder():
         if loss == "fused":
-            value = fused_fn(flat, w, b, targets)
+            value = linear_cross_entropy(flat, w, b, targets)
         else:
             value = F.cross_entropy(F.linear(flat, w, b), targets)
         torch.autograd.grad(value, [flat, w, b])
