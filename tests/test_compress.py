@@ -560,3 +560,18 @@ def test_lowrank_frozen_keeps_the_products_and_equals_the_plain_call():
     with m.frozen():
         out, _ = m(x)
         assert out.requires_grad
+
+
+def test_a_folder_of_compressed_runs_is_not_reported_as_restricted(tmp_path, corpus):
+    from rrnn.experiments.report import write_report
+    from rrnn.experiments.sweep import expand
+
+    out = tmp_path / "sweep"
+    base = small_config(corpus, epochs=1, variant="plain").to_dict()
+    for run in expand(base, {"compresses": ["dense", "prune"]}):
+        T.train(T.TrainConfig.from_dict(run.config), out / run.name, **QUIET)
+    write_report(out, log=lambda m: None)
+    report = (out / "report.md").read_text()
+    tables = report[report.index("## Perplexity") : report.index("## The paper's claims")]
+    assert "RLSTM" not in tables  # a dense and a pruned run are not two seeds of r = 0.5
+    assert "dense, hidden" in report and "pruned (narang)" in report

@@ -554,7 +554,7 @@ def write_report(
             run.machine = run.machine or {"text": machine}
     # the paper's tables, figures and claims are about restricted runs; the
     # compared methods get their own section and Pareto figures
-    runs = [r for r in every if r.method == "restrict"] or every
+    runs = [r for r in every if r.method == "restrict"]
     compressed = [r for r in every if r.method != "restrict"]
 
     buf = io.StringIO()
