@@ -19,18 +19,18 @@ class _Log(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("cls, fwd, bwd", [(RestrictedLSTM, "rrnn.lstm_step.default",
-                                            "rrnn.lstm_step_backward.default"),
-                                           (RestrictedGRU, "rrnn.gru_step.default",
-                                            "rrnn.gru_step_backward.default")])  # fmt: skip
-def test_sequences_run_through_the_registered_operators(cls, fwd, bwd):
+@pytest.mark.parametrize("cls, fwd, bwd, calls", [
+    (RestrictedLSTM, "rrnn.lstm_seq.default", "rrnn.lstm_seq_backward.default", 2),  # per layer
+    (RestrictedGRU, "rrnn.gru_step.default", "rrnn.gru_step_backward.default", 4 * 2),  # per step
+])  # fmt: skip
+def test_sequences_run_through_the_registered_operators(cls, fwd, bwd, calls):
     m = cls(6, 8, 2, sharing_rate=0.5)
     m.kernel = "shared-row"
     x = torch.randn(4, 3, 6, requires_grad=True)
     with _Log() as log:
         out, _ = m(x)
         out.sum().backward()
-    assert log.names.count(fwd) == 4 * 2 and log.names.count(bwd) == 4 * 2
+    assert log.names.count(fwd) == calls and log.names.count(bwd) == calls
 
 
 def test_streaming_runs_through_the_stack_operator():
@@ -90,3 +90,142 @@ def test_stream_operator_checks_the_layer_lists():
     with pytest.raises(ValueError, match=r"weights\[1\] has shape"):
         ops.lstm_stream(x, h, h.clone(), [w[0], w[0]], [None, None], [0, 0], h.clone(),
                         h.clone(), *scratch)  # fmt: skip
+
+
+def _seq_args(T=3, B=2, d=5, s=2, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = d - s
+    m = s + 4 * q
+    r = lambda *shape: torch.randn(*shape, dtype=dtype, generator=g)  # noqa: E731
+    e = lambda *shape: torch.zeros(*shape, dtype=dtype)  # noqa: E731
+    xz, h0, c0, ph = r(T, B, m), r(B, d), r(B, d), r(m, d) * 0.5
+    return xz, h0, c0, ph, [e(T + 1, B, d), e(T, B, d), e(T, B, m), e(T, B, s), e(T, B, q), e(T, B, d)]
+
+
+@pytest.mark.parametrize("native_lib", [True, False])
+def test_sequence_operators_equal_the_step_operators(native_lib, monkeypatch):
+    """lstm_seq / lstm_seq_backward against a Python loop over lstm_step /
+    lstm_step_backward (with the C library and with its torch-op fallback)."""
+    from rrnn.kernels import native
+
+    native.reset()
+    if not native_lib:
+        monkeypatch.setenv("RRNN_NATIVE", "0")
+    try:
+        T, B, d, s = 4, 3, 6, 2
+        xz, h0, c0, ph, (cs, out, sig, ts, tg, tc) = _seq_args(T, B, d, s)
+        z_in = xz.clone()
+        cs[0] = c0
+        ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, s)
+        # the same by steps
+        c, h = c0.clone(), h0.clone()
+        bufs = [torch.zeros_like(t[0]) for t in (sig, ts, tg, tc)]
+        for t in range(T):
+            z = z_in[t] + h @ ph.t()
+            c_new, h_new = torch.zeros_like(c), torch.zeros_like(h)
+            ops.lstm_step(z, c, c_new, h_new, *bufs, s)
+            torch.testing.assert_close(out[t], h_new, rtol=0, atol=1e-14)
+            torch.testing.assert_close(cs[t + 1], c_new, rtol=0, atol=1e-14)
+            torch.testing.assert_close(xz[t], z, rtol=0, atol=1e-14)  # xz now holds z_t
+            c, h = c_new, h_new
+        # backward, with a gradient on every output and on the final states
+        d_out = torch.randn(T, B, d, dtype=xz.dtype)
+        dh, dc = torch.randn(B, d, dtype=xz.dtype), torch.randn(B, d, dtype=xz.dtype)
+        dz = torch.zeros_like(xz)
+        dh_seq, dc_seq = dh.clone(), dc.clone()
+        ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, d_out, dh_seq, dc_seq, dz, s)
+        for t in range(T - 1, -1, -1):
+            dz_t, dc_prev = torch.zeros_like(xz[t]), torch.zeros_like(dc)
+            ops.lstm_step_backward(sig[t], ts[t], tg[t], tc[t], cs[t], dh + d_out[t], dc, dz_t, dc_prev, s)
+            torch.testing.assert_close(dz[t], dz_t, rtol=0, atol=1e-13)
+            dh, dc = dz_t @ ph, dc_prev
+        torch.testing.assert_close(dh_seq, dh, rtol=0, atol=1e-13)
+        torch.testing.assert_close(dc_seq, dc, rtol=0, atol=1e-13)
+    finally:
+        native.reset()
+
+
+def test_sequence_operators_check_their_arguments():
+    T, B, d, s = 3, 2, 5, 2
+    xz, h0, c0, ph, (cs, out, sig, ts, tg, tc) = _seq_args(T, B, d, s)
+    ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, s)  # fine
+    with pytest.raises(ValueError, match=r"cs has shape \(3, 2, 5\), expected \(4, 2, 5\)"):
+        ops.lstm_seq(xz, h0, ph, cs[:3], out, sig, ts, tg, tc, s)
+    with pytest.raises(ValueError, match="ph has dtype torch.float32"):
+        ops.lstm_seq(xz, h0, ph.float(), cs, out, sig, ts, tg, tc, s)
+    with pytest.raises(ValueError, match="outside"):
+        ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, 7)
+    dh, dc, dz = torch.zeros_like(h0), torch.zeros_like(h0), torch.zeros_like(xz)
+    ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, None, dh, dc, dz, s)  # no output gradient: fine
+    with pytest.raises(ValueError, match=r"d_out has shape"):
+        ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, torch.zeros(T, B, d + 1, dtype=xz.dtype),
+                              dh, dc, dz, s)  # fmt: skip
+    with pytest.raises(ValueError, match="dz must be contiguous"):
+        ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, None, dh, dc,
+                              torch.zeros(B, T, xz.shape[2], dtype=xz.dtype).transpose(0, 1), s)  # fmt: skip
+    meta = [t.to("meta") for t in (xz, h0, ph, cs, out, sig, ts, tg, tc)]
+    ops.lstm_seq(*meta, s)
+
+
+def _xent_ref(logits, target, bias, scale):
+    z = logits.double() + (0 if bias is None else bias.double())
+    loss = torch.logsumexp(z, 1) - z.gather(1, target[:, None])[:, 0]
+    grad = (torch.softmax(z, 1) - torch.nn.functional.one_hot(target, z.shape[1])) * scale
+    return loss, grad
+
+
+@pytest.mark.parametrize("native_lib", [True, False])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_softmax_xent_rows(native_lib, dtype, tol, threads, with_bias, monkeypatch):
+    from rrnn.kernels import native
+
+    native.reset()
+    if not native_lib:
+        monkeypatch.setenv("RRNN_NATIVE", "0")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        n, V = 7, 1031  # odd sizes: no row or vector width divides them
+        logits = torch.randn(n, V, dtype=dtype, generator=g) * 4
+        target = torch.randint(V, (n,), generator=g)
+        bias = torch.randn(V, dtype=dtype, generator=g) if with_bias else None
+        db = torch.full((V,), 0.5, dtype=dtype) if with_bias else None
+        loss = torch.empty(n, dtype=torch.float64)
+        want_loss, want_grad = _xent_ref(logits, target, bias, 0.125)
+        block = logits.clone()
+        ops.softmax_xent_(block, target, bias, loss, db, 0.125)
+        torch.testing.assert_close(loss, want_loss, rtol=tol, atol=tol)
+        torch.testing.assert_close(block.double(), want_grad, rtol=tol, atol=tol)
+        if with_bias:  # accumulated onto what db held
+            torch.testing.assert_close(db.double(), 0.5 + want_grad.sum(0), rtol=tol, atol=tol)
+    finally:
+        torch.set_num_threads(before)
+        native.reset()
+
+
+def test_softmax_xent_propagates_nan_and_checks_its_arguments():
+    logits = torch.randn(3, 10)
+    logits[1, 4] = float("nan")
+    loss = torch.empty(3, dtype=torch.float64)
+    ops.softmax_xent_(logits, torch.tensor([0, 1, 2]), None, loss, None, 1.0)
+    assert loss[1].isnan() and logits[1].isnan().all()
+    assert loss[[0, 2]].isfinite().all() and logits[[0, 2]].isfinite().all()
+    good = dict(logits=torch.randn(3, 10), target=torch.tensor([0, 1, 2]), bias=None,
+                loss=torch.empty(3, dtype=torch.float64), dbias=None, scale=1.0)  # fmt: skip
+    for change, words in [
+        (dict(target=torch.tensor([0, 1, 10])), "outside"),
+        (dict(target=torch.tensor([0, -1, 2])), "outside"),
+        (dict(target=torch.tensor([0, 1], dtype=torch.long)), "target must be contiguous"),
+        (dict(target=torch.tensor([0, 1, 2], dtype=torch.int32)), "target must be"),
+        (dict(loss=torch.empty(3)), "loss must be contiguous torch.float64"),
+        (dict(bias=torch.zeros(9)), r"bias has shape \(9,\), expected \(10,\)"),
+        (dict(dbias=torch.zeros(10, dtype=torch.float64)), "dbias has dtype torch.float64"),
+        (dict(logits=torch.randn(10, 3).t()), "logits must be contiguous"),
+        (dict(logits=torch.randn(3, 10, dtype=torch.bfloat16)), "not supported"),
+    ]:
+        args = dict(good, **change)
+        with pytest.raises(ValueError, match=words):
+            ops.softmax_xent_(*args.values())

@@ -50,21 +50,26 @@ void rrnn_lstm_fwd_##SUF(long B, long s, long q, const T *restrict z,           
         for (long j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];          \
     }                                                                                     \
 }                                                                                         \
-void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,                   \
-                         const T *restrict ts, const T *restrict tg,                      \
-                         const T *restrict tc, const T *restrict c_prev,                  \
-                         const T *restrict dh, const T *restrict dc,                      \
-                         T *restrict dz, T *restrict dc_prev) {                           \
+/* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \
+   reaching it from the layer's output. */                                               \
+static inline void lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,          \
+                                  const T *restrict ts, const T *restrict tg,             \
+                                  const T *restrict tc, const T *restrict c_prev,         \
+                                  const T *restrict dh, const T *restrict dout,           \
+                                  const T *restrict dc, T *restrict dz,                   \
+                                  T *restrict dc_prev) {                                  \
     const long d = s + q, m = s + 4 * q;                                                  \
     for (long b = 0; b < B; b++) {                                                        \
         const T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                  \
         const T *tcb = tc + b * d, *cp = c_prev + b * d;                                  \
         const T *dhb = dh + b * d, *dcb = dc + b * d;                                     \
+        const T *dob = dout ? dout + b * d : NULL;                                        \
         T *dzb = dz + b * m, *dcp = dc_prev + b * d;                                      \
         for (long j = 0; j < s; j++) { /* shared: i = f = o = sig(S), g = tanh(S) */      \
             T sg = sb[j], t = tcb[j], g = tsb[j];                                         \
-            T dct = dcb[j] + dhb[j] * ((T)1 - t * t) * sg;                                \
-            T a = (cp[j] + g) * dct + dhb[j] * t;                                         \
+            T dy = dhb[j] + (dob ? dob[j] : (T)0);                                        \
+            T dct = dcb[j] + dy * ((T)1 - t * t) * sg;                                    \
+            T a = (cp[j] + g) * dct + dy * t;                                             \
             T di = dct * sg;                                                              \
             dzb[j] = a * sg * ((T)1 - sg) + di * ((T)1 - g * g);                          \
             dcp[j] = di;                                                                  \
@@ -73,14 +78,30 @@ void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,         
             long k = s + j;                                                               \
             T si = sb[s + j], sf = sb[s + q + j], so = sb[s + 3 * q + j];                 \
             T g = tgb[j], t = tcb[k];                                                     \
-            T dct = dcb[k] + dhb[k] * ((T)1 - t * t) * so;                                \
+            T dy = dhb[k] + (dob ? dob[k] : (T)0);                                        \
+            T dct = dcb[k] + dy * ((T)1 - t * t) * so;                                    \
             dzb[s + j] = dct * g * si * ((T)1 - si);                                      \
             dzb[s + q + j] = dct * cp[k] * sf * ((T)1 - sf);                              \
             dzb[s + 2 * q + j] = dct * si * ((T)1 - g * g);                               \
-            dzb[s + 3 * q + j] = dhb[k] * t * so * ((T)1 - so);                           \
+            dzb[s + 3 * q + j] = dy * t * so * ((T)1 - so);                               \
             dcp[k] = dct * sf;                                                            \
         }                                                                                 \
     }                                                                                     \
+}                                                                                         \
+void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,                   \
+                         const T *restrict ts, const T *restrict tg,                      \
+                         const T *restrict tc, const T *restrict c_prev,                  \
+                         const T *restrict dh, const T *restrict dc,                      \
+                         T *restrict dz, T *restrict dc_prev) {                           \
+    lstm_bwd_##SUF(B, s, q, sig, ts, tg, tc, c_prev, dh, NULL, dc, dz, dc_prev);          \
+}                                                                                         \
+void rrnn_lstm_bwd_out_##SUF(long B, long s, long q, const T *restrict sig,               \
+                             const T *restrict ts, const T *restrict tg,                  \
+                             const T *restrict tc, const T *restrict c_prev,              \
+                             const T *restrict dh, const T *restrict dout,                \
+                             const T *restrict dc, T *restrict dz,                        \
+                             T *restrict dc_prev) {                                       \
+    lstm_bwd_##SUF(B, s, q, sig, ts, tg, tc, c_prev, dh, dout, dc, dz, dc_prev);          \
 }
 
 DEFINE_LSTM(float, f32, expf, 40.0f)
@@ -205,3 +226,105 @@ void rrnn_lstm_stream_##SUF(long L, long B, long d, const long *s_arr, const lon
 
 DEFINE_STREAM(float, f32)
 DEFINE_STREAM(double, f64)
+
+/*
+ * Softmax cross-entropy of a block of logits rows, in place (the decoder's loss,
+ * see rrnn/lm/loss.py). For each row x of width V with target y, bias b (or 0):
+ *   mx = max(x + b),  e = exp(x + b - mx),  S = sum(e),  loss = mx + log(S) - x[y] - b[y]
+ *   x <- e * (scale / S),  x[y] -= scale        (the gradient (softmax - onehot) * scale)
+ *   db += x                                     (the bias gradient, when db is given)
+ * One pass reads the row for its max, one writes e and sums it, one scales it (and
+ * adds it to db): the row (40 KB at V = 10,000) stays in cache between them. The rows
+ * are split over `threads` POSIX threads (the caller's thread is one of them); each
+ * writes its own rows, its own entries of `loss` (one per row, double) and its own
+ * copy of db, which are added in thread order after the join, so no state is shared
+ * and the result does not depend on timing. `omp simd` (built with -fopenmp-simd: no
+ * OpenMP runtime) lets the max and the sum vectorize; NaN reaches the sum (the max
+ * skips it, exp does not) and so the loss.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+
+#define DEFINE_XENT(T, SUF, EXP, LOG)                                                     \
+static void xent_rows_##SUF(long r0, long r1, long V, T *x, const long *y,                \
+                            const T *b, T scale, double *loss, T *db) {                   \
+    for (long r = r0; r < r1; r++) {                                                      \
+        T *row = x + r * V;                                                               \
+        const long t = y[r];                                                              \
+        const T xt = row[t] + (b ? b[t] : (T)0);                                          \
+        T mx = -(T)INFINITY;                                                              \
+        if (b) {                                                                          \
+            _Pragma("omp simd reduction(max:mx)")                                         \
+            for (long j = 0; j < V; j++) { T v = row[j] + b[j]; mx = v > mx ? v : mx; }   \
+        } else {                                                                          \
+            _Pragma("omp simd reduction(max:mx)")                                         \
+            for (long j = 0; j < V; j++) mx = row[j] > mx ? row[j] : mx;                  \
+        }                                                                                 \
+        T sum = 0;                                                                        \
+        if (b) {                                                                          \
+            _Pragma("omp simd reduction(+:sum)")                                          \
+            for (long j = 0; j < V; j++) {                                                \
+                T e = EXP(row[j] + b[j] - mx); row[j] = e; sum += e;                      \
+            }                                                                             \
+        } else {                                                                          \
+            _Pragma("omp simd reduction(+:sum)")                                          \
+            for (long j = 0; j < V; j++) { T e = EXP(row[j] - mx); row[j] = e; sum += e; }\
+        }                                                                                 \
+        loss[r] = (double)mx + (double)LOG(sum) - (double)xt;                             \
+        const T k = scale / sum;                                                          \
+        if (db) {                                                                         \
+            _Pragma("omp simd")                                                           \
+            for (long j = 0; j < V; j++) { T g = row[j] * k; row[j] = g; db[j] += g; }    \
+        } else {                                                                          \
+            _Pragma("omp simd")                                                           \
+            for (long j = 0; j < V; j++) row[j] *= k;                                     \
+        }                                                                                 \
+        row[t] -= scale;                                                                  \
+        if (db) db[t] -= scale;                                                           \
+    }                                                                                     \
+}                                                                                         \
+typedef struct {                                                                          \
+    long r0, r1, V; T *x; const long *y; const T *b; T scale; double *loss; T *db;        \
+} xent_job_##SUF;                                                                         \
+static void *xent_worker_##SUF(void *arg) {                                               \
+    xent_job_##SUF *j = (xent_job_##SUF *)arg;                                            \
+    xent_rows_##SUF(j->r0, j->r1, j->V, j->x, j->y, j->b, j->scale, j->loss, j->db);      \
+    return NULL;                                                                          \
+}                                                                                         \
+void rrnn_xent_##SUF(long n, long V, long threads, T *x, const long *y, const T *b,       \
+                     double scale, double *loss, T *db) {                                 \
+    enum { MAX_THREADS = 64 };                                                            \
+    if (threads > MAX_THREADS) threads = MAX_THREADS;                                     \
+    if (threads > n) threads = n;                                                         \
+    if (threads < 1) threads = 1;                                                         \
+    pthread_t tid[MAX_THREADS];                                                           \
+    int started[MAX_THREADS] = {0};                                                       \
+    xent_job_##SUF jobs[MAX_THREADS];                                                     \
+    T *own_db = NULL; /* threads 1.. accumulate db apart: (threads - 1, V) */             \
+    if (db && threads > 1) {                                                              \
+        own_db = (T *)calloc((size_t)(threads - 1) * (size_t)V, sizeof(T));               \
+        if (!own_db) threads = 1;                                                         \
+    }                                                                                     \
+    for (long i = 0; i < threads; i++) {                                                  \
+        T *dbi = !db ? NULL : (i == 0 ? db : own_db + (i - 1) * V);                       \
+        jobs[i] = (xent_job_##SUF){n * i / threads, n * (i + 1) / threads, V, x, y, b,    \
+                                   (T)scale, loss, dbi};                                  \
+        if (i > 0)                                                                        \
+            started[i] = pthread_create(&tid[i], NULL, xent_worker_##SUF, &jobs[i]) == 0; \
+    }                                                                                     \
+    xent_worker_##SUF(&jobs[0]);                                                          \
+    for (long i = 1; i < threads; i++) {                                                  \
+        if (started[i]) pthread_join(tid[i], NULL);                                       \
+        else xent_worker_##SUF(&jobs[i]); /* no thread: do its rows here */               \
+    }                                                                                     \
+    if (own_db) {                                                                         \
+        for (long i = 1; i < threads; i++) {                                              \
+            const T *src = own_db + (i - 1) * V;                                          \
+            for (long j = 0; j < V; j++) db[j] += src[j];                                 \
+        }                                                                                 \
+        free(own_db);                                                                     \
+    }                                                                                     \
+}
+
+DEFINE_XENT(float, f32, expf, logf)
+DEFINE_XENT(double, f64, exp, log)

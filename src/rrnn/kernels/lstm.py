@@ -18,8 +18,9 @@ in its first s columns, so on those columns ``i = f = o = sigmoid(S)`` and
     h'[s:] = sigmoid(P_o) * tanh(c'[s:])
 
 Forward: the input projection of all steps is one GEMM, then one GEMM on h
-per step. Backward: one GEMM per step for dh; the weight gradients and the
-input gradient for all steps are three GEMMs after the loop.
+per step and the fused step (the time loop is one operator, ``rrnn::lstm_seq``).
+Backward: one GEMM per step for dh (``rrnn::lstm_seq_backward``); the weight
+gradients and the input gradient for all steps are three GEMMs after the loop.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
             xz = torch.mm(x2, px.t())
         else:
             xz = torch.addmm(bias, x2, px.t())
-        xz = xz.view(T, B, m)  # (T, B, m)
+        xz = xz.view(T, B, m)  # (T, B, m); becomes the pre-activations z_t step by step
         sig = x.new_empty(T, B, m)  # sigmoid of every packed column
         tan_s = x.new_empty(T, B, s)  # tanh(S)
         tan_g = x.new_empty(T, B, q)  # tanh(P_g)
@@ -64,13 +65,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         tc = x.new_empty(T, B, d)  # tanh(c_t)
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         cs[0] = c0
-        pht = ph.t()
-        zbuf = x.new_empty(B, m)
-        h = h0
-        for t in range(T):
-            z = torch.addmm(xz[t], h, pht, out=zbuf)  # (B, m)
-            ops.lstm_step(z, cs[t], cs[t + 1], out[t], sig[t], tan_s[t], tan_g[t], tc[t], s)
-            h = out[t]
+        ops.lstm_seq(xz, h0.contiguous(), ph.contiguous(), cs, out, sig, tan_s, tan_g, tc, s)
         ctx.s = s
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, h0, px, ph, sig, tan_s, tan_g, cs, tc, out)
@@ -84,24 +79,18 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         T, B, k = x.shape
         m, d = ph.shape
         dz_all = x.new_empty(T, B, m)  # gradient of the packed pre-activations
-        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
-        dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()
-        dc_next = x.new_empty(B, d)
-        for t in range(T - 1, -1, -1):
-            if d_out is not None:
-                dh = torch.add(dh, d_out[t]).contiguous()
-            ops.lstm_step_backward(
-                sig[t], tan_s[t], tan_g[t], tc[t], cs[t], dh, dc, dz_all[t], dc_next, s
-            )
-            dc, dc_next = dc_next, dc
-            dh = torch.mm(dz_all[t], ph)  # (B, d)
+        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()  # becomes dh0
+        dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()  # becomes dc0
+        d_out = None if d_out is None else d_out.contiguous()
+        ops.lstm_seq_backward(ph.contiguous(), sig, tan_s, tan_g, tc, cs, d_out, dh, dc, dz_all, s)
         dz2 = dz_all.view(T * B, m)  # (T*B, m)
         dx = torch.mm(dz2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
         dpx = torch.mm(dz2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[3] else None
         dph = None
         if ctx.needs_input_grad[4]:
-            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]) if T > 1 else h0.unsqueeze(0)
-            dph = torch.mm(dz2.t(), h_prev.reshape(T * B, d))  # (m, d)
+            dph = torch.mm(dz_all[0].t(), h0)  # (m, d): step 0 reads h0, step t reads h_t-1
+            if T > 1:
+                dph.addmm_(dz2[B:].t(), out[:-1].reshape((T - 1) * B, d))
         dbias = dz2.sum(0) if ctx.has_bias else None
         dbx = dbias if ctx.has_bias and ctx.needs_input_grad[5] else None
         dbh = dbias.clone() if ctx.has_bias and ctx.needs_input_grad[6] else None

@@ -1,6 +1,6 @@
 """Build and load the fused C step kernels (``cells.c``) at first use.
 
-The C file has no dependency but libm, so any C compiler builds it in well
+The C file has no dependency but libm and POSIX threads, so any C compiler builds it in well
 under a second. The shared library is cached in ``$RRNN_CACHE_DIR/kernels``
 (default ``~/.cache/rrnn/kernels``) under a name that hashes the source, the
 compiler command and the CPU's feature flags. Without a compiler, or with
@@ -25,7 +25,10 @@ SOURCE = Path(__file__).with_name("cells.c")
 # denormals-are-zero for the whole process, and its finite-math assumption lets
 # NaN vanish. cells.c declares glibc's SIMD expf/exp (libmvec) itself, so the
 # loops still vectorize; without libmvec the build falls back to scalar exp.
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+# -fopenmp-simd honours the `omp simd` reductions in cells.c without linking an OpenMP
+# runtime (torch brings its own); -pthread for the cross-entropy rows' threads.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+         "-pthread", "-fPIC", "-shared"]  # fmt: skip
 LIBS = (["-lmvec", "-lm"], ["-DRRNN_NO_MVEC", "-lm"])  # tried in order
 _UNSET = object()
 _lib = _UNSET
@@ -84,15 +87,25 @@ def build() -> Path:
     return target
 
 
-# Each C function: three sizes (long), then this many pointers (see cells.c).
-_SIGNATURES = {"lstm_fwd": 8, "lstm_bwd": 9, "gru_fwd": 8, "gru_bwd": 9, "lstm_stream": 14}
+# The argument types of each C function (see cells.c): the step kernels take three
+# sizes (long), then pointers; the cross-entropy rows take sizes, pointers and a scale.
+_L, _P = ctypes.c_long, ctypes.c_void_p
+_SIGNATURES = {
+    "lstm_fwd": [_L] * 3 + [_P] * 8,
+    "lstm_bwd": [_L] * 3 + [_P] * 9,
+    "lstm_bwd_out": [_L] * 3 + [_P] * 10,
+    "gru_fwd": [_L] * 3 + [_P] * 8,
+    "gru_bwd": [_L] * 3 + [_P] * 9,
+    "lstm_stream": [_L] * 3 + [_P] * 14,
+    "xent": [_L] * 3 + [_P] * 3 + [ctypes.c_double, _P, _P],
+}
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    for name, pointers in _SIGNATURES.items():
+    for name, argtypes in _SIGNATURES.items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, f"rrnn_{name}_{suffix}")
-            fn.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * pointers
+            fn.argtypes = argtypes
             fn.restype = None
     return lib
 

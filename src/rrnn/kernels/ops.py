@@ -8,7 +8,12 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::lstm_step_backward`` its backward
 ``rrnn::gru_step``          one packed GRU step, forward (see :mod:`.gru`)
 ``rrnn::gru_step_backward`` its backward
+``rrnn::lstm_seq``          a whole sequence of one packed LSTM layer, forward: the
+                            recurrent GEMM and the fused step per time step
+``rrnn::lstm_seq_backward`` its backward (back through time)
 ``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
+``rrnn::softmax_xent_``     a block of logits rows -> per-row cross-entropy and, in
+                            place, its gradient (see :mod:`rrnn.lm.loss`)
 ==========================  ==================================================
 
 Each has a schema (the tensors it writes are marked mutable), a CPU kernel that
@@ -53,6 +58,20 @@ _lib.define(
     "lstm_stream(Tensor x, Tensor h0, Tensor c0, Tensor[] weights, Tensor?[] biases, "
     "int[] shares, Tensor(a!) h_n, Tensor(b!) c_n, Tensor(c!) z, Tensor(d!) sig, "
     "Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c) -> ()"
+)
+
+
+_lib.define(
+    "lstm_seq(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
+    "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()"
+)
+_lib.define(
+    "lstm_seq_backward(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
+    "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()"
+)
+_lib.define(
+    "softmax_xent_(Tensor(a!) logits, Tensor target, Tensor? bias, Tensor(b!) loss, "
+    "Tensor(c!)? dbias, float scale) -> ()"
 )
 
 
@@ -112,6 +131,110 @@ def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_p
     names = ("sig", "tan_s", "tan_g", "tanh_c", "c_prev", "dh", "dc", "dz", "dc_prev")
     return _check("lstm_step_backward",
                   dict(zip(names, (sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev))), shapes)  # fmt: skip
+
+
+# --- LSTM layer, whole sequence ------------------------------------------------------
+def _seq_shapes(T, B, d, s):
+    q = d - s
+    m = s + 4 * q
+    return m, {"xz": (T, B, m), "h0": (B, d), "ph": (m, d), "cs": (T + 1, B, d),
+               "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
+               "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d),
+               "dz": (T, B, m)}  # fmt: skip
+
+
+def _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
+    if xz.dim() != 3 or h0.dim() != 2:
+        raise KernelArgumentError(
+            f"rrnn::lstm_seq: xz must be (T, B, m) and h0 (B, d), got {tuple(xz.shape)} and "
+            f"{tuple(h0.shape)}"
+        )
+    (T, B, _), d = xz.shape, h0.shape[1]
+    _check_s("lstm_seq", s, d)
+    _, shapes = _seq_shapes(T, B, d, s)
+    names = ("xz", "h0", "ph", "cs", "out", "sig", "tan_s", "tan_g", "tanh_c")
+    return _check("lstm_seq", dict(zip(names, (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c))), shapes)
+
+
+def _lstm_seq_backward_args(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
+    if sig.dim() != 3 or dh.dim() != 2:
+        raise KernelArgumentError(
+            f"rrnn::lstm_seq_backward: sig must be (T, B, m) and dh (B, d), got "
+            f"{tuple(sig.shape)} and {tuple(dh.shape)}"
+        )
+    (T, B, _), d = sig.shape, dh.shape[1]
+    _check_s("lstm_seq_backward", s, d)
+    _, shapes = _seq_shapes(T, B, d, s)
+    names = ("ph", "sig", "tan_s", "tan_g", "tanh_c", "cs", "d_out", "dh", "dc", "dz")
+    tensors = dict(zip(names, (ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz)))
+    if d_out is None:
+        del tensors["d_out"]
+    return _check("lstm_seq_backward", tensors, shapes)
+
+
+class _Steps:
+    """Pointers to step ``t`` of ``(T, ...)`` buffers, for the C calls of a time loop."""
+
+    def __init__(self, *tensors: Tensor):
+        self.base = [0 if t is None else t.data_ptr() for t in tensors]
+        self.step = [0 if t is None else t[0].numel() * t.element_size() for t in tensors]
+
+    def at(self, t: int) -> list[int]:
+        return [b + t * k for b, k in zip(self.base, self.step)]
+
+
+def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
+    dtype = _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s)
+    T, B, _ = xz.shape
+    d = h0.shape[1]
+    pht = ph.t()
+    zs, outs = xz.unbind(0), out.unbind(0)
+    fn = native.kernel("lstm_fwd", dtype)
+    if fn is None:
+        from .lstm import _step_ops
+
+        h = h0
+        for t in range(T):
+            zs[t].addmm_(h, pht)
+            _step_ops(zs[t], cs[t], cs[t + 1], outs[t], sig[t], tan_s[t], tan_g[t], tanh_c[t], s, d - s)
+            h = outs[t]
+        return
+    at = _Steps(xz, cs, out, sig, tan_s, tan_g, tanh_c).at
+    h = h0
+    for t in range(T):
+        zs[t].addmm_(h, pht)  # z_t = x_t P_x^T + bias (already in xz) + h_{t-1} P_h^T
+        z, c_prev, h_t, sg, ts, tg, tc = at(t)
+        fn(B, s, d - s, z, c_prev, at(t + 1)[1], h_t, sg, ts, tg, tc)
+        h = outs[t]
+
+
+def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
+    dtype = _lstm_seq_backward_args(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s)
+    T, B, _ = sig.shape
+    d = dh.shape[1]
+    dzs = dz.unbind(0)
+    spare = torch.empty_like(dc)  # dc and dc_prev alternate between dc and spare
+    cur, nxt = dc, spare
+    fn = native.kernel("lstm_bwd_out", dtype)
+    if fn is None:
+        from .lstm import _backward_ops
+
+        for t in range(T - 1, -1, -1):
+            dy = dh if d_out is None else dh.add_(d_out[t])
+            _backward_ops(sig[t], tan_s[t], tan_g[t], tanh_c[t], cs[t], dy, cur, dzs[t], nxt, s, d - s)
+            torch.mm(dzs[t], ph, out=dh)
+            cur, nxt = nxt, cur
+    else:
+        at = _Steps(sig, tan_s, tan_g, tanh_c, cs, d_out, dz).at
+        p_dh = dh.data_ptr()
+        for t in range(T - 1, -1, -1):
+            sg, ts, tg, tc, c_prev, dy_out, dz_t = at(t)
+            fn(B, s, d - s, sg, ts, tg, tc, c_prev, p_dh, dy_out or None, cur.data_ptr(), dz_t,
+               nxt.data_ptr())  # fmt: skip
+            torch.mm(dzs[t], ph, out=dh)  # the gradient reaching h_{t-1} through P_h
+            cur, nxt = nxt, cur
+    if cur is not dc:
+        dc.copy_(cur)
 
 
 # --- GRU step -------------------------------------------------------------------
@@ -187,6 +310,48 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
        z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
 
 
+# --- softmax cross-entropy rows ---------------------------------------------------
+def _softmax_xent_args(logits, target, bias, loss, dbias, scale):
+    if logits.dim() != 2:
+        raise KernelArgumentError(f"rrnn::softmax_xent_: logits must be (n, V), got {tuple(logits.shape)}")
+    n, V = logits.shape
+    if V == 0:
+        raise KernelArgumentError("rrnn::softmax_xent_: logits have no columns")
+    tensors = {"logits": logits}
+    tensors.update({k: t for k, t in (("bias", bias), ("dbias", dbias)) if t is not None})
+    dtype = _check("softmax_xent_", tensors, {"bias": (V,), "dbias": (V,)})
+    for name, t, want in (("target", target, torch.long), ("loss", loss, torch.float64)):
+        if t.dtype != want or tuple(t.shape) != (n,) or not t.is_contiguous():
+            raise KernelArgumentError(
+                f"rrnn::softmax_xent_: {name} must be contiguous {want} of shape ({n},), got "
+                f"{t.dtype} {tuple(t.shape)}"
+            )
+        if t.device != logits.device:
+            raise KernelArgumentError(f"rrnn::softmax_xent_: {name} is on {t.device}, logits on {logits.device}")
+    return dtype
+
+
+def _softmax_xent_cpu(logits, target, bias, loss, dbias, scale):
+    dtype = _softmax_xent_args(logits, target, bias, loss, dbias, scale)
+    n, V = logits.shape
+    if n == 0:
+        return
+    # an index outside the row would be a write outside the block: checked here,
+    # before any pointer, not only by the caller
+    lo, hi = torch.aminmax(target)
+    if lo.item() < 0 or hi.item() >= V:
+        raise KernelArgumentError(f"rrnn::softmax_xent_: target holds a class outside [0, {V})")
+    fn = native.kernel("xent", dtype)
+    if fn is None:
+        from .xent import softmax_xent_ops
+
+        softmax_xent_ops(logits, target, bias, loss, dbias, scale)
+        return
+    ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    fn(n, V, torch.get_num_threads(), logits.data_ptr(), target.data_ptr(), ptr(bias),
+       float(scale), loss.data_ptr(), ptr(dbias))  # fmt: skip
+
+
 def _step_kernel(c_name: str, check, fallback: str, state: int):
     """The CPU kernel of a step operator: ``check`` the arguments (tensors, then
     ``s``), then call ``rrnn_<c_name>`` with ``(B, s, q)`` and the tensors' pointers in
@@ -217,7 +382,10 @@ for _name, _cpu, _args in (
     ("gru_step_backward",
      _step_kernel("gru_bwd", _gru_step_backward_args, "gru._backward_ops", 4),
      _gru_step_backward_args),
+    ("lstm_seq", _lstm_seq_cpu, _lstm_seq_args),
+    ("lstm_seq_backward", _lstm_seq_backward_cpu, _lstm_seq_backward_args),
     ("lstm_stream", _lstm_stream_cpu, _lstm_stream_args),
+    ("softmax_xent_", _softmax_xent_cpu, _softmax_xent_args),
 ):  # fmt: skip
     _lib.impl(_name, _cpu, "CPU")
     _lib.impl(_name, (lambda args: lambda *a: (args(*a), None)[1])(_args), "Meta")
@@ -226,4 +394,7 @@ lstm_step = torch.ops.rrnn.lstm_step.default
 lstm_step_backward = torch.ops.rrnn.lstm_step_backward.default
 gru_step = torch.ops.rrnn.gru_step.default
 gru_step_backward = torch.ops.rrnn.gru_step_backward.default
+lstm_seq = torch.ops.rrnn.lstm_seq.default
+lstm_seq_backward = torch.ops.rrnn.lstm_seq_backward.default
 lstm_stream = torch.ops.rrnn.lstm_stream.default
+softmax_xent_ = torch.ops.rrnn.softmax_xent_.default

@@ -4,10 +4,11 @@
 ``V`` materialises the ``(N, V)`` logits, then its log-softmax, then in backward
 the gradient of each: several passes over 2800 x 10,000 floats per PTB batch.
 :func:`linear_cross_entropy` walks the rows in chunks instead: per chunk it forms the
-logits, their log-sum-exp and loss, and at once the gradient
-``(softmax - onehot) / N`` and its products with ``h`` and ``W`` (the same three
-GEMMs as the unfused pair), so that no ``(N, V)`` tensor exists and each chunk's
-``(c, V)`` block is reused while it is hot. Backward only scales the stored
+logits in one reused ``(c, V)`` block, turns them in place into the rows' losses and
+the gradient ``(softmax - onehot) / N`` (``rrnn::softmax_xent_``: three passes over
+each row while it is in cache, on all of torch's threads), and takes its products
+with ``h`` and ``W`` (the same three GEMMs as the unfused pair), so that no
+``(N, V)`` tensor exists. Backward only scales the stored
 gradients by the incoming one. Values equal the unfused pair within float32
 rounding; a tied decoder (``W`` is the embedding) gets its gradient as any
 parameter does. Double backward raises (``once_differentiable``).
@@ -17,8 +18,8 @@ parameter does. Double backward raises (``once_differentiable``).
     rows of h (N = T*B)          per chunk of c rows (default 512)
     +--------------+             logits = h_c W^T + b            (c, V)
     | chunk 0      |  ------>    lse    = logsumexp(logits)      (c,)
-    | chunk 1      |             loss  += sum(lse - logits[y])
-    | ...          |             g      = (exp(logits - lse) - onehot(y)) / N
+    | chunk 1      |             loss_c = lse - logits[y]        (c,)
+    | ...          |             g      = (exp(logits - lse) - onehot(y)) / N, in place
     +--------------+             dh_c = g W,  dW += g^T h_c,  db += sum(g)
 """
 
@@ -29,7 +30,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..kernels import ops
+from ..kernels.xent import softmax_xent_ops
+
 DEFAULT_CHUNK = 512
+
+
+def _softmax_xent_(logits, target, bias, loss, dbias, scale: float) -> None:
+    """Per-row loss into ``loss``, the logits block (bias not yet added) in place into
+    ``(softmax - onehot) * scale``, and its column sums added to ``dbias``: the
+    compiled operator on CPU, the same arithmetic in torch ops elsewhere."""
+    if logits.device.type == "cpu":
+        ops.softmax_xent_(logits, target, bias, loss, dbias, scale)
+    else:
+        softmax_xent_ops(logits, target, bias, loss, dbias, scale)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -41,30 +55,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
             want and weight.requires_grad,
             want and bias is not None and bias.requires_grad,
         )
-        total = h.new_zeros((), dtype=torch.float64)
+        row_loss = h.new_empty(n, dtype=torch.float64)  # (N,)
         dh = torch.empty_like(h) if need[0] else None
-        dw = torch.zeros_like(weight) if need[1] else None
+        dw = torch.empty_like(weight) if need[1] else None
         db = torch.zeros_like(bias) if need[2] else None
         wt = weight.t()
+        block = h.new_empty(min(chunk, n), weight.size(0))  # (c, V), reused by every chunk
         for i in range(0, n, chunk):
             hc, yc = h[i : i + chunk], target[i : i + chunk]  # (c, H), (c,)
-            logits = torch.addmm(bias, hc, wt) if bias is not None else hc @ wt  # (c, V)
-            lse = torch.logsumexp(logits, 1)  # (c,)
-            picked = logits.gather(1, yc.unsqueeze(1)).squeeze(1)  # (c,)
-            total += (lse - picked).sum(dtype=torch.float64)
-            if any(need):
-                # (softmax - onehot) / N, in place in the logits block
-                g = logits.sub_(lse.unsqueeze(1)).exp_()  # (c, V)
-                g.scatter_add_(1, yc.unsqueeze(1), g.new_full((yc.numel(), 1), -1.0))
-                g.div_(n)
-                if dh is not None:
-                    torch.mm(g, weight, out=dh[i : i + chunk])  # (c, H)
-                if dw is not None:
-                    dw.addmm_(g.t(), hc)  # (V, H)
-                if db is not None:
-                    db.add_(g.sum(0))
+            logits = torch.mm(hc, wt, out=block[: hc.size(0)])  # (c, V), bias added below
+            # loss per row; the block becomes (softmax - onehot) / N; db += its column sums
+            _softmax_xent_(logits, yc, bias, row_loss[i : i + chunk], db, 1.0 / n)
+            if dh is not None:
+                torch.mm(logits, weight, out=dh[i : i + chunk])  # (c, H)
+            if dw is not None:
+                if i == 0:
+                    torch.mm(logits.t(), hc, out=dw)  # (V, H)
+                else:
+                    dw.addmm_(logits.t(), hc)
         ctx.grads = (dh, dw, db)  # intermediate results, freed with the graph
-        return (total / n).to(h.dtype)
+        return (row_loss.sum() / n).to(h.dtype)
 
     @staticmethod
     @once_differentiable
@@ -103,7 +113,7 @@ def linear_cross_entropy(
         if target.min() < 0 or target.max() >= weight.size(0):
             raise ValueError(f"target holds a class outside [0, {weight.size(0)})")
     want = torch.is_grad_enabled()
-    return _LinearCrossEntropy.apply(h.contiguous(), weight, bias, target, chunk, want)
+    return _LinearCrossEntropy.apply(h.contiguous(), weight, bias, target.contiguous(), chunk, want)
 
 
 def _functorch_active() -> bool:
