@@ -82,6 +82,46 @@ def test_under_autocast_it_is_torchs_pair():
     torch.testing.assert_close(a, c)
 
 
+def test_a_language_model_under_autocast_takes_torchs_pair():
+    """The recurrent stack hands bfloat16 rows to a float32 decoder under autocast:
+    no dtype error, the same value as torch's pair."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, cell="lstm", sharing_rate=0.5, layers=2, embedding_size=8,
+                      hidden_size=8)  # fmt: skip
+    model = RNNModel(cfg)
+    tokens, targets = torch.randint(40, (5, 3)), torch.randint(40, (15,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model(tokens, model.init_hidden(3), targets=targets)
+        logits, _ = model(tokens, model.init_hidden(3))
+        ref = F.cross_entropy(logits, targets)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    assert model.decoder.weight.grad is not None
+
+
+def test_a_bfloat16_model_without_autocast_takes_the_torch_op_rows():
+    x, w, b, y = _data(9, 4, 30, torch.float32)
+    xb, wb, bb = (t.detach().bfloat16().requires_grad_() for t in (x, w, b))
+    fused = linear_cross_entropy(xb, wb, bb, y, chunk=4)
+    ref = F.cross_entropy(F.linear(xb, wb, bb).float(), y)
+    torch.testing.assert_close(fused.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_chunks_are_balanced():
+    """2800 rows at most 768 per chunk: four chunks of 700, not three of 768 and 496."""
+    from rrnn.lm import loss as L
+
+    seen = []
+    real = L._softmax_xent_
+    L._softmax_xent_ = lambda logits, *a: (seen.append(logits.shape[0]), real(logits, *a))
+    try:
+        x, w, b, y = _data(2800, 3, 5, torch.float32)
+        L.linear_cross_entropy(x, w, b, y, chunk=768)
+    finally:
+        L._softmax_xent_ = real
+    assert seen == [700, 700, 700, 700]
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

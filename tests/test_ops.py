@@ -229,3 +229,32 @@ def test_softmax_xent_propagates_nan_and_checks_its_arguments():
         args = dict(good, **change)
         with pytest.raises(ValueError, match=words):
             ops.softmax_xent_(*args.values())
+
+
+def test_the_thread_count_changes_no_number():
+    """The C kernels split batch rows over threads: every row's arithmetic is the
+    same whatever the count, so outputs are bitwise equal (the bias gradient, summed
+    per thread and then across, within rounding)."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            # the step kernels (a GEMM library may sum in another order per thread count)
+            T, B, d, s = 1, 40, 12, 4
+            xz, h0, c0, ph, (cs, out, sig, ts, tg, tc) = _seq_args(T, B, d, s, dtype=torch.float32)
+            ops.lstm_step(xz[0], c0, cs[1], out[0], sig[0], ts[0], tg[0], tc[0], s)
+            dh, dc, dz, dc_prev = h0 * 0.5, c0 * 0.25, torch.zeros_like(xz[0]), torch.zeros_like(c0)
+            ops.lstm_step_backward(sig[0], ts[0], tg[0], tc[0], c0, dh, dc, dz, dc_prev, s)
+            g = torch.Generator().manual_seed(3)
+            logits = torch.randn(33, 301, generator=g)
+            target = torch.randint(301, (33,), generator=g)
+            bias, db = torch.randn(301, generator=g), torch.zeros(301)
+            loss = torch.empty(33, dtype=torch.float64)
+            ops.softmax_xent_(logits, target, bias, loss, db, 0.5)
+            results.append((out, cs, dz, dc_prev, logits, loss, db))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(results[0][:-1], results[1][:-1]):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(results[0][-1], results[1][-1], rtol=1e-6, atol=1e-7)

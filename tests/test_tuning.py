@@ -164,3 +164,19 @@ def test_bench_retune_forgets_this_machines_choices(capsys):
     assert code == 0
     assert "forgot the measured dispatch" in capsys.readouterr().out
     assert not _cache_file().exists()  # an RNN grid measures nothing new
+
+
+def test_another_kernel_build_measures_afresh(monkeypatch):
+    """The machine key holds the kernels' identity (sources and build): a changed
+    kernel must not inherit choices measured on the old one."""
+    from rrnn.kernels import native
+
+    key, info = tuning.machine_key()
+    assert info["kernels"] == native.identity()
+    tuning._machine_key.cache_clear()
+    monkeypatch.setattr(native, "identity", lambda: "another-build")
+    try:
+        other, other_info = tuning.machine_key()
+        assert other != key and other_info["kernels"] == "another-build"
+    finally:
+        tuning._machine_key.cache_clear()

@@ -12,6 +12,18 @@
 #include <math.h>
 #include <stddef.h>
 
+/* The batch rows of a step are independent: with OpenMP (built with -fopenmp only
+ * where torch itself runs on libgomp, so that this library joins torch's own thread
+ * pool instead of starting a second one; see native.py) they are split over the
+ * calling thread's OpenMP thread count, which torch.set_num_threads sets. A step of
+ * fewer rows than this runs on one thread: below it the fork costs more than it saves. */
+#define RRNN_MIN_PARALLEL_ROWS 16
+#ifdef _OPENMP
+#define RRNN_ROWS_PARALLEL _Pragma("omp parallel for if(B >= RRNN_MIN_PARALLEL_ROWS) schedule(static)")
+#else
+#define RRNN_ROWS_PARALLEL
+#endif
+
 /* glibc's vector exp (libmvec) without -ffast-math: -ffast-math would link
  * crtfastmath (flush-to-zero for the whole process) and let NaN vanish in the
  * clamps below. Built with -fno-math-errno -fno-trapping-math, IEEE semantics
@@ -35,6 +47,7 @@ void rrnn_lstm_fwd_##SUF(long B, long s, long q, const T *restrict z,           
                          T *restrict sig, T *restrict ts, T *restrict tg,                 \
                          T *restrict tc) {                                                \
     const long d = s + q, m = s + 4 * q;                                                  \
+    RRNN_ROWS_PARALLEL                                                                    \
     for (long b = 0; b < B; b++) {                                                        \
         const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
         T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                        \
@@ -59,6 +72,7 @@ static inline void lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,
                                   const T *restrict dc, T *restrict dz,                   \
                                   T *restrict dc_prev) {                                  \
     const long d = s + q, m = s + 4 * q;                                                  \
+    RRNN_ROWS_PARALLEL                                                                    \
     for (long b = 0; b < B; b++) {                                                        \
         const T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                  \
         const T *tcb = tc + b * d, *cp = c_prev + b * d;                                  \
@@ -121,6 +135,7 @@ void rrnn_gru_fwd_##SUF(long B, long s, long q, const T *restrict a,            
                         const T *restrict g, const T *restrict h_prev, T *restrict h,     \
                         T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
     const long d = s + q, m = s + 3 * q;                                                  \
+    RRNN_ROWS_PARALLEL                                                                    \
     for (long b = 0; b < B; b++) {                                                        \
         const T *ab = a + b * m, *gb = g + b * m, *hp = h_prev + b * d;                   \
         T *hb = h + b * d, *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d;          \
@@ -147,6 +162,7 @@ void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           
                         const T *restrict dh, T *restrict da, T *restrict dg,             \
                         T *restrict dh_direct) {                                          \
     const long d = s + q, m = s + 3 * q;                                                  \
+    RRNN_ROWS_PARALLEL                                                                    \
     for (long b = 0; b < B; b++) {                                                        \
         const T *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d, *gnb = gn + b * d;  \
         const T *hp = h_prev + b * d, *dhb = dh + b * d;                                  \
@@ -235,15 +251,32 @@ DEFINE_STREAM(double, f64)
  *   db += x                                     (the bias gradient, when db is given)
  * One pass reads the row for its max, one writes e and sums it, one scales it (and
  * adds it to db): the row (40 KB at V = 10,000) stays in cache between them. The rows
- * are split over `threads` POSIX threads (the caller's thread is one of them); each
+ * are split over `threads` threads (torch's OpenMP pool, or POSIX threads started for
+ * the call where the library is built without OpenMP); each
  * writes its own rows, its own entries of `loss` (one per row, double) and its own
  * copy of db, which are added in thread order after the join, so no state is shared
  * and the result does not depend on timing. `omp simd` (built with -fopenmp-simd: no
  * OpenMP runtime) lets the max and the sum vectorize; NaN reaches the sum (the max
  * skips it, exp does not) and so the loss.
  */
-#include <pthread.h>
 #include <stdlib.h>
+#ifdef _OPENMP /* torch's own pool (see the top of this file) */
+#define XENT_RUN_JOBS(SUF)                                                                \
+    _Pragma("omp parallel for num_threads(threads) schedule(static, 1)")                  \
+    for (long i = 0; i < threads; i++) xent_worker_##SUF(&jobs[i]);
+#else /* POSIX threads, started and joined per call */
+#include <pthread.h>
+#define XENT_RUN_JOBS(SUF)                                                                \
+    pthread_t tid[MAX_THREADS];                                                           \
+    int started[MAX_THREADS] = {0};                                                       \
+    for (long i = 1; i < threads; i++)                                                    \
+        started[i] = pthread_create(&tid[i], NULL, xent_worker_##SUF, &jobs[i]) == 0;     \
+    xent_worker_##SUF(&jobs[0]);                                                          \
+    for (long i = 1; i < threads; i++) {                                                  \
+        if (started[i]) pthread_join(tid[i], NULL);                                       \
+        else xent_worker_##SUF(&jobs[i]); /* no thread: do its rows here */               \
+    }
+#endif
 
 #define DEFINE_XENT(T, SUF, EXP, LOG)                                                     \
 static void xent_rows_##SUF(long r0, long r1, long V, T *x, const long *y,                \
@@ -297,8 +330,6 @@ void rrnn_xent_##SUF(long n, long V, long threads, T *x, const long *y, const T 
     if (threads > MAX_THREADS) threads = MAX_THREADS;                                     \
     if (threads > n) threads = n;                                                         \
     if (threads < 1) threads = 1;                                                         \
-    pthread_t tid[MAX_THREADS];                                                           \
-    int started[MAX_THREADS] = {0};                                                       \
     xent_job_##SUF jobs[MAX_THREADS];                                                     \
     T *own_db = NULL; /* threads 1.. accumulate db apart: (threads - 1, V) */             \
     if (db && threads > 1) {                                                              \
@@ -309,14 +340,8 @@ void rrnn_xent_##SUF(long n, long V, long threads, T *x, const long *y, const T 
         T *dbi = !db ? NULL : (i == 0 ? db : own_db + (i - 1) * V);                       \
         jobs[i] = (xent_job_##SUF){n * i / threads, n * (i + 1) / threads, V, x, y, b,    \
                                    (T)scale, loss, dbi};                                  \
-        if (i > 0)                                                                        \
-            started[i] = pthread_create(&tid[i], NULL, xent_worker_##SUF, &jobs[i]) == 0; \
     }                                                                                     \
-    xent_worker_##SUF(&jobs[0]);                                                          \
-    for (long i = 1; i < threads; i++) {                                                  \
-        if (started[i]) pthread_join(tid[i], NULL);                                       \
-        else xent_worker_##SUF(&jobs[i]); /* no thread: do its rows here */               \
-    }                                                                                     \
+    XENT_RUN_JOBS(SUF)                                                                    \
     if (own_db) {                                                                         \
         for (long i = 1; i < threads; i++) {                                              \
             const T *src = own_db + (i - 1) * V;                                          \

@@ -25,10 +25,16 @@ SOURCE = Path(__file__).with_name("cells.c")
 # denormals-are-zero for the whole process, and its finite-math assumption lets
 # NaN vanish. cells.c declares glibc's SIMD expf/exp (libmvec) itself, so the
 # loops still vectorize; without libmvec the build falls back to scalar exp.
-# -fopenmp-simd honours the `omp simd` reductions in cells.c without linking an OpenMP
-# runtime (torch brings its own); -pthread for the cross-entropy rows' threads.
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-         "-pthread", "-fPIC", "-shared"]  # fmt: skip
+# -pthread for the cross-entropy rows' threads where OpenMP is not used.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-pthread", "-fPIC",
+         "-shared"]  # fmt: skip
+# -fopenmp only where torch runs on GNU OpenMP: the library's libgomp.so.1 then
+# resolves, by its soname, to the copy torch has already loaded, and the kernels share
+# torch's thread pool and thread count. Anywhere else (Intel OpenMP, no OpenMP) a
+# second runtime would fight torch's threads for the cores: -fopenmp-simd keeps the
+# `omp simd` reductions without any runtime, and the step kernels run on one thread.
+OPENMP = ["-fopenmp"]
+NO_OPENMP = ["-fopenmp-simd"]
 LIBS = (["-lmvec", "-lm"], ["-DRRNN_NO_MVEC", "-lm"])  # tried in order
 _UNSET = object()
 _lib = _UNSET
@@ -57,14 +63,29 @@ def _compiler() -> str | None:
     return None
 
 
+def torch_uses_gomp() -> bool:
+    """Whether torch's parallel backend is OpenMP on GNU libgomp, already loaded in
+    this process (Linux: read from /proc/self/maps)."""
+    import torch
+
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return "libgomp" in maps and "libiomp" not in maps
+
+
 def build() -> Path:
     """Compile ``cells.c`` into the cache (atomically) and return its path."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     source = SOURCE.read_bytes()
+    omp = OPENMP if torch_uses_gomp() and os.environ.get("RRNN_OPENMP", "1") != "0" else NO_OPENMP
     key = hashlib.sha256(
-        source + " ".join([cc, *FLAGS, *LIBS[0]]).encode() + _cpu_flags().encode()
+        source + " ".join([cc, *FLAGS, *omp, *LIBS[0]]).encode() + _cpu_flags().encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"cells-{key}.so"
     if target.is_file():
@@ -73,8 +94,9 @@ def build() -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
     os.close(fd)
     try:
-        for libs in LIBS:
-            cmd = [cc, *FLAGS, str(SOURCE), "-o", tmp, *libs]
+        attempts = [(o, libs) for o in dict.fromkeys([tuple(omp), tuple(NO_OPENMP)]) for libs in LIBS]
+        for flags, libs in attempts:  # in order: the first that compiles is kept
+            cmd = [cc, *FLAGS, *flags, str(SOURCE), "-o", tmp, *libs]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
                 break
@@ -128,6 +150,19 @@ def library() -> ctypes.CDLL | None:
                 )
                 _lib = None
     return _lib
+
+
+def identity() -> str:
+    """What the shared-row path's speed depends on here: a hash of the kernels'
+    sources (C and Python) and the build in use (its flags, or none). The measured
+    dispatch keys its cache with it, so a changed kernel is measured afresh."""
+    h = hashlib.sha256()
+    for path in sorted(SOURCE.parent.glob("*.[cp]*")):
+        if path.suffix in (".c", ".py"):
+            h.update(path.name.encode() + path.read_bytes())
+    lib = library()
+    h.update(b"none" if lib is None else Path(lib._name).name.encode())
+    return h.hexdigest()[:12]
 
 
 def kernel(name: str, dtype):

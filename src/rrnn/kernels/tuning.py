@@ -8,8 +8,9 @@ is touched; the random number generator is restored afterwards, so a run's
 numbers do not depend on whether it measured). The faster path is kept for the
 class, in memory and in a cache file per machine, like the compiled kernel:
 ``$RRNN_CACHE_DIR/dispatch/<machine key>.json``. The machine key is the CPU model
-and flags, the torch version and the thread count, so another machine, torch or
-``torch.set_num_threads`` measures afresh. A cache file that cannot be parsed, has
+and flags, the torch version, the thread count and the kernels' identity (their
+sources and build), so another machine, torch, ``torch.set_num_threads`` or kernel
+measures afresh. A cache file that cannot be parsed, has
 another format version or names another machine is ignored and rewritten.
 
 A shape class is (cell, layers, input size, hidden size, shared rows per layer,
@@ -68,18 +69,21 @@ def _cpu() -> tuple[str, str]:
 
 
 def machine_key() -> tuple[str, dict]:
-    """(file-name-safe key, what it hashes): CPU model and flags, torch, threads."""
+    """(file-name-safe key, what it hashes): CPU model and flags, torch, threads, kernels."""
     return _machine_key(torch.get_num_threads())
 
 
 @functools.lru_cache(maxsize=8)
 def _machine_key(threads: int) -> tuple[str, dict]:
     model, flags = _cpu()
+    from . import native
+
     info = {
         "cpu": model,
         "flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:12],
         "torch": torch.__version__,
         "threads": threads,
+        "kernels": native.identity(),
     }
     key = hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
     return key, info
