@@ -55,6 +55,11 @@ def test_tied_language_model_gets_the_same_gradients():
     assert model.decoder.weight is model.encoder.weight
     for a, c in zip(g1, g2):
         torch.testing.assert_close(a, c)
+    # the embedding's rows went in sparse, into the decoder's dense gradient: .grad is dense
+    loss, _ = model(tokens, hidden, targets=targets)
+    loss.backward()
+    assert model.encoder.weight.grad.layout == torch.strided
+    torch.testing.assert_close(model.encoder.weight.grad, g2[0])
 
 
 def test_without_grad_it_computes_the_value_only():

@@ -48,26 +48,48 @@ def copy_file(src: Path, dst: Path) -> None:
 
 
 def machine() -> dict:
-    """What a measurement ran on: CPU model, cores, torch version and, where one
-    is used, the GPU (for run summaries, reports and figures)."""
+    """What a measurement ran on: CPU model, its widest vector instructions (a VM
+    often shows only a vendor name, and the vector width sets what GEMMs and the
+    fused kernels can do), cores, torch version and, where one is used, the GPU
+    (for run summaries, reports, benchmarks and figures)."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    family = model = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and cpu == (platform.processor() or platform.machine()):
+                cpu = value
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+            elif key == "cpu family" and family is None:
+                family = value
+            elif key == "model" and model is None:
+                model = value
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    isa = next((name for flag, name in _ISA if flag in flags), None)
+    if isa:
+        info["isa"] = isa
+    if family is not None and model is not None:
+        info["cpu_id"] = f"family {family} model {model}"
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
 
 
+# widest first: the first flag present names the machine's vector instructions
+_ISA = (("avx512_bf16", "AVX-512 with bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"),
+        ("avx", "AVX"), ("sve", "SVE"), ("asimd", "NEON"))  # fmt: skip
+
+
 def describe_machine(info: dict) -> str:
     if "text" in info:  # given by hand for runs that did not record it
         return info["text"]
+    detail = ", ".join(str(info[k]) for k in ("cpu_id", "isa") if info.get(k))
     text = (
-        f"{info.get('cpu', '?')} ({info.get('cores', '?')} cores), torch {info.get('torch', '?')}"
+        f"{info.get('cpu', '?')} ({detail + ', ' if detail else ''}{info.get('cores', '?')} cores), "
+        f"torch {info.get('torch', '?')}"
     )
     return text + (f", {info['gpu']}" if info.get("gpu") else "")

@@ -187,7 +187,7 @@ def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
     dtype = _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s)
     T, B, _ = xz.shape
     d = h0.shape[1]
-    pht = ph.t()
+    pht = ph.t().contiguous()  # (d, m): measured a few percent faster per step than the view
     zs, outs = xz.unbind(0), out.unbind(0)
     fn = native.kernel("lstm_fwd", dtype)
     if fn is None:

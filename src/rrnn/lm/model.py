@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import modules
@@ -176,13 +177,25 @@ class RNNModel(nn.Module):
         """Logits ``(T*B, V)`` and the new hidden state; with ``targets`` (T*B,)
         the mean cross-entropy instead of the logits, by the chunked decoder +
         loss of :mod:`rrnn.lm.loss` (no (T*B, V) tensor is kept)."""
-        emb = self.encoder(tokens)  # (T, B, E)
+        emb = self._embed(tokens, fused=targets is not None)  # (T, B, E)
         output, hidden = self.rnn(emb, hidden)  # (T, B, H)
         if targets is not None:
             flat = output.reshape(-1, output.size(-1))  # (T*B, H)
             return linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, targets), hidden
         logits = self.decoder(output)  # (T, B, V)
         return logits.view(-1, self.config.vocab_size), hidden  # (T*B, V)
+
+    def _embed(self, tokens: Tensor, fused: bool) -> Tensor:
+        """The embedding lookup. With tied weights and the fused loss, its gradient is
+        taken sparse (the T*B rows it read): the decoder's dense (V, E) gradient of the
+        same matrix arrives in the same autograd buffer, and the rows are added into it,
+        instead of building a second dense (V, E) matrix (zeros, then the rows) and
+        adding the two. The weight's .grad is dense as before."""
+        e = self.encoder
+        if not (fused and self.config.tie_weights and e.weight.requires_grad and not e.sparse):
+            return e(tokens)
+        return F.embedding(tokens, e.weight, e.padding_idx, e.max_norm, e.norm_type,
+                           e.scale_grad_by_freq, sparse=True)  # fmt: skip
 
     def rnn_parameters(self) -> int:
         return sum(p.numel() for p in self.rnn.parameters())
