@@ -78,3 +78,27 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     assert data["meta"]["stream_block"] == 2 and len(data["results"]) == 2
     assert out_md.read_text().startswith("| size | cell | r |")
     assert "[1/1] stream" in capsys.readouterr().out
+
+
+def test_the_machine_names_its_vector_instructions(monkeypatch, tmp_path):
+    """A VM may call its CPU just "AMD EPYC": every figure also says which vector
+    instructions it had, and the CPU's family and model."""
+    from pathlib import Path
+
+    from rrnn import fileio
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse avx avx2 fma avx512f avx512bw\n"
+    )
+    real = Path.read_text
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: real(cpuinfo if str(self) == "/proc/cpuinfo" else self, *a, **k)
+    )
+    info = fileio.machine()
+    assert info["cpu"] == "AMD EPYC" and info["isa"] == "AVX-512"
+    assert info["cpu_id"] == "family 25 model 17"
+    assert fileio.describe_machine(info).startswith("AMD EPYC (family 25 model 17, AVX-512, ")
+    assert fileio.cpu_flags() >= {"avx2", "avx512f"}
+    assert fileio.describe_machine({"cpu": "X", "cores": 2, "torch": "t"}) == "X (2 cores), torch t"

@@ -160,3 +160,56 @@ def test_training_with_the_fused_loss_matches_torchs(tmp_path):
     # a run from before --loss existed resumes with F.cross_entropy
     assert T.TrainConfig.from_dict({"dataset": "ptb"}).loss == "torch"
     assert T.TrainConfig().loss == "fused"
+
+
+def test_bf16_gemms_match_autocast_and_stay_float32():
+    """precision="bf16": the three GEMMs on bfloat16 operands; the value and the
+    gradients are float32 and as close to float32's as torch.autocast's pair."""
+    x, w, b, y = _data(97, 16, 1009, torch.float32)
+    params = [x, w, b]
+    exact = linear_cross_entropy(x, w, b, y, chunk=32)
+    g_exact = torch.autograd.grad(exact, params)
+    low = linear_cross_entropy(x, w, b, y, chunk=32, precision="bf16")
+    g_low = torch.autograd.grad(low, params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = F.cross_entropy(F.linear(x, w, b), y)
+    g_auto = torch.autograd.grad(auto, params)
+    assert low.dtype == torch.float32 and all(g.dtype == torch.float32 for g in g_low)
+    assert low.item() != exact.item()  # bfloat16 rounding did happen
+    err = lambda a, c: ((a - c).norm() / c.norm()).item()  # noqa: E731
+    assert abs(low.item() - exact.item()) <= 2 * abs(auto.item() - exact.item()) + 1e-3
+    for gl, ga, ge in zip(g_low, g_auto, g_exact):
+        assert err(gl, ge) < 2e-2
+        assert err(gl, ge) <= 2 * err(ga, ge) + 1e-6
+
+
+def test_bf16_leaves_float64_exact_and_rejects_unknown_precisions():
+    x, w, b, y = _data(20, 4, 30, torch.float64)
+    torch.testing.assert_close(
+        linear_cross_entropy(x, w, b, y, precision="bf16"), F.cross_entropy(F.linear(x, w, b), y),
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        linear_cross_entropy(x, w, b, y, precision="half")
+
+
+def test_train_config_precision_checks(monkeypatch, tmp_path):
+    from rrnn.lm import train as T
+
+    from .lm_helpers import small_config, write_corpus
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        T.TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="needs --loss fused"):
+        T.TrainConfig(precision="bf16", loss="torch")
+    assert T.TrainConfig.from_dict({"dataset": "ptb"}).precision == "fp32"
+    corpus = write_corpus(tmp_path / "corpus")
+    monkeypatch.setattr(T, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no bfloat16 instructions"):
+        T.train(small_config(corpus, precision="bf16"), tmp_path / "run", log=lambda m: None,
+                progress=False)  # fmt: skip
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    monkeypatch.setattr(T, "cpu_has_bf16", lambda: True)
+    s = T.train(small_config(corpus, precision="bf16"), tmp_path / "run", log=lambda m: None,
+                progress=False)  # fmt: skip
+    assert s["status"] == "completed"

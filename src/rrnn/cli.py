@@ -198,6 +198,13 @@ def _optim_flags(p, d, sweep: bool) -> None:
         "matrices (equal within float32 rounding, faster); torch: F.cross_entropy of the "
         f"logits (default {d.loss}; runs from before it resume with torch)",
     )  # fmt: skip
+    g.add_argument(
+        "--precision", choices=["fp32", "bf16"], default=None,
+        help="bf16: the fused decoder's three GEMMs (most of a PTB step) on bfloat16 copies "
+        "of their operands, as torch.autocast would; the softmax, loss, recurrent layers and "
+        "evaluation stay float32. Needs a CPU with bfloat16 instructions or a GPU; its "
+        f"perplexity cost is in docs/benchmarks.md (default {d.precision})",
+    )  # fmt: skip
     _int_flag(g, "epochs", f"epochs; the cosine schedule spans them (default {d.epochs})")
     _int_flag(g, "batch-size", f"training batch size (default {d.batch_size})")
     _int_flag(

@@ -47,6 +47,18 @@ def copy_file(src: Path, dst: Path) -> None:
         shutil.copyfileobj(source, f)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def machine() -> dict:
     """What a measurement ran on: CPU model, its widest vector instructions (a VM
     often shows only a vendor name, and the vector width sets what GEMMs and the

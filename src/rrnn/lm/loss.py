@@ -47,9 +47,49 @@ def _softmax_xent_(logits, target, bias, loss, dbias, scale: float) -> None:
         softmax_xent_ops(logits, target, bias, loss, dbias, scale)
 
 
+class _GEMMs:
+    """The three products of a chunk, in the operands' float32 or with bfloat16
+    operands (``low``): the GEMMs then take bfloat16 copies of h and W (made once
+    per call) and of each chunk's gradient block, and their results are added in
+    float32; the loss rows and the softmax stay in float32."""
+
+    def __init__(self, h: Tensor, weight: Tensor, rows: int, low: bool):
+        self.low = low
+        self.h = h.to(torch.bfloat16) if low else h  # (N, H)
+        self.w = weight.to(torch.bfloat16) if low else weight  # (V, H)
+        if low:
+            self.block = h.new_empty(rows, weight.size(0), dtype=torch.bfloat16)  # (c, V)
+            self.small = h.new_empty(rows, h.size(1), dtype=torch.bfloat16)  # (c, H)
+            self.dw = torch.empty_like(self.w)  # (V, H)
+
+    def logits(self, i: int, j: int, out: Tensor) -> Tensor:
+        """out (c, V) = h[i:j] W^T, in float32."""
+        if not self.low:
+            return torch.mm(self.h[i:j], self.w.t(), out=out)
+        return out.copy_(torch.mm(self.h[i:j], self.w.t(), out=self.block[: j - i]))
+
+    def grads(self, g: Tensor, i: int, j: int, dh: Tensor | None, dw: Tensor | None) -> None:
+        """dh[i:j] = g W and dw (+)= g^T h[i:j] for the chunk's gradient block g (c, V)."""
+        if self.low:
+            g = self.block[: j - i].copy_(g)
+        if dh is not None:
+            if self.low:
+                dh[i:j].copy_(torch.mm(g, self.w, out=self.small[: j - i]))
+            else:
+                torch.mm(g, self.w, out=dh[i:j])  # (c, H)
+        if dw is not None:
+            if self.low:
+                part = torch.mm(g.t(), self.h[i:j], out=self.dw)  # (V, H)
+                dw.copy_(part) if i == 0 else dw.add_(part)
+            elif i == 0:
+                torch.mm(g.t(), self.h[i:j], out=dw)  # (V, H)
+            else:
+                dw.addmm_(g.t(), self.h[i:j])
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, target, chunk, want):
+    def forward(ctx, h, weight, bias, target, chunk, want, low):
         n = h.size(0)
         need = (
             want and h.requires_grad,
@@ -60,21 +100,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dh = torch.empty_like(h) if need[0] else None
         dw = torch.empty_like(weight) if need[1] else None
         db = torch.zeros_like(bias) if need[2] else None
-        wt = weight.t()
         chunk = -(-n // -(-n // chunk))  # as many chunks as needed, of equal size: no thin tail
         block = h.new_empty(min(chunk, n), weight.size(0))  # (c, V), reused by every chunk
+        gemm = _GEMMs(h, weight, block.size(0), low)
         for i in range(0, n, chunk):
-            hc, yc = h[i : i + chunk], target[i : i + chunk]  # (c, H), (c,)
-            logits = torch.mm(hc, wt, out=block[: hc.size(0)])  # (c, V), bias added below
+            j = min(i + chunk, n)
+            logits = gemm.logits(i, j, block[: j - i])  # (c, V), bias added below
             # loss per row; the block becomes (softmax - onehot) / N; db += its column sums
-            _softmax_xent_(logits, yc, bias, row_loss[i : i + chunk], db, 1.0 / n)
-            if dh is not None:
-                torch.mm(logits, weight, out=dh[i : i + chunk])  # (c, H)
-            if dw is not None:
-                if i == 0:
-                    torch.mm(logits.t(), hc, out=dw)  # (V, H)
-                else:
-                    dw.addmm_(logits.t(), hc)
+            _softmax_xent_(logits, target[i:j], bias, row_loss[i:j], db, 1.0 / n)
+            gemm.grads(logits, i, j, dh, dw)
         ctx.grads = (dh, dw, db)  # intermediate results, freed with the graph
         return (row_loss.sum() / n).to(h.dtype)
 
@@ -83,15 +117,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         dh, dw, db = ctx.grads
         scale = lambda t: None if t is None else t * grad_loss  # noqa: E731
-        return scale(dh), scale(dw), scale(db), None, None, None
+        return scale(dh), scale(dw), scale(db), None, None, None, None
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def linear_cross_entropy(
-    h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk: int = DEFAULT_CHUNK
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    chunk: int = DEFAULT_CHUNK,
+    precision: str = "fp32",
 ) -> Tensor:
     """``F.cross_entropy(F.linear(h, weight, bias), target)`` (mean over rows),
-    computed in chunks of at most ``chunk`` rows (equal sizes). ``h`` (N, H), ``weight`` (V, H), ``bias``
-    (V,) or None, ``target`` (N,) int64 class indices (no ignore_index, no weights)."""
+    computed in chunks of at most ``chunk`` rows (equal sizes). ``h`` (N, H),
+    ``weight`` (V, H), ``bias`` (V,) or None, ``target`` (N,) int64 class indices
+    (no ignore_index, no weights). ``precision="bf16"`` runs the three GEMMs on
+    bfloat16 copies of their float32 operands (faster where the CPU has bfloat16
+    instructions, or on a GPU; the softmax, the loss and every result stay float32,
+    with the rounding of bfloat16 products, as under ``torch.autocast``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if h.dim() != 2 or weight.dim() != 2 or h.size(1) != weight.size(1):
         raise ValueError(
             f"linear_cross_entropy needs h (N, H) and weight (V, H), got "
@@ -115,11 +163,14 @@ def linear_cross_entropy(
             f"h, weight and bias must share a dtype, got {h.dtype}, {weight.dtype} and "
             f"{None if bias is None else bias.dtype}"
         )
+    low = precision == "bf16" and h.dtype == torch.float32
     with torch.no_grad():
         if target.min() < 0 or target.max() >= weight.size(0):
             raise ValueError(f"target holds a class outside [0, {weight.size(0)})")
     want = torch.is_grad_enabled()
-    return _LinearCrossEntropy.apply(h.contiguous(), weight, bias, target.contiguous(), chunk, want)
+    return _LinearCrossEntropy.apply(
+        h.contiguous(), weight, bias, target.contiguous(), chunk, want, low
+    )
 
 
 def _functorch_active() -> bool:

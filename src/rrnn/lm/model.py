@@ -173,15 +173,19 @@ class RNNModel(nn.Module):
         proj = getattr(self.rnn, "proj_size", 0)
         return (h[..., :proj].clone() if proj else h, h.clone())  # h (L, B, P), c (L, B, H)
 
-    def forward(self, tokens: Tensor, hidden, targets: Tensor | None = None):
+    def forward(self, tokens: Tensor, hidden, targets: Tensor | None = None, precision: str = "fp32"):
         """Logits ``(T*B, V)`` and the new hidden state; with ``targets`` (T*B,)
         the mean cross-entropy instead of the logits, by the chunked decoder +
-        loss of :mod:`rrnn.lm.loss` (no (T*B, V) tensor is kept)."""
+        loss of :mod:`rrnn.lm.loss` (no (T*B, V) tensor is kept), whose GEMMs take
+        bfloat16 operands with ``precision="bf16"``."""
         emb = self._embed(tokens, fused=targets is not None)  # (T, B, E)
         output, hidden = self.rnn(emb, hidden)  # (T, B, H)
         if targets is not None:
             flat = output.reshape(-1, output.size(-1))  # (T*B, H)
-            return linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, targets), hidden
+            value = linear_cross_entropy(
+                flat, self.decoder.weight, self.decoder.bias, targets, precision=precision
+            )
+            return value, hidden
         logits = self.decoder(output)  # (T, B, V)
         return logits.view(-1, self.config.vocab_size), hidden  # (T*B, V)
 

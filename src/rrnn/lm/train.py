@@ -44,9 +44,10 @@ CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
 CHECKPOINT_VERSION = 1
 VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
 LOSSES = ("fused", "torch")
+PRECISIONS = ("fp32", "bf16")  # of the fused decoder's GEMMs (rrnn.lm.loss)
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
-RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval", "loss"}
+RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval", "loss", "precision"}
 # A window's loss above this many times log(V) (the loss of a uniform guess) is
 # divergence, as is a non-finite loss or gradient norm. A fresh model starts
 # below 1.5 log(V) (measured on PTB and WikiText-2, every cell, both variants).
@@ -91,6 +92,7 @@ class TrainConfig:
     threads: int | None = None
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
     loss: str = "fused"  # "fused": chunked decoder + cross-entropy; "torch": F.cross_entropy
+    precision: str = "fp32"  # "bf16": the fused decoder's GEMMs on bfloat16 operands (training only)
     # compression (rrnn.lm.compression): the method and its options
     compress: str = "restrict"
     target_params: int | None = None  # None: the restricted model's count at sharing_rate
@@ -111,6 +113,14 @@ class TrainConfig:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision == "bf16" and self.loss != "fused":
+            raise ValueError(
+                "--precision bf16 runs the fused decoder's GEMMs in bfloat16: it needs --loss fused"
+            )
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
@@ -228,6 +238,13 @@ class TrainConfig:
         d.setdefault("init", "uniform")  # runs written before --init existed used uniform
         d.setdefault("loss", "torch")  # and before the fused loss, F.cross_entropy
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (x86: AVX-512 BF16 or AMX; ARM: BF16)."""
+    from ..fileio import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
 def _positive_int(name: str, value) -> None:
@@ -543,6 +560,12 @@ class _Run:
             or max(1, default_threads() // group.local_world)
         )
         torch.set_num_threads(threads)
+        if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+            raise ValueError(
+                "--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16 "
+                "or ARM bf16), so bfloat16 GEMMs would run slower than float32; train with "
+                "--precision fp32 (the default)"
+            )
 
         corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
         D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
@@ -708,7 +731,7 @@ class _Run:
             hidden = detach_hidden(hidden)
             self.optimizer.zero_grad(set_to_none=True)
             if cfg.loss == "fused":  # decoder + cross-entropy in chunks (rrnn.lm.loss)
-                loss, hidden = self.net(data, hidden, targets=targets)
+                loss, hidden = self.net(data, hidden, targets=targets, precision=cfg.precision)
             else:
                 logits, hidden = self.net(data, hidden)
                 loss = F.cross_entropy(logits, targets)
