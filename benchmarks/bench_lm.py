@@ -41,11 +41,19 @@ def main() -> int:
         help="the rrnn model's decoder + loss: fused (chunked) or torch (F.cross_entropy); "
         "the torch.nn model always uses F.cross_entropy",
     )
+    ap.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"],
+        help="the rrnn model's fused decoder GEMMs: fp32, or bf16 operands (the torch.nn "
+        "model stays float32; the issue's targets are float32)",
+    )  # fmt: skip
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{describe_machine(machine())}, {torch.get_num_threads()} threads, rrnn loss {args.loss}")
+    print(
+        f"{describe_machine(machine())}, {torch.get_num_threads()} threads, rrnn loss "
+        f"{args.loss}, precision {args.precision}"
+    )
     print(
         f"{'model':<34}{'torch.nn tok/s':>15}{'rrnn tok/s':>12}{'ratio':>8}{'IQR':>12}"
         f"{'  per part (ms): recurrent f+b, decoder+loss f+b; torch.nn | rrnn'}"
@@ -54,7 +62,7 @@ def main() -> int:
     for rate in (float(r) for r in args.rates.split(",")):
         r = bench_lm(
             args.cell, rate, args.vocab, args.batch, args.bptt, args.size, args.layers,
-            args.repeats, loss=args.loss,
+            args.repeats, loss=args.loss, precision=args.precision,
         )  # fmt: skip
         r["machine"] = machine()
         results.append(r)

@@ -240,12 +240,14 @@ def bench_lm(
     warmup: int = 3,
     loss: str = "fused",
     parts: bool = True,
+    precision: str = "fp32",
 ) -> dict:
     """Training tokens/s of the paper's language model (embedding, recurrent
     stack, decoder, cross-entropy, SGD step with clipping) with a restricted layer
     and ``loss`` ("fused": :func:`rrnn.lm.loss.linear_cross_entropy`; "torch":
     ``F.cross_entropy``) against the same model with a plain torch.nn layer and
-    ``F.cross_entropy``, timed interleaved. With ``parts``, also the milliseconds of
+    ``F.cross_entropy``, timed interleaved; ``precision="bf16"`` gives the rrnn model's
+fused decoder bfloat16 GEMMs (the torch.nn model stays float32). With ``parts``, also the milliseconds of
     the recurrent stack's forward+backward and of the decoder+loss forward+backward
     of each."""
     import torch.nn.functional as F
@@ -258,6 +260,9 @@ def bench_lm(
         "rrnn": RNNModel(ModelConfig(vocab, cell, rate, layers, size, size)),
     }
     losses = {"torch": "torch", "rrnn": loss}
+    if precision != "fp32" and loss != "fused":
+        raise ValueError("precision bf16 applies to the fused loss only")
+    precision = {"torch": "fp32", "rrnn": precision}
     optims = {
         k: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
         for k, m in models.items()
@@ -272,7 +277,7 @@ def bench_lm(
         def run():
             opt.zero_grad(set_to_none=True)
             if losses[name] == "fused":
-                value, _ = model(data, hidden[name], targets=targets)
+                value, _ = model(data, hidden[name], targets=targets, precision=precision[name])
             else:
                 logits, _ = model(data, hidden[name])
                 value = F.cross_entropy(logits, targets)
@@ -295,6 +300,7 @@ def bench_lm(
         "layers": layers,
         "repeats": repeats,
         "loss": loss,
+        "precision": precision["rrnn"],
         "threads": torch.get_num_threads(),
         "torch_tokens_per_s": tokens / t_torch,
         "rrnn_tokens_per_s": tokens / t_ours,
@@ -303,13 +309,13 @@ def bench_lm(
     }
     if parts:
         result["parts_ms"] = {
-            k: _lm_parts(m, data, targets, hidden[k], losses[k], repeats, warmup)
+            k: _lm_parts(m, data, targets, hidden[k], losses[k], repeats, warmup, precision[k])
             for k, m in models.items()
         }
     return result
 
 
-def _lm_parts(model, data, targets, hidden, loss, repeats, warmup) -> dict:
+def _lm_parts(model, data, targets, hidden, loss, repeats, warmup, precision="fp32") -> dict:
     """Median ms of the recurrent stack's forward+backward and of the decoder +
     cross-entropy's forward+backward, each on its own."""
     import torch.nn.functional as F
@@ -328,7 +334,7 @@ def _lm_parts(model, data, targets, hidden, loss, repeats, warmup) -> dict:
 
     def decoder():
         if loss == "fused":
-            value = linear_cross_entropy(flat, w, b, targets)
+            value = linear_cross_entropy(flat, w, b, targets, precision=precision)
         else:
             value = F.cross_entropy(F.linear(flat, w, b), targets)
         torch.autograd.grad(value, [flat, w, b])
