@@ -21,7 +21,7 @@ class _Log(TorchDispatchMode):
 
 @pytest.mark.parametrize("cls, fwd, bwd, calls", [
     (RestrictedLSTM, "rrnn.lstm_seq.default", "rrnn.lstm_seq_backward.default", 2),  # per layer
-    (RestrictedGRU, "rrnn.gru_step.default", "rrnn.gru_step_backward.default", 4 * 2),  # per step
+    (RestrictedGRU, "rrnn.gru_seq.default", "rrnn.gru_seq_backward.default", 2),
 ])  # fmt: skip
 def test_sequences_run_through_the_registered_operators(cls, fwd, bwd, calls):
     m = cls(6, 8, 2, sharing_rate=0.5)
@@ -258,3 +258,22 @@ def test_the_thread_count_changes_no_number():
     for a, b in zip(results[0][:-1], results[1][:-1]):
         assert torch.equal(a, b)
     torch.testing.assert_close(results[0][-1], results[1][-1], rtol=1e-6, atol=1e-7)
+
+
+def test_gru_sequence_operators_check_their_arguments():
+    T, B, d, s = 3, 2, 5, 2
+    m = s + 3 * (d - s)
+    z = lambda *shape: torch.zeros(*shape)  # noqa: E731
+    a, h0, ph, bh = z(T, B, m), z(B, d), z(m, d), z(m)
+    bufs = [z(T, B, d), z(T, B, d), z(T, B, d - s), z(T, B, d), z(T, B, d)]  # out, r, z, n, gn
+    ops.gru_seq(a, h0, ph, bh, *bufs, s)  # fine
+    ops.gru_seq(a, h0, ph, None, *bufs, s)  # no bias: fine
+    with pytest.raises(ValueError, match=r"bh has shape \(4,\), expected \(11,\)"):
+        ops.gru_seq(a, h0, ph, z(4), *bufs, s)
+    with pytest.raises(ValueError, match="h0 has dtype torch.float32, the others torch.float64"):
+        ops.gru_seq(a.double(), h0, ph, bh, *bufs, s)
+    out, r, zz, n, gn = bufs
+    dh, da, dg = z(B, d), z(T, B, m), z(T, B, m)
+    ops.gru_seq_backward(ph, r, zz, n, gn, h0, out, None, dh, da, dg, s)
+    with pytest.raises(ValueError, match=r"dg has shape"):
+        ops.gru_seq_backward(ph, r, zz, n, gn, h0, out, None, dh, da, z(T, B, m + 1), s)

@@ -156,19 +156,21 @@ void rrnn_gru_fwd_##SUF(long B, long s, long q, const T *restrict a,            
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
-void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,                     \
+static inline void gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           \
                         const T *restrict zz, const T *restrict nn,                       \
                         const T *restrict gn, const T *restrict h_prev,                   \
-                        const T *restrict dh, T *restrict da, T *restrict dg,             \
+                        const T *restrict dh, const T *restrict dout,                     \
+                        T *restrict da, T *restrict dg,                                   \
                         T *restrict dh_direct) {                                          \
     const long d = s + q, m = s + 3 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
     for (long b = 0; b < B; b++) {                                                        \
         const T *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d, *gnb = gn + b * d;  \
         const T *hp = h_prev + b * d, *dhb = dh + b * d;                                  \
+        const T *dob = dout ? dout + b * d : NULL;                                        \
         T *dab = da + b * m, *dgb = dg + b * m, *dhd = dh_direct + b * d;                 \
         for (long j = 0; j < s; j++) { /* u is both r and z */                            \
-            T u = rb[j], n = nb[j], dy = dhb[j];                                          \
+            T u = rb[j], n = nb[j], dy = dhb[j] + (dob ? dob[j] : (T)0);                \
             T dpn = dy * ((T)1 - u) * ((T)1 - n * n);                                     \
             T du = dy * (hp[j] - n) + dpn * gnb[j];                                       \
             T dpu = du * u * ((T)1 - u);                                                  \
@@ -178,7 +180,7 @@ void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           
         }                                                                                 \
         for (long j = 0; j < q; j++) {                                                    \
             long k = s + j;                                                               \
-            T r = rb[k], z = zb[j], n = nb[k], dy = dhb[k];                               \
+            T r = rb[k], z = zb[j], n = nb[k], dy = dhb[k] + (dob ? dob[k] : (T)0);     \
             T dpn = dy * ((T)1 - z) * ((T)1 - n * n);                                     \
             T dpr = dpn * gnb[k] * r * ((T)1 - r);                                        \
             T dpz = dy * (hp[k] - n) * z * ((T)1 - z);                                    \
@@ -188,6 +190,21 @@ void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           
             dhd[k] = dy * z;                                                              \
         }                                                                                 \
     }                                                                                     \
+}                                                                                         \
+void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,                     \
+                        const T *restrict zz, const T *restrict nn,                       \
+                        const T *restrict gn, const T *restrict h_prev,                   \
+                        const T *restrict dh, T *restrict da, T *restrict dg,             \
+                        T *restrict dh_direct) {                                          \
+    gru_bwd_##SUF(B, s, q, rr, zz, nn, gn, h_prev, dh, NULL, da, dg, dh_direct);          \
+}                                                                                         \
+/* dout (or NULL): the gradient reaching h_t from the layer's output, added to dh */     \
+void rrnn_gru_bwd_out_##SUF(long B, long s, long q, const T *restrict rr,                 \
+                            const T *restrict zz, const T *restrict nn,                   \
+                            const T *restrict gn, const T *restrict h_prev,               \
+                            const T *restrict dh, const T *restrict dout,                 \
+                            T *restrict da, T *restrict dg, T *restrict dh_direct) {      \
+    gru_bwd_##SUF(B, s, q, rr, zz, nn, gn, h_prev, dh, dout, da, dg, dh_direct);          \
 }
 
 DEFINE_GRU(float, f32, expf, 40.0f)

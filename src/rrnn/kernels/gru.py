@@ -82,13 +82,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         gn = x.new_empty(T, B, d)
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         h0 = h0.contiguous()
-        pht = ph.t()
-        gbuf = x.new_empty(B, m)
-        h = h0
-        for t in range(T):
-            g = torch.mm(h, pht, out=gbuf) if bh is None else torch.addmm(bh, h, pht, out=gbuf)
-            ops.gru_step(a_all[t], g, h, out[t], rr[t], zz[t], nn[t], gn[t], s)
-            h = out[t]
+        ops.gru_seq(a_all, h0, ph.contiguous(), bh, out, rr, zz, nn, gn, s)
         ctx.s = s
         ctx.has_bias = bx is not None
         ctx.save_for_backward(x, h0, px, ph, rr, zz, nn, gn, out)
@@ -103,24 +97,17 @@ class SharedRowGRUFunction(torch.autograd.Function):
         m, d = ph.shape
         da_all = x.new_empty(T, B, m)
         dg_all = x.new_empty(T, B, m)
-        dh_direct = x.new_empty(B, d)
-        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()
-        for t in range(T - 1, -1, -1):
-            if d_out is not None:
-                dh = torch.add(dh, d_out[t]).contiguous()
-            h_prev = out[t - 1] if t > 0 else h0
-            ops.gru_step_backward(
-                rr[t], zz[t], nn[t], gn[t], h_prev.contiguous(), dh, da_all[t], dg_all[t],
-                dh_direct, s,
-            )  # fmt: skip
-            dh = torch.addmm(dh_direct, dg_all[t], ph)  # (B, d)
+        dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()  # becomes dh0
+        d_out = None if d_out is None else d_out.contiguous()
+        ops.gru_seq_backward(ph.contiguous(), rr, zz, nn, gn, h0, out, d_out, dh, da_all, dg_all, s)
         da2, dg2 = da_all.view(T * B, m), dg_all.view(T * B, m)
         dx = torch.mm(da2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
         dpx = torch.mm(da2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[2] else None
         dph = None
         if ctx.needs_input_grad[3]:
-            h_prev_all = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, d)
-            dph = torch.mm(dg2.t(), h_prev_all.view(T * B, d))
+            dph = torch.mm(dg_all[0].t(), h0)  # (m, d): step 0 reads h0, step t reads h_t-1
+            if T > 1:
+                dph.addmm_(dg2[B:].t(), out[:-1].reshape((T - 1) * B, d))
         dbx = da2.sum(0) if ctx.has_bias and ctx.needs_input_grad[4] else None
         dbh = dg2.sum(0) if ctx.has_bias and ctx.needs_input_grad[5] else None
         return dx, (dh if ctx.needs_input_grad[1] else None), dpx, dph, dbx, dbh, None

@@ -118,6 +118,7 @@ _SIGNATURES = {
     "lstm_bwd_out": [_L] * 3 + [_P] * 10,
     "gru_fwd": [_L] * 3 + [_P] * 8,
     "gru_bwd": [_L] * 3 + [_P] * 9,
+    "gru_bwd_out": [_L] * 3 + [_P] * 10,
     "lstm_stream": [_L] * 3 + [_P] * 14,
     "xent": [_L] * 3 + [_P] * 3 + [ctypes.c_double, _P, _P],
 }

@@ -11,6 +11,8 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::lstm_seq``          a whole sequence of one packed LSTM layer, forward: the
                             recurrent GEMM and the fused step per time step
 ``rrnn::lstm_seq_backward`` its backward (back through time)
+``rrnn::gru_seq``           a whole sequence of one packed GRU layer, forward
+``rrnn::gru_seq_backward``  its backward (back through time)
 ``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
 ``rrnn::softmax_xent_``     a block of logits rows -> per-row cross-entropy and, in
                             place, its gradient (see :mod:`rrnn.lm.loss`)
@@ -68,6 +70,14 @@ _lib.define(
 _lib.define(
     "lstm_seq_backward(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
     "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()"
+)
+_lib.define(
+    "gru_seq(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
+    "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()"
+)
+_lib.define(
+    "gru_seq_backward(Tensor ph, Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h0, "
+    "Tensor out, Tensor? d_out, Tensor(a!) dh, Tensor(b!) da, Tensor(c!) dg, int s) -> ()"
 )
 _lib.define(
     "softmax_xent_(Tensor(a!) logits, Tensor target, Tensor? bias, Tensor(b!) loss, "
@@ -310,6 +320,93 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
        z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
 
 
+# --- GRU layer, whole sequence -------------------------------------------------------
+def _gru_seq_shapes(T, B, d, s):
+    q = d - s
+    m = s + 3 * q
+    return m, {"a": (T, B, m), "h0": (B, d), "ph": (m, d), "bh": (m,), "out": (T, B, d),
+               "r": (T, B, d), "z": (T, B, q), "n": (T, B, d), "gn": (T, B, d),
+               "d_out": (T, B, d), "dh": (B, d), "da": (T, B, m), "dg": (T, B, m)}  # fmt: skip
+
+
+def _gru_seq_args(a, h0, ph, bh, out, r, z, n, gn, s):
+    if a.dim() != 3 or h0.dim() != 2:
+        raise KernelArgumentError(
+            f"rrnn::gru_seq: a must be (T, B, m) and h0 (B, d), got {tuple(a.shape)} and "
+            f"{tuple(h0.shape)}"
+        )
+    (T, B, _), d = a.shape, h0.shape[1]
+    _check_s("gru_seq", s, d)
+    _, shapes = _gru_seq_shapes(T, B, d, s)
+    names = ("a", "h0", "ph", "bh", "out", "r", "z", "n", "gn")
+    tensors = {k: t for k, t in zip(names, (a, h0, ph, bh, out, r, z, n, gn)) if t is not None}
+    return _check("gru_seq", tensors, shapes)
+
+
+def _gru_seq_backward_args(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
+    if r.dim() != 3 or dh.dim() != 2:
+        raise KernelArgumentError(
+            f"rrnn::gru_seq_backward: r must be (T, B, d) and dh (B, d), got "
+            f"{tuple(r.shape)} and {tuple(dh.shape)}"
+        )
+    (T, B, _), d = r.shape, dh.shape[1]
+    _check_s("gru_seq_backward", s, d)
+    _, shapes = _gru_seq_shapes(T, B, d, s)
+    names = ("ph", "r", "z", "n", "gn", "h0", "out", "d_out", "dh", "da", "dg")
+    values = (ph, r, z, n, gn, h0, out, d_out, dh, da, dg)
+    tensors = {k: t for k, t in zip(names, values) if t is not None}
+    return _check("gru_seq_backward", tensors, shapes)
+
+
+def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
+    dtype = _gru_seq_args(a, h0, ph, bh, out, r, z, n, gn, s)
+    T, B, m = a.shape
+    d = h0.shape[1]
+    pht = ph.t().contiguous()  # (d, m)
+    g = torch.empty(B, m, dtype=a.dtype, device=a.device)  # h_{t-1} P_h^T + b_h, per step
+    outs = out.unbind(0)
+    fn = native.kernel("gru_fwd", dtype)
+    if fn is None:
+        from .gru import _step_ops
+
+    else:
+        at = _Steps(a, out, r, z, n, gn).at
+    h = h0
+    for t in range(T):
+        if bh is None:
+            torch.mm(h, pht, out=g)
+        else:
+            torch.addmm(bh, h, pht, out=g)
+        if fn is None:
+            _step_ops(a[t], g, h, outs[t], r[t], z[t], n[t], gn[t], s, d - s)
+        else:
+            a_t, h_t, r_t, z_t, n_t, gn_t = at(t)
+            fn(B, s, d - s, a_t, g.data_ptr(), h.data_ptr(), h_t, r_t, z_t, n_t, gn_t)
+        h = outs[t]
+
+
+def _gru_seq_backward_cpu(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
+    dtype = _gru_seq_backward_args(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s)
+    T, B, _ = r.shape
+    d = dh.shape[1]
+    direct = torch.empty_like(dh)  # the part of dh_{t-1} that does not pass through P_h
+    fn = native.kernel("gru_bwd_out", dtype)
+    if fn is None:
+        from .gru import _backward_ops
+    else:
+        at = _Steps(r, z, n, gn, d_out, da, dg).at
+    for t in range(T - 1, -1, -1):
+        h_prev = out[t - 1] if t > 0 else h0
+        if fn is None:
+            dy = dh if d_out is None else dh.add_(d_out[t])
+            _backward_ops(r[t], z[t], n[t], gn[t], h_prev, dy, da[t], dg[t], direct, s, d - s)
+        else:
+            r_t, z_t, n_t, gn_t, dy_out, da_t, dg_t = at(t)
+            fn(B, s, d - s, r_t, z_t, n_t, gn_t, h_prev.data_ptr(), dh.data_ptr(), dy_out or None,
+               da_t, dg_t, direct.data_ptr())  # fmt: skip
+        torch.addmm(direct, dg[t], ph, out=dh)  # (B, d)
+
+
 # --- softmax cross-entropy rows ---------------------------------------------------
 def _softmax_xent_args(logits, target, bias, loss, dbias, scale):
     if logits.dim() != 2:
@@ -384,6 +481,8 @@ for _name, _cpu, _args in (
      _gru_step_backward_args),
     ("lstm_seq", _lstm_seq_cpu, _lstm_seq_args),
     ("lstm_seq_backward", _lstm_seq_backward_cpu, _lstm_seq_backward_args),
+    ("gru_seq", _gru_seq_cpu, _gru_seq_args),
+    ("gru_seq_backward", _gru_seq_backward_cpu, _gru_seq_backward_args),
     ("lstm_stream", _lstm_stream_cpu, _lstm_stream_args),
     ("softmax_xent_", _softmax_xent_cpu, _softmax_xent_args),
 ):  # fmt: skip
@@ -396,5 +495,7 @@ gru_step = torch.ops.rrnn.gru_step.default
 gru_step_backward = torch.ops.rrnn.gru_step_backward.default
 lstm_seq = torch.ops.rrnn.lstm_seq.default
 lstm_seq_backward = torch.ops.rrnn.lstm_seq_backward.default
+gru_seq = torch.ops.rrnn.gru_seq.default
+gru_seq_backward = torch.ops.rrnn.gru_seq_backward.default
 lstm_stream = torch.ops.rrnn.lstm_stream.default
 softmax_xent_ = torch.ops.rrnn.softmax_xent_.default
