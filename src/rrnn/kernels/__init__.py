@@ -14,7 +14,8 @@ Paths (``module.kernel`` forces one; ``"auto"`` chooses per call):
                rows and torch's cell functions otherwise (any device).
 
 ``auto`` takes ``reference`` under torch.compile and torch.export (tracing
-cannot follow the C kernels), ``stream`` for a single step without autograd, ``shared-row``
+cannot follow the C kernels), ``stream`` for a single step without autograd (not
+for a GRU without shared rows, where it measured no faster), ``shared-row``
 for LSTM/GRU sequences on CPU whose every layer shares at least the measured
 ``SHARED_ROW_MIN_RATE``, else ``reference``. An RNN has one gate, so sharing
 removes no rows of work there; it takes ``reference`` for sequences.
@@ -96,6 +97,17 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
     return any(h is not None and h.requires_grad for h in states)
 
 
+def _gru_without_shared_rows(module, data: Tensor) -> bool:
+    """A GRU on CPU whose every layer has 0 shared rows: packing saves no work, and
+    its streaming step (one operator call per layer) measured 0.92x to 0.98x the
+    reference path inside ``frozen()``; so ``auto`` keeps torch's GRU there."""
+    shares = module._uniform_shares
+    return (
+        module._mode == "gru" and data.device.type == "cpu" and shares is not None
+        and max(shares, default=0) == 0
+    )  # fmt: skip
+
+
 def choose(module, data: Tensor, batch_sizes, steps: int, hx=None) -> str:
     """The path this call takes (see the module docstring)."""
     return explain(module, data, batch_sizes, steps, hx)[0]
@@ -131,6 +143,11 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
     needs_grad = _needs_grad(module, data, hx)
     # the streaming step has no dropout: in training mode with dropout it never runs
     drops = module.training and module.dropout > 0 and module.num_layers > 1
+    if forced == "auto" and steps == 1 and _gru_without_shared_rows(module, data):
+        return "reference", (
+            "a GRU without shared rows streams no faster than torch's own GRU "
+            "(0.92x to 0.98x measured, docs/benchmarks.md)"
+        )
     if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
         if not needs_grad and not drops and steps == 1 and batch_sizes is None:
             return "stream", (
