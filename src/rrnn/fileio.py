@@ -64,22 +64,17 @@ def machine() -> dict:
     often shows only a vendor name, and the vector width sets what GEMMs and the
     fused kernels can do), cores, torch version and, where one is used, the GPU
     (for run summaries, reports, benchmarks and figures)."""
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    family = model = None
+    found: dict[str, str] = {}  # the first "model name", "cpu family" and "model" lines
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and cpu == (platform.processor() or platform.machine()):
-                cpu = value
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-            elif key == "cpu family" and family is None:
-                family = value
-            elif key == "model" and model is None:
-                model = value
+            if key in ("model name", "cpu family", "model"):
+                found.setdefault(key, value)
     except OSError:
         pass
+    cpu = found.get("model name") or platform.processor() or platform.machine()
+    flags = cpu_flags()
+    family, model = found.get("cpu family"), found.get("model")
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
     isa = next((name for flag, name in _ISA if flag in flags), None)
     if isa:

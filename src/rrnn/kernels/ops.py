@@ -153,33 +153,33 @@ def _seq_shapes(T, B, d, s):
                "dz": (T, B, m)}  # fmt: skip
 
 
-def _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
-    if xz.dim() != 3 or h0.dim() != 2:
+def _check_sequence(op: str, shapes_of, s: int, lead: str, state: str, tensors: dict,
+                    lead_shape: str = "(T, B, m)") -> torch.dtype:
+    """The checks of a whole-sequence operator: ``tensors[lead]`` is (T, B, .) and
+    ``tensors[state]`` (B, d); then ``s`` and every given tensor (None: an optional
+    argument left out) against ``shapes_of(T, B, d, s)``."""
+    seq, st = tensors[lead], tensors[state]
+    if seq.dim() != 3 or st.dim() != 2:
         raise KernelArgumentError(
-            f"rrnn::lstm_seq: xz must be (T, B, m) and h0 (B, d), got {tuple(xz.shape)} and "
-            f"{tuple(h0.shape)}"
+            f"rrnn::{op}: {lead} must be {lead_shape} and {state} (B, d), got "
+            f"{tuple(seq.shape)} and {tuple(st.shape)}"
         )
-    (T, B, _), d = xz.shape, h0.shape[1]
-    _check_s("lstm_seq", s, d)
-    _, shapes = _seq_shapes(T, B, d, s)
-    names = ("xz", "h0", "ph", "cs", "out", "sig", "tan_s", "tan_g", "tanh_c")
-    return _check("lstm_seq", dict(zip(names, (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c))), shapes)
+    (T, B, _), d = seq.shape, st.shape[1]
+    _check_s(op, s, d)
+    _, shapes = shapes_of(T, B, d, s)
+    return _check(op, {k: t for k, t in tensors.items() if t is not None}, shapes)
+
+
+def _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
+    tensors = dict(xz=xz, h0=h0, ph=ph, cs=cs, out=out, sig=sig, tan_s=tan_s, tan_g=tan_g,
+                   tanh_c=tanh_c)  # fmt: skip
+    return _check_sequence("lstm_seq", _seq_shapes, s, "xz", "h0", tensors)
 
 
 def _lstm_seq_backward_args(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
-    if sig.dim() != 3 or dh.dim() != 2:
-        raise KernelArgumentError(
-            f"rrnn::lstm_seq_backward: sig must be (T, B, m) and dh (B, d), got "
-            f"{tuple(sig.shape)} and {tuple(dh.shape)}"
-        )
-    (T, B, _), d = sig.shape, dh.shape[1]
-    _check_s("lstm_seq_backward", s, d)
-    _, shapes = _seq_shapes(T, B, d, s)
-    names = ("ph", "sig", "tan_s", "tan_g", "tanh_c", "cs", "d_out", "dh", "dc", "dz")
-    tensors = dict(zip(names, (ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz)))
-    if d_out is None:
-        del tensors["d_out"]
-    return _check("lstm_seq_backward", tensors, shapes)
+    tensors = dict(ph=ph, sig=sig, tan_s=tan_s, tan_g=tan_g, tanh_c=tanh_c, cs=cs, d_out=d_out,
+                   dh=dh, dc=dc, dz=dz)  # fmt: skip
+    return _check_sequence("lstm_seq_backward", _seq_shapes, s, "sig", "dh", tensors)
 
 
 class _Steps:
@@ -330,32 +330,14 @@ def _gru_seq_shapes(T, B, d, s):
 
 
 def _gru_seq_args(a, h0, ph, bh, out, r, z, n, gn, s):
-    if a.dim() != 3 or h0.dim() != 2:
-        raise KernelArgumentError(
-            f"rrnn::gru_seq: a must be (T, B, m) and h0 (B, d), got {tuple(a.shape)} and "
-            f"{tuple(h0.shape)}"
-        )
-    (T, B, _), d = a.shape, h0.shape[1]
-    _check_s("gru_seq", s, d)
-    _, shapes = _gru_seq_shapes(T, B, d, s)
-    names = ("a", "h0", "ph", "bh", "out", "r", "z", "n", "gn")
-    tensors = {k: t for k, t in zip(names, (a, h0, ph, bh, out, r, z, n, gn)) if t is not None}
-    return _check("gru_seq", tensors, shapes)
+    tensors = dict(a=a, h0=h0, ph=ph, bh=bh, out=out, r=r, z=z, n=n, gn=gn)
+    return _check_sequence("gru_seq", _gru_seq_shapes, s, "a", "h0", tensors)
 
 
 def _gru_seq_backward_args(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
-    if r.dim() != 3 or dh.dim() != 2:
-        raise KernelArgumentError(
-            f"rrnn::gru_seq_backward: r must be (T, B, d) and dh (B, d), got "
-            f"{tuple(r.shape)} and {tuple(dh.shape)}"
-        )
-    (T, B, _), d = r.shape, dh.shape[1]
-    _check_s("gru_seq_backward", s, d)
-    _, shapes = _gru_seq_shapes(T, B, d, s)
-    names = ("ph", "r", "z", "n", "gn", "h0", "out", "d_out", "dh", "da", "dg")
-    values = (ph, r, z, n, gn, h0, out, d_out, dh, da, dg)
-    tensors = {k: t for k, t in zip(names, values) if t is not None}
-    return _check("gru_seq_backward", tensors, shapes)
+    tensors = dict(ph=ph, r=r, z=z, n=n, gn=gn, h0=h0, out=out, d_out=d_out, dh=dh, da=da, dg=dg)
+    return _check_sequence("gru_seq_backward", _gru_seq_shapes, s, "r", "dh", tensors,
+                           lead_shape="(T, B, d)")  # fmt: skip
 
 
 def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):

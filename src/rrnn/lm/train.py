@@ -32,19 +32,19 @@ import torch.nn.functional as F
 
 from ..compress import METHODS, dense_hidden_for, rank_for, sparsity_for
 from ..compress.prune import SCHEDULES, check_sparsity
-from ..fileio import atomic_torch_save, atomic_write_text, copy_file, machine
+from ..fileio import atomic_torch_save, atomic_write_text, copy_file, cpu_flags, machine
 from ..kernels import tuning
 from ..restriction import count_parameters
 from . import compression
 from . import data as D
 from .distributed import Group
+from .loss import PRECISIONS
 from .model import INITS, ModelConfig, RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
 CHECKPOINT_VERSION = 1
 VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
 LOSSES = ("fused", "torch")
-PRECISIONS = ("fp32", "bf16")  # of the fused decoder's GEMMs (rrnn.lm.loss)
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
 RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval", "loss", "precision"}
@@ -242,8 +242,6 @@ class TrainConfig:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic (x86: AVX-512 BF16 or AMX; ARM: BF16)."""
-    from ..fileio import cpu_flags
-
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
