@@ -206,6 +206,11 @@ def _optim_flags(p, d, sweep: bool) -> None:
         f"perplexity cost is in docs/benchmarks.md (default {d.precision})",
     )  # fmt: skip
     _int_flag(g, "epochs", f"epochs; the cosine schedule spans them (default {d.epochs})")
+    _int_flag(
+        g, "patience", "stop a run after N epochs without a better validation perplexity; "
+        "the cosine schedule still spans --epochs, so every epoch's lr is the full run's "
+        "(default: off, every epoch is trained)",
+    )  # fmt: skip
     _int_flag(g, "batch-size", f"training batch size (default {d.batch_size})")
     _int_flag(
         g,
@@ -328,16 +333,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
+    stopped = (
+        f"; stopped by patience after epoch {result['stopped_epoch']} of {result['epochs_planned']}"
+        if result["status"] == "early-stopped"
+        else ""
+    )
     print(
         f"run {out}: test ppl {result['test_ppl']:.2f} at the best validation epoch "
         f"{result['best_epoch']} (valid ppl {result['valid_ppl']:.2f}); "
-        f"{result['rnn_params']:,} recurrent parameters"
+        f"{result['rnn_params']:,} recurrent parameters{stopped}"
     )
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import AXES, Sweep, expand, parse_grid, parse_list, record_grid
+    from .lm.train import FINISHED
 
     axes = {a: parse_list(a, getattr(args, a)) for a in AXES if getattr(args, a) is not None}
     grids = [parse_grid(text) for text in args.grid or []]
@@ -360,7 +371,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         results = sweep.run_ray(args.ray_address)
     else:
         results = sweep.run_local()
-    bad = {n: r for n, r in results.items() if r not in ("completed",)}
+    bad = {n: r for n, r in results.items() if r not in FINISHED}
     conflicts = [r for r in runs if r.state == "conflict"]
     for run in conflicts:
         print(f"conflict {run.name}: {run.detail}; use another --out for these settings")

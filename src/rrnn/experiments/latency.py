@@ -97,6 +97,6 @@ def measure_sweep(sweep_dir, log=print, **kw) -> list[dict]:
     for d in sorted(Path(sweep_dir).iterdir()):
         summary = d / "summary.json"
         if d.is_dir() and (d / "best.pt").is_file() and summary.is_file():
-            if json.loads(summary.read_text()).get("status") == "completed":
+            if json.loads(summary.read_text()).get("status") in ("completed", "early-stopped"):
                 out.append(measure_run(d, log=log, **kw))
     return out

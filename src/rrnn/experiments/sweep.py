@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ..lm.train import RESUMABLE_OVERRIDES, TrainConfig
+from ..lm.train import RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
 AXES: dict[str, str] = {
@@ -164,7 +164,8 @@ def inspect(run: Run, run_dir: Path) -> Run:
             run.state, run.detail = "conflict", "holds other settings: " + ", ".join(diff)
             return run
     summary = _read_json(run_dir / "summary.json") or {}
-    if summary.get("status") == "completed":
+    status = summary.get("status")
+    if status == "completed" or (status == "early-stopped" and _still_stopped(summary, run)):
         run.state = "done"
     elif summary.get("status") == "diverged":
         run.state, run.detail = "diverged", "stopped: training diverged (see train.log)"
@@ -173,6 +174,17 @@ def inspect(run: Run, run_dir: Path) -> Run:
     else:
         run.state = "new"
     return run
+
+
+def _still_stopped(summary: dict, run: Run) -> bool:
+    """An early-stopped run stays done unless the sweep asks for more patience
+    (or none: every epoch), which continues it where it stopped."""
+    try:
+        epoch, best = int(summary["stopped_epoch"]), int(summary["best_epoch"])
+    except (KeyError, TypeError, ValueError):
+        return False  # an unreadable summary: the checkpoint decides on resume
+    cfg = run.config
+    return early_stop_due(epoch, best, cfg.get("patience"), cfg["epochs"])
 
 
 def progress(run_dir: Path, epochs: int) -> tuple[float, str]:
@@ -363,8 +375,8 @@ class Sweep:
     def _outcome(self, run: Run, code: int) -> str:
         summary = _read_json(self.out / run.name / "summary.json") or {}
         status = summary.get("status")
-        if code == 0 and status == "completed":
-            return "completed"
+        if code == 0 and status in ("completed", "early-stopped"):
+            return status
         if status == "diverged" or code == 3:
             return "diverged"
         if code == 130 or status == "interrupted":
@@ -443,8 +455,11 @@ class _View:
             )  # fmt: skip
 
     def _done(self) -> float:
+        # a run stopped by patience has nothing left: it counts as its whole schedule
         return sum(
-            min(progress(self.out / name, epochs)[0], epochs)
+            epochs
+            if self.sweep.results.get(name) == "early-stopped"
+            else min(progress(self.out / name, epochs)[0], epochs)
             for name, epochs in self.epochs.items()
         )
 
@@ -471,7 +486,7 @@ class _View:
 
     def update(self, running: list[Run], n_pending: int) -> None:
         done = self._done()
-        finished = sum(v == "completed" for v in self.sweep.results.values())
+        finished = sum(v in ("completed", "early-stopped") for v in self.sweep.results.values())
         counts = f"{finished} finished, {len(running)} running, {n_pending} waiting"
         if self.main is not None:
             self.main.n = round(done, 2)

@@ -48,7 +48,12 @@ def main(argv: list[str]) -> int:
         return 130
     if result["status"] == "interrupted":
         return 130
-    log(f"finished: test ppl {result['test_ppl']:.2f} at epoch {result['best_epoch']}")
+    how = (
+        f"stopped by patience after epoch {result['stopped_epoch']}"
+        if result["status"] == "early-stopped"
+        else "finished"
+    )
+    log(f"{how}: test ppl {result['test_ppl']:.2f} at epoch {result['best_epoch']}")
     return 0
 
 

@@ -47,7 +47,12 @@ VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default 
 LOSSES = ("fused", "torch")
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
-RESUMABLE_OVERRIDES = {"data_dir", "corpus", "device", "threads", "log_interval", "loss", "precision"}
+# (--patience too: it decides only when a run stops, never what an epoch computes)
+RESUMABLE_OVERRIDES = {
+    "data_dir", "corpus", "device", "threads", "log_interval", "loss", "precision", "patience",
+}  # fmt: skip
+# summary.json's status of a run that has nothing left to train
+FINISHED = ("completed", "early-stopped")
 # A window's loss above this many times log(V) (the loss of a uniform guess) is
 # divergence, as is a non-finite loss or gradient norm. A fresh model starts
 # below 1.5 log(V) (measured on PTB and WikiText-2, every cell, both variants).
@@ -79,6 +84,7 @@ class TrainConfig:
     backend: str = "rrnn"
     init: str = "authors"  # "uniform": the paper's text; see RNNModel.initialize
     epochs: int = 100
+    patience: int | None = None  # stop after this many epochs without a better valid ppl
     batch_size: int = 80
     eval_batch_size: int = 80
     bptt: int = 35
@@ -128,6 +134,14 @@ class TrainConfig:
         for name in ("threads", "max_batches"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.patience is not None:
+            p = self.patience
+            if isinstance(p, bool) or not isinstance(p, int) or p <= 0:
+                raise ValueError(
+                    f"patience must be a positive integer (epochs without a better validation "
+                    f"perplexity before the run stops), got {p!r}; leave it out to train "
+                    "every epoch of the schedule"
+                )
         if not _real(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("momentum", "weight_decay", "clip"):
@@ -265,6 +279,15 @@ def default_threads() -> int:
     except (AttributeError, OSError):
         return threads
     return max(1, min(threads, int(cores - busy + 0.5)))
+
+
+def early_stop_due(epoch: int, best_epoch: int | None, patience: int | None, epochs: int) -> bool:
+    """Whether a run that has trained ``epoch`` epochs, its best validation at
+    ``best_epoch``, stops now by patience (never after the schedule's last epoch:
+    that run simply completed)."""
+    if patience is None or epoch >= epochs:
+        return False
+    return epoch - (best_epoch or 0) >= patience
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -491,11 +514,27 @@ def train(
     try:
         run = _Run.open(cfg, Path(out), resume, overwrite, explicit or set(), log, group)
         show_bar = (sys.stderr.isatty() if progress is None else progress) and group.main
+        if run.early_stopped():
+            run.log(
+                f"{out} stopped by patience after epoch {run.state['epoch']} (best validation "
+                f"at epoch {run.state['best']['epoch']}, patience {run.cfg.patience}); "
+                "nothing to resume. A larger --patience continues it"
+            )
+            # a kill between the checkpoint and summary.json leaves the file one epoch behind
+            stored = _read_status(Path(out) / "summary.json")
+            return run.summary("early-stopped", write=stored != "early-stopped")
         with _StopFlag() as flag:
             for epoch in range(run.state["epoch"], run.cfg.epochs):
                 if run.train_epoch(epoch, flag, show_bar) == "interrupted":
                     return run.summary("interrupted")
                 run.end_epoch(epoch)
+                if run.early_stopped():
+                    run.log(
+                        f"early stop after epoch {epoch + 1} of {run.cfg.epochs}: no better "
+                        f"validation perplexity for {run.cfg.patience} epochs (best at epoch "
+                        f"{run.state['best']['epoch']}); the schedule's lr was kept throughout"
+                    )
+                    return run.summary("early-stopped", write=False)  # end_epoch wrote it
                 if flag.stop and epoch + 1 < run.cfg.epochs:
                     run.log(
                         f"stopped after epoch {epoch + 1}; continue with: "
@@ -665,7 +704,15 @@ class _Run:
             self.out / "checkpoint.pt",
         )
 
-    def summary(self, status: str) -> dict:
+    def early_stopped(self) -> bool:
+        best = self.state["best"]
+        return early_stop_due(
+            self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
+        )
+
+    def summary(self, status: str, write: bool = True) -> dict:
+        """The run's numbers; written to summary.json unless ``write`` is False
+        (a no-op resume leaves the file as the run left it)."""
         state, best = self.state, self.state["best"]
         record = next((h for h in state["history"] if best and h["epoch"] == best["epoch"]), None)
         tokens = sum(h["train_tokens"] for h in state["history"])
@@ -676,6 +723,9 @@ class _Run:
             "best_epoch": best["epoch"] if best else None,
             "epochs": len(state["history"]),
             "epochs_planned": self.cfg.epochs,
+            "patience": self.cfg.patience,
+            "stopped_epoch": state["epoch"] if status == "early-stopped" else None,
+            "stop_reason": _stop_reason(status, state, self.cfg),
             "rnn_params": self.rnn_params,
             "total_params": self.total_params,
             "compress": self.cfg.compress,
@@ -694,7 +744,7 @@ class _Run:
             ),
             "history": state["history"],
         }
-        if self.group.main:
+        if write and self.group.main:
             atomic_write_text(self.out / "summary.json", _strict_json(result))
         return result
 
@@ -820,13 +870,33 @@ class _Run:
         self.checkpoint(epoch + 1, 0, None)
         if improved and self.group.main:
             copy_file(self.out / "checkpoint.pt", self.out / "best.pt")
-        self.summary("running" if epoch + 1 < cfg.epochs else "completed")
+        done = "early-stopped" if self.early_stopped() else "completed"
+        self.summary("running" if epoch + 1 < cfg.epochs and done == "completed" else done)
         self.log(
             f"epoch {epoch + 1:3d} | lr {lr:.4f} | train ppl {perplexity(train_loss):8.2f} | "
             f"valid ppl {perplexity(losses['valid']):8.2f} | test ppl "
             f"{perplexity(losses['test']):8.2f} | {state['elapsed']:.0f}s"
             + ("  *best" if improved else "")
         )
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _stop_reason(status: str, state: dict, cfg: TrainConfig) -> str | None:
+    """Why a run is where it is, in words the report prints."""
+    if status == "early-stopped":
+        return (
+            f"patience {cfg.patience}: no better validation perplexity after epoch "
+            f"{state['best']['epoch']}"
+        )
+    if status == "completed":
+        return f"the schedule's {cfg.epochs} epochs"
+    return None
 
 
 def dry_run_config(cfg: TrainConfig) -> TrainConfig:
