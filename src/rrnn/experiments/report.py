@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import paper
 from ..fileio import describe_machine
+from ..lm.train import FINISHED
 from ..restriction import count_parameters
 from . import compression
 
@@ -62,18 +63,31 @@ class RunResult:
     # --- what the run measured -------------------------------------------
     def selected(self, rule: str) -> tuple[float | None, float | None, int | None]:
         """(test, valid, epoch) by ``rule``; epoch is the best-validation epoch."""
-        good = [h for h in self.history if _finite(h.get("valid_ppl"))]
+        # epochs before pruning ended (or the ISS cut) are a larger model than the run's
+        sized = [h for h in self.history if h.get("at_final_size", True)]
+        good = [h for h in sized if _finite(h.get("valid_ppl"))]
         if not good:
             return None, None, None
         best = min(good, key=lambda h: h["valid_ppl"])
         if rule == "min-test":
-            tests = [h["test_ppl"] for h in self.history if _finite(h.get("test_ppl"))]
+            tests = [h["test_ppl"] for h in sized if _finite(h.get("test_ppl"))]
             return (min(tests) if tests else None), best["valid_ppl"], best["epoch"]
         return best["test_ppl"], best["valid_ppl"], best["epoch"]
 
     @property
     def finished(self) -> bool:
-        return self.status == "completed"
+        """Nothing left to train: every epoch of the schedule, or stopped by patience."""
+        return self.status in FINISHED
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the run is where it is, as the report prints it."""
+        reason = self.summary.get("stop_reason")
+        if isinstance(reason, str) and reason:
+            return reason
+        if self.status == "completed":
+            return f"the schedule's {self.train['epochs']} epochs"
+        return "-" if self.finished else self.status
 
     # --- where it sits in the paper ----------------------------------------
     @property
@@ -220,6 +234,7 @@ def csv_rows(runs: list[RunResult], rule: str) -> list[dict]:
             "sharing_rate": t["sharing_rate"], "variant": t["variant"], "lr": t["lr"],
             "init": t.get("init"), "seed": t["seed"], "status": run.status,
             "epochs_done": len(run.history), "epochs_planned": t["epochs"],
+            "patience": t.get("patience"), "stop_reason": run.stop_reason,
             "rnn_params": run.rnn_params, "table_ii_millions": run.table_ii_count(),
             "rule": rule, "test_ppl": test, "valid_ppl": valid, "epoch": epoch,
             "paper_test_ppl": entry[0] if entry else None,
@@ -236,15 +251,16 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def runs_table(runs: list[RunResult], rule: str) -> str:
-    header = ["run", "status", "epochs", "lr", "init", "recurrent params", "test (valid)",
-              "paper test (valid)", "test vs paper"]  # fmt: skip
+    header = ["run", "status", "epochs", "stopped by", "lr", "init", "recurrent params",
+              "test (valid)", "paper test (valid)", "test vs paper"]  # fmt: skip
     rows = []
     for run in runs:
         test, valid, _ = run.selected(rule)
         entry = run.paper_entry()
         d = _diff(test, entry[0] if entry else None)
         rows.append([
-            run.name, run.status, f"{len(run.history)}/{run.train['epochs']}", f"{run.train['lr']:g}",
+            run.name, run.status, f"{len(run.history)}/{run.train['epochs']}", run.stop_reason,
+            f"{run.train['lr']:g}",
             str(run.train.get("init")), f"{run.rnn_params:,}", f"{_fmt(test)} ({_fmt(valid)})",
             f"{entry[0]} ({entry[1]})" if entry else "-", f"{d:+.1%}" if d is not None else "-",
         ])  # fmt: skip

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ..lm.train import RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
+from ..lm.train import FINISHED, RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
 AXES: dict[str, str] = {
@@ -375,7 +375,7 @@ class Sweep:
     def _outcome(self, run: Run, code: int) -> str:
         summary = _read_json(self.out / run.name / "summary.json") or {}
         status = summary.get("status")
-        if code == 0 and status in ("completed", "early-stopped"):
+        if code == 0 and status in FINISHED:
             return status
         if status == "diverged" or code == 3:
             return "diverged"
@@ -486,7 +486,7 @@ class _View:
 
     def update(self, running: list[Run], n_pending: int) -> None:
         done = self._done()
-        finished = sum(v in ("completed", "early-stopped") for v in self.sweep.results.values())
+        finished = sum(v in FINISHED for v in self.sweep.results.values())
         counts = f"{finished} finished, {len(running)} running, {n_pending} waiting"
         if self.main is not None:
             self.main.n = round(done, 2)

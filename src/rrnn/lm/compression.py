@@ -60,6 +60,12 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    def at_final_size(self) -> bool:
+        """Whether the model now has the size it ends with. Only such epochs can be
+        a run's best (its reported numbers and best.pt) and count for --patience:
+        an epoch before pruning ends is a larger model than the budget."""
+        return True
+
     def describe(self) -> str:
         c = self.model.config
         if c.compress == "lowrank":
@@ -91,6 +97,10 @@ class Prune(Method):
 
     def after_step(self) -> None:
         self.pruner.step()
+
+    def at_final_size(self) -> bool:
+        # the step at `end` sets the last masks; at the run's last step the size is final anyway
+        return self.pruner.itr > self.schedule.end or self.pruner.itr >= self.schedule.total
 
     def state_dict(self) -> dict:
         return self.pruner.state_dict()
@@ -132,6 +142,10 @@ class ISS(Method):
             self.reg.cut(self.cfg.budget())
         self.reg.step()
         self.itr += 1
+
+    def at_final_size(self) -> bool:
+        # with the cut: once it has happened; lambda alone shrinks the widths all along
+        return not self.cfg.iss_cut or not self.reg.active or self.itr >= self.schedule.total
 
     def state_dict(self) -> dict:
         return {"itr": self.itr, **self.reg.state_dict()}

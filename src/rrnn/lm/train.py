@@ -705,8 +705,9 @@ class _Run:
         )
 
     def early_stopped(self) -> bool:
+        """Patience counts only epochs at the model's final size (after pruning)."""
         best = self.state["best"]
-        return early_stop_due(
+        return self.method.at_final_size() and early_stop_due(
             self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
         )
 
@@ -857,10 +858,15 @@ class _Run:
             "test_ppl": json_ppl(losses["test"]), "train_tokens": state["tokens"],
             "elapsed": state["elapsed"],
         }  # fmt: skip
+        sized = self.method.at_final_size()
+        if not sized:
+            record["at_final_size"] = False  # pruning or the ISS cut still to come
         state["history"].append(record)
         best = state["best"]
-        improved = record["valid_ppl"] is not None and (
-            best is None or record["valid_ppl"] < best["valid_ppl"]
+        improved = (
+            sized
+            and record["valid_ppl"] is not None
+            and (best is None or record["valid_ppl"] < best["valid_ppl"])
         )
         if improved:
             state["best"] = {"epoch": epoch + 1, "valid_ppl": record["valid_ppl"]}
