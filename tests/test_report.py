@@ -25,8 +25,9 @@ def _history(pairs):
 
 
 def make_run(root, cell, rate, pairs, status="completed", epochs=None, summary=True, **train):
-    cfg = TrainConfig(dataset="ptb", cell=cell, sharing_rate=rate, variant="tied-dropout",
-                      epochs=epochs or len(pairs), **train)  # fmt: skip
+    train = {"variant": "tied-dropout", **train}
+    cfg = TrainConfig(dataset="ptb", cell=cell, sharing_rate=rate, epochs=epochs or len(pairs),
+                      **train)  # fmt: skip
     from rrnn.experiments.sweep import run_name
 
     d = root / run_name(cfg)
@@ -155,3 +156,25 @@ def test_paper_tables_ship_with_the_package_and_match_the_paper_text():
             for cell in ("rnn", "gru", "lstm"):
                 rows = doc["perplexity"][dataset][variant][cell]
                 assert len(rows) == 8 and all(t < v for t, v in rows)  # test below valid
+
+
+def test_compression_figures_compare_like_with_like_and_tell_methods_apart(tmp_path):
+    from rrnn.experiments import compression as C
+
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain")
+    make_run(root, "lstm", 0.0, [(150, 140)], **plain)
+    make_run(root, "lstm", 0.5, [(160, 150)], **plain)
+    make_run(root, "lstm", 0.5, [(155, 145)], compress="dense", **plain)
+    make_run(root, "lstm", 0.5, [(157, 147)], compress="prune", **plain)
+    make_run(root, "lstm", 0.0, [(90, 80)], lr=10.0, **plain)  # trained otherwise: not compared
+    make_run(root, "gru", 0.0, [(140, 130)], **plain)  # another cell: not compared
+    runs = R.load_sweep(root)
+    styles = {C.describe(r): C.style(r) for r in runs if r.train["lr"] == 1.0}
+    assert len(set(styles.values())) == len(styles) == 4  # one style per method
+    assert styles["classical (r=0)"] != styles["restricted r=0.5"]
+    R.write_report(root, log=lambda m: None)
+    section = (root / "report.md").read_text().split("## Compression methods")[1]
+    section = section.split("## ")[0]
+    assert "lr10" not in section and "gru" not in section
+    assert "ptb-lstm-r0-plain-lr1" in section and "-dense" in section

@@ -7,9 +7,19 @@ from pathlib import Path
 
 from ..fileio import describe_machine
 
-MARKERS = {"restrict": "o", "dense": "s", "lowrank": "^", "prune": "x", "iss": "D"}
-COLORS = {"restrict": "tab:red", "dense": "tab:gray", "lowrank": "tab:blue",
-          "prune": "tab:green", "iss": "tab:purple"}  # fmt: skip
+# (marker, colour) per method; the classical layer (restrict at r = 0) is its own
+# series, so that it never looks like the restricted one
+STYLES = {
+    "classical": ("*", "black"), "restrict": ("o", "tab:red"), "dense": ("s", "tab:gray"),
+    "lowrank": ("^", "tab:blue"), "prune": ("X", "tab:green"), "iss": ("D", "tab:purple"),
+}  # fmt: skip
+
+
+def style(run) -> tuple[str, str]:
+    """The marker and colour of a run's method in every compression figure."""
+    if run.method == "restrict" and not run.train["sharing_rate"]:
+        return STYLES["classical"]
+    return STYLES.get(run.method, ("o", "black"))
 
 
 def describe(run) -> str:
@@ -140,8 +150,9 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
                 if x is None:
                     continue
                 pts.append((x, y))
-                ax.scatter(x, y, marker=MARKERS.get(r.method, "o"), s=60,
-                           color=COLORS.get(r.method, "black"), label=describe(r))  # fmt: skip
+                marker, color = style(r)
+                ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 60, color=color,
+                           label=describe(r))  # fmt: skip
                 if not r.finished:
                     ax.annotate(r.status, (x, y), fontsize=7)
             front = _frontier(pts)

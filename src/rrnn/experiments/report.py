@@ -572,6 +572,10 @@ def write_report(
     # compared methods get their own section and Pareto figures
     runs = [r for r in every if r.method == "restrict"]
     compressed = [r for r in every if r.method != "restrict"]
+    # the methods are compared with the LSTMs trained like them (same data, variant,
+    # lr, schedule), not with every run of the sweep
+    like = {c.group() for c in compressed}
+    compared = [r for r in every if r.group() in like and r.train["cell"] == "lstm"]
 
     buf = io.StringIO()
     rows = csv_rows(every, rule)
@@ -583,7 +587,7 @@ def write_report(
     try:
         pngs = figures(runs, rule, out)
         if compressed:
-            pngs += compression.pareto_figures(every, rule, out)
+            pngs += compression.pareto_figures(compared, rule, out)
         fig_note = ""
     except ImportError:
         pngs = []
@@ -594,15 +598,25 @@ def write_report(
     finished = sum(r.finished for r in every)
     machines = sorted({describe_machine(r.machine) for r in every if r.machine})
     budget = sorted({r.train["epochs"] for r in every})
+    patience = sorted({r.train.get("patience") or 0 for r in every})
+    stopping = (
+        f" (cosine schedules of that length; runs with --patience {', '.join(str(p) for p in patience if p)} "
+        "stop once validation has not improved for that many epochs, so the epochs each "
+        "trained are in the table below)"
+        if any(patience)
+        else ""
+    )
+    # a report rebuilt from a results folder's runs/ is named after the folder
+    name = sweep_dir.parent.name if sweep_dir.name == "runs" else sweep_dir.name
     md = [
-        f"# Sweep report: {sweep_dir.name}",
+        f"# Sweep report: {name}",
         "",
         f"{len(every)} runs, {finished} finished. **Selection rule ({rule})**: {RULE_TEXT[rule]}. "
         "The paper's numbers are Tables III/IV as printed (100 epochs, the authors' min-test "
         "convention); they are shown wherever a run has the paper's dataset, sizes and "
         "variant, whatever its budget.",
         "",
-        f"Budget: {', '.join(str(e) for e in budget)} epochs per run"
+        f"Budget: {', '.join(str(e) for e in budget)} epochs per run{stopping}"
         + (
             "; the paper trained 100, so the perplexities here are not its numbers at its "
             "budget, and a claim judged here is judged at this budget."
@@ -631,7 +645,7 @@ def write_report(
         "",
         claims_markdown(found, runs),
         "",
-        *([compression.section(every, rule), ""] if compressed else []),
+        *([compression.section(compared, rule), ""] if compressed else []),
         "## Figures",
         "",
     ]

@@ -711,7 +711,7 @@ class _Run:
             self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
         )
 
-    def summary(self, status: str, write: bool = True) -> dict:
+    def summary(self, status: str, write: bool = True, reason: str | None = None) -> dict:
         """The run's numbers; written to summary.json unless ``write`` is False
         (a no-op resume leaves the file as the run left it)."""
         state, best = self.state, self.state["best"]
@@ -726,7 +726,7 @@ class _Run:
             "epochs_planned": self.cfg.epochs,
             "patience": self.cfg.patience,
             "stopped_epoch": state["epoch"] if status == "early-stopped" else None,
-            "stop_reason": _stop_reason(status, state, self.cfg),
+            "stop_reason": reason or _stop_reason(status, state, self.cfg),
             "rnn_params": self.rnn_params,
             "total_params": self.total_params,
             "compress": self.cfg.compress,
@@ -751,7 +751,7 @@ class _Run:
 
     # --- one epoch -----------------------------------------------------------
     def _diverged(self, why: str, epoch: int, batch: int, lr: float) -> TrainingDiverged:
-        self.summary("diverged")
+        self.summary("diverged", reason=f"diverged: {why} at epoch {epoch + 1}, batch {batch + 1}")
         return TrainingDiverged(
             f"training diverged: {why} at epoch {epoch + 1}, batch {batch + 1} (lr {lr:.4g}). "
             f"The last good checkpoint ({self.out / 'checkpoint.pt'}, after epoch "
