@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from rrnn.lm.loss import linear_cross_entropy
 from rrnn.lm.model import ModelConfig, RNNModel
 
+from .cpu_features import skip_unless_torch_autocasts
+
 
 def _data(n, h, v, dtype, bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -90,6 +92,7 @@ def test_under_autocast_it_is_torchs_pair():
 def test_a_language_model_under_autocast_takes_torchs_pair():
     """The recurrent stack hands bfloat16 rows to a float32 decoder under autocast:
     no dtype error, the same value as torch's pair."""
+    skip_unless_torch_autocasts("lstm")
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=40, cell="lstm", sharing_rate=0.5, layers=2, embedding_size=8,
                       hidden_size=8)  # fmt: skip

@@ -13,6 +13,7 @@ import rrnn
 from rrnn.cli import main
 from rrnn.lm import train as T
 
+from .cpu_features import skip_unless_torch_autocasts
 from .lm_helpers import write_corpus
 
 TINY = [
@@ -260,6 +261,7 @@ def test_empty_sequence_and_dtype_mismatch_say_what_to_change(cls):
 
 @pytest.mark.parametrize("cls", [rrnn.RestrictedGRU, rrnn.RestrictedLSTM])
 def test_autocast_matches_torch_nn(cls):
+    skip_unless_torch_autocasts(cls.__name__.removeprefix("Restricted").lower())
     torch.manual_seed(0)
     m = cls(20, 20, 2, sharing_rate=0.5)
     ref = m.to_torch()
