@@ -708,9 +708,13 @@ _SHARED_ROW = torch.compiler.disable(kernels.shared_row_forward)
 def _vf(name):
     # torch.compile cannot trace the fused recurrent kernels (dynamo also graph-
     # breaks on torch.nn's RNN modules); leave the call eager, compile the rest.
-    @torch.compiler.disable
+    # torch.export (strict) has no eager to leave it to: there the op is recorded.
+    op = getattr(torch._VF, name)
+    eager = torch.compiler.disable(op)
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
     def call(*args):
-        return getattr(torch._VF, name)(*args)
+        return op(*args) if exporting() else eager(*args)
 
     return call
 

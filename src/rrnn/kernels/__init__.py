@@ -13,8 +13,8 @@ Paths (``module.kernel`` forces one; ``"auto"`` chooses per call):
                and layer; packed rows for LSTM/GRU with a uniform rate, full
                rows and torch's cell functions otherwise (any device).
 
-``auto`` takes ``reference`` under torch.compile and torch.export (tracing
-cannot follow the C kernels), ``stream`` for a single step without autograd (not
+``auto`` takes ``reference`` under torch.compile, torch.export, torch.jit.trace
+and the TorchScript ONNX exporter (tracing cannot follow the C kernels), ``stream`` for a single step without autograd (not
 for a GRU without shared rows, where it measured no faster), ``shared-row``
 for LSTM/GRU sequences on CPU whose every layer shares at least the measured
 ``SHARED_ROW_MIN_RATE``, else ``reference``. An RNN has one gate, so sharing
@@ -88,6 +88,13 @@ def _functorch_active() -> bool:
         return False
 
 
+def _tracing() -> bool:
+    """True under torch.jit.trace (and so the TorchScript ONNX exporter) and under
+    torch.export, strict or not: they record operators, not what the C kernels do."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.jit.is_tracing() or exporting() or torch.compiler.is_compiling()
+
+
 def _needs_grad(module, data: Tensor, hx) -> bool:
     if not torch.is_grad_enabled():
         return False
@@ -134,6 +141,10 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
         # torch.compile / torch.export trace the reference path (the fast paths
         # call C kernels on raw data pointers, which tracing cannot follow)
         return "reference", "torch.compile / torch.export trace torch's own operators"
+    if forced == "auto" and _tracing():
+        # torch.jit.trace and the TorchScript ONNX exporter record torch's operators;
+        # the C paths and the stream cache's stored weights would become constants
+        return "reference", "torch.jit.trace / torch.onnx.export record torch's own operators"
     if forced == "auto" and _functorch_active():
         return "reference", "torch.func transforms trace torch's own operators"
     if forced == "auto" and torch.is_autocast_enabled(data.device.type):
