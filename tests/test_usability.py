@@ -247,15 +247,18 @@ def test_empty_sequence_and_dtype_mismatch_say_what_to_change(cls):
     m = cls(10, 10, 2, sharing_rate=0.5)
     with pytest.raises(ValueError, match="sequence length to be larger than 0"):
         m(torch.randn(0, 3, 10))
-    with pytest.raises(TypeError, match=r"float64 but the layer's weights are torch.float32"):
+    # torch.nn's classes: ValueError for a layer's input, RuntimeError for its state
+    # and for the cells; the message names the fix
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match weight "
+                       r"dtype \(torch.float32\). Convert input: input.to\(torch.float32\)"):
         m(torch.randn(4, 3, 10, dtype=torch.float64))
-    with pytest.raises(TypeError, match="nn.Embedding"):
+    with pytest.raises(ValueError, match="nn.Embedding"):
         m(torch.randint(0, 5, (4, 3, 10)))
     h = torch.zeros(2, 3, 10, dtype=torch.float64)
-    with pytest.raises(TypeError, match="h0 has dtype torch.float64"):
+    with pytest.raises(RuntimeError, match=r"h0 dtype \(torch.float64\) does not match"):
         m(torch.randn(1, 3, 10), (h, h) if cls is rrnn.RestrictedLSTM else h)
     cell = getattr(rrnn, cls.__name__ + "Cell")(10, 10, sharing_rate=0.5)
-    with pytest.raises(TypeError, match="input has dtype torch.float64"):
+    with pytest.raises(RuntimeError, match=r"input dtype \(torch.float64\) does not match"):
         cell(torch.randn(3, 10, dtype=torch.float64))
 
 

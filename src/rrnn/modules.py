@@ -208,10 +208,12 @@ class PathChoice(str):
         return obj
 
 
-def _check_dtype(t: Tensor, module: nn.Module, name: str) -> None:
+def _check_dtype(t: Tensor, module: nn.Module, name: str, error=RuntimeError) -> None:
     """torch.nn's rules, with the fix named: input and state are on the weights'
     device and have their dtype (autocast excepted: there torch chooses the dtype
-    of each operation). Checked before any path runs, so every path obeys them."""
+    of each operation). Checked before any path runs, so every path obeys them.
+    ``error``: the class torch.nn raises for this tensor (ValueError for a layer's
+    input, RuntimeError for its state and for the cells)."""
     weight = next((p for p in module.parameters() if p.numel()), None)
     if weight is None:
         return
@@ -221,29 +223,51 @@ def _check_dtype(t: Tensor, module: nn.Module, name: str) -> None:
             f"{name} is on {t.device}, the parameters on {weight.device}; move one with "
             f".to({str(weight.device)!r}) or .to({str(t.device)!r})"
         )
-    if t.dtype == weight.dtype:
+    if t.dtype == weight.dtype or torch.is_autocast_enabled(t.device.type):
         return
-    if not t.is_floating_point():
-        raise TypeError(
-            f"{type(module).__name__}: {name} must be a floating-point tensor, got {t.dtype}; "
-            "token ids go through an nn.Embedding first, other integers through .float()"
-        )
-    if torch.is_autocast_enabled(t.device.type):
-        return
-    raise TypeError(
-        f"{type(module).__name__}: {name} has dtype {t.dtype} but the layer's weights are "
-        f"{weight.dtype}; convert the {name} (.to({weight.dtype})) or the layer "
-        f"(.to({t.dtype}))"
+    hint = (
+        "; token ids go through an nn.Embedding first, other integers through .float()"
+        if not t.is_floating_point()
+        else ""
     )
+    raise error(
+        f"{type(module).__name__}: {name} dtype ({t.dtype}) does not match weight dtype "
+        f"({weight.dtype}). Convert {name}: {name}.to({weight.dtype}), or convert model: "
+        f"model.to({t.dtype}){hint}"
+    )
+
+
+def _check_cell_state(h, name: str, expected: tuple, batched: bool, hidden: int) -> None:
+    """torch.nn's cell checks and wording (RuntimeError), the expected shape added."""
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(h).__name__}")
+    if h.dim() != len(expected):
+        raise RuntimeError(
+            f"{name} must be {len(expected)}-D {expected} for "
+            f"{'batched' if batched else 'unbatched'} input, got shape {_shape(h)}"
+        )
+    if h.size(-1) != hidden:
+        raise RuntimeError(
+            f"hidden0 has inconsistent hidden_size: got {h.size(-1)}, expected {hidden} "
+            f"({name} must have shape {expected})"
+        )
+    if batched and h.size(0) != expected[0]:
+        raise RuntimeError(
+            f"Input batch size {expected[0]} doesn't match hidden0 batch size {h.size(0)} "
+            f"({name} must have shape {expected})"
+        )
 
 
 def _check_common(input_size, hidden_size, bias, mode: str) -> None:
     R.num_gates(mode)
+    # torch.nn's classes and wording: TypeError for the type, ValueError for the value
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero, got {value}")
     if not isinstance(bias, bool):
-        raise TypeError(f"bias must be True or False, got {bias!r}")
+        raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
 
 
 def _check_nonlinearity(nonlinearity: str) -> None:
@@ -280,6 +304,10 @@ class RestrictedRNNBase(_CompactWeights):
         super().__init__()
         mode = self._mode
         _check_common(input_size, hidden_size, bias, mode)
+        if not isinstance(batch_first, bool):  # "False" would mean True
+            raise TypeError(
+                f"batch_first should be of type bool, got: {type(batch_first).__name__}"
+            )
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
         if (
@@ -570,9 +598,11 @@ class RestrictedRNNBase(_CompactWeights):
         expected = self._state_shape(batch)
         if not batched:
             expected = (expected[0], expected[2])
-        if not isinstance(h, Tensor) or _shape(h) != expected:
-            got = _shape(h) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(
+        if not isinstance(h, Tensor):
+            raise TypeError(f"{name} must be a Tensor, got {type(h).__name__}")
+        if _shape(h) != expected:
+            got = _shape(h)
+            raise RuntimeError(
                 f"{name} must have shape (num_layers * num_directions, "
                 f"{'batch, ' if batched else ''}hidden_size) = {expected}"
                 f"{'' if batched else ' for unbatched input'}, got {got}"
@@ -603,16 +633,16 @@ class RestrictedRNNBase(_CompactWeights):
             batch_sizes = sorted_indices = unsorted_indices = None
             batch = data.size(batch_dim)
         if data.size(-1) != self.input_size:
-            raise ValueError(
-                f"input has {data.size(-1)} features (input.size(-1)), but the module "
-                f"expects input_size={self.input_size}"
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {data.size(-1)} (the module was built with input_size={self.input_size})"
             )
         if batch_sizes is None and data.size(0 if not self.batch_first else 1) == 0:
             raise ValueError(
                 f"Expected sequence length to be larger than 0 in {type(self).__name__}; "
                 f"got input of shape {_shape(input)}"
             )
-        _check_dtype(data, self, "input")
+        _check_dtype(data, self, "input", error=ValueError)
         is_lstm = self._mode == "lstm"
         if hx is None:
             zeros = torch.zeros(self._state_shape(batch), dtype=data.dtype, device=data.device)
@@ -945,9 +975,9 @@ class RestrictedCellBase(_CompactWeights):
                 f"input must be 2-D (batch, input_size) or 1-D (input_size,), got {got}"
             )
         if input.size(-1) != self.input_size:
-            raise ValueError(
-                f"input has {input.size(-1)} features (input.size(-1)), but the cell "
-                f"expects input_size={self.input_size}"
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {input.size(-1)} expected "
+                f"{self.input_size}"
             )
         _check_dtype(input, self, "input")
         batched = input.dim() == 2
@@ -964,9 +994,7 @@ class RestrictedCellBase(_CompactWeights):
                     f"hx must be a tuple (h, c) for an LSTM cell, got {len(states)} tensors"
                 )
             for h, name in zip(states, names):
-                if not isinstance(h, Tensor) or _shape(h) != expected:
-                    got = _shape(h) if isinstance(h, Tensor) else type(h).__name__
-                    raise ValueError(f"{name} must have shape {expected}, got {got}")
+                _check_cell_state(h, name, expected, batched, self.hidden_size)
                 _check_dtype(h, self, name)
             if not batched:
                 states = tuple(h.unsqueeze(0) for h in states)
