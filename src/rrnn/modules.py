@@ -29,6 +29,7 @@ import math
 import numbers
 import re
 import warnings
+import weakref
 
 import torch
 from torch import Tensor, nn
@@ -135,6 +136,53 @@ class _CompactWeights(nn.Module):
                 out_b.append(None)
         return out_w[0], out_w[1], out_b[0], out_b[1]
 
+    @torch.no_grad()
+    def _scatter(self, res: R.Restriction, sfx: str, key: str, full: tuple) -> None:
+        """The inverse of :meth:`_gather`: set the compact parameters from full
+        ``(w_ih, w_hh, b_ih, b_hh)``. Every compact entry becomes the mean of the
+        entries of ``full`` that read it (least squares, as ``from_torch``; exact for
+        private rows and wherever the rows sharing an entry agree)."""
+        p = self._compact(sfx)
+        if res.s_r == 0:
+            names = ("weight_ih_private", "weight_hh_private", "bias_ih_private", "bias_hh_private")
+            for name, t in zip(names, full):
+                if p[name] is not None and t is not None:
+                    p[name].copy_(t)
+            return
+        head, tail = p["weight_shared"], p["weight_shared_tail"]
+        s_sum, s_cnt = torch.zeros_like(head), torch.zeros_like(head)  # (head_rows, k_r)
+        sb_sum = None if p["bias_shared"] is None else torch.zeros_like(p["bias_shared"])
+        sb_cnt = None if sb_sum is None else torch.zeros_like(sb_sum)
+        for i, tag in enumerate(("ih", "hh")):
+            k_i, w = res.in_sizes[i], full[i]
+            index = getattr(self, f"_index_{tag}{key}")
+            owner = bool(res.tail_rows) and res.tail_owner == i
+            rows = res.head_rows + (res.tail_rows if owner else 0) + res.private_rows(i)
+            ones = w.new_ones(index.numel())
+            src = w.new_zeros(rows, k_i).index_add_(0, index, w)  # sums of the rows read
+            read = w.new_zeros(rows).index_add_(0, index, ones)[:, None]  # (rows, 1)
+            cnt = read.clamp(min=1)
+            s_sum[:, :k_i] += src[: res.head_rows]
+            s_cnt[:, :k_i] += read[: res.head_rows]
+            at = res.head_rows
+            if owner:
+                tail.copy_(src[at : at + res.tail_rows, : tail.size(1)] / cnt[at : at + res.tail_rows])
+                at += res.tail_rows
+            if res.private_rows(i):
+                p[f"weight_{tag}_private"].copy_(src[at:] / cnt[at:])
+            if sb_sum is not None and full[2 + i] is not None:
+                b, reach = full[2 + i], res.reach[i]
+                bsrc = b.new_zeros(reach + res.private_rows(i)).index_add_(0, index, b)
+                bcnt = b.new_zeros(bsrc.numel()).index_add_(0, index, ones)
+                sb_sum[:reach] += bsrc[:reach]
+                sb_cnt[:reach] += bcnt[:reach]
+                if res.private_rows(i):
+                    p[f"bias_{tag}_private"].copy_(bsrc[reach:] / bcnt[reach:].clamp(min=1))
+        read = s_cnt > 0  # entries no matrix reads keep their value
+        head[read] = s_sum[read] / s_cnt[read]
+        if sb_sum is not None:
+            p["bias_shared"].copy_(sb_sum / sb_cnt.clamp(min=1))
+
     def _pool(self, res: R.Restriction, sfx: str) -> tuple[Tensor, Tensor | None]:
         p = self._compact(sfx)
         ref = p["weight_ih_private"]
@@ -195,6 +243,65 @@ class _CompactWeights(nn.Module):
             "(module, args) to export it, or module.to_torch() for a plain torch.nn module "
             "with the same outputs."
         )
+
+
+# module -> the _Watch of every tensor it handed out under a torch.nn name and
+# that is still alive (weak: neither the module nor its tensors are kept alive)
+_WATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Watch:
+    """A gathered full matrix handed out as ``m.weight_hh_l0`` (say): when it has
+    been written (in place, or through ``.data``, which shares its storage), the
+    write goes into the layer through ``set_layer_weights``. Checked when the tensor
+    is garbage-collected and at the module's next forward, state_dict, weight read
+    or conversion; a watch ends once nothing but itself holds the storage (in
+    ``m.bias_ih_l0.data[H:2*H] = 1`` the tensor dies before ``.data`` is written,
+    so the write is applied at the next of those)."""
+
+    def __init__(self, module, layer: int, direction: int, index: int, tensor: Tensor) -> None:
+        self.module = weakref.ref(module)
+        self.layer, self.direction, self.index = layer, direction, index
+        self.view = tensor.detach()  # shares the storage, not the tensor's lifetime
+        self.snapshot = self.view.clone()
+        self.dead = False
+        _WATCHES.setdefault(module, []).append(self)
+        weakref.finalize(tensor, self._tensor_died)
+
+    def sync(self) -> None:
+        module = self.module()
+        if module is None or torch.equal(self.view, self.snapshot):
+            return
+        given = [None] * 4
+        given[self.index] = self.view
+        sfx = "_reverse" if self.direction else ""
+        kind = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[self.index]
+        what = f"a write into m.{kind}_l{self.layer}{sfx}"
+        module._write_full(self.layer, self.direction, given, what)
+        self.snapshot = self.view.clone()
+
+    def finished(self) -> bool:
+        """The tensor is gone and no other tensor shares its storage."""
+        if not self.dead:
+            return False
+        use_count = getattr(torch._C, "_storage_Use_Count", None)
+        if use_count is None:  # a torch without it: one more flush, then stop
+            return True
+        return use_count(self.view.untyped_storage()._cdata) <= 2  # this view + the call's
+
+    def _tensor_died(self) -> None:
+        self.dead = True
+        self.sync()
+        if self.finished():
+            self.close()
+
+    def close(self) -> None:
+        module = self.module()
+        watches = _WATCHES.get(module) if module is not None else None
+        if watches is not None and self in watches:
+            watches.remove(self)
+            if not watches:
+                del _WATCHES[module]
 
 
 class PathChoice(str):
@@ -388,6 +495,10 @@ class RestrictedRNNBase(_CompactWeights):
         """The full torch.nn weights ``(weight_ih, weight_hh, bias_ih, bias_hh)`` of
         one layer and direction, gathered from the compact parameters
         (differentiable). Shapes ``(n*H, k_x)``, ``(n*H, H)``, ``(n*H,)``, ``(n*H,)``."""
+        self._flush_torch_names()
+        return self._layer_weights(layer, direction)
+
+    def _layer_weights(self, layer: int, direction: int = 0):
         self._check_layer(layer, direction)
         sfx = self._directions()[direction]
         return self._gather(self.restrictions[layer], f"_l{layer}{sfx}", f"_l{layer}")
@@ -401,8 +512,70 @@ class RestrictedRNNBase(_CompactWeights):
                 flat += [w_ih, w_hh] + ([b_ih, b_hh] if self.bias else [])
         return flat
 
+    def set_layer_weights(
+        self, layer: int, weight_ih: Tensor | None = None, weight_hh: Tensor | None = None,
+        bias_ih: Tensor | None = None, bias_hh: Tensor | None = None, direction: int = 0,
+    ) -> None:  # fmt: skip
+        """Set one layer's weights from torch.nn-shaped matrices (those not given keep
+        their values): shapes ``(n*H, k_x)``, ``(n*H, H)``, ``(n*H,)``, ``(n*H,)``,
+        gates in torch.nn order. Private rows are copied; each shared entry becomes
+        the mean of the entries that read it (every gate, both inputs), as
+        :meth:`from_torch` does, with a warning where they differed, so that the
+        layer no longer holds what was written there (set the shared block exactly
+        with :meth:`load_pool`). Writes through torch.nn's names
+        (``nn.init.orthogonal_(m.weight_hh_l0)``, ``m.bias_ih_l0.data[H:2*H] = 1``)
+        arrive here."""
+        self._check_layer(layer, direction)
+        self._flush_torch_names()
+        given = (weight_ih, weight_hh, bias_ih, bias_hh)
+        self._write_full(layer, direction, given, "set_layer_weights")
+
+    @torch.no_grad()
+    def _write_full(self, layer: int, direction: int, given, what: str) -> None:
+        sfx = self._directions()[direction]
+        res = self.restrictions[layer]
+        current = [
+            None if t is None else t.detach().clone() for t in self._layer_weights(layer, direction)
+        ]
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        for k, (name, new) in enumerate(zip(names, given)):
+            if new is None:
+                continue
+            if current[k] is None:
+                raise ValueError(f"{what}: {name} given, but the layer has bias=False")
+            if not isinstance(new, Tensor) or new.shape != current[k].shape:
+                got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                raise ValueError(
+                    f"{what}: {name} of layer {layer} must have shape {tuple(current[k].shape)}, "
+                    f"got {got}"
+                )
+            current[k] = new.detach().to(current[k])
+        self._scatter(res, f"_l{layer}{sfx}", f"_l{layer}", current)
+        kept = self._layer_weights(layer, direction)
+        lost = [f"{n}_l{layer}{sfx}" for n, want, got in zip(names, current, kept)
+                if want is not None and not torch.allclose(got, want, rtol=1e-6, atol=1e-7)]  # fmt: skip
+        if lost:
+            warnings.warn(
+                f"{type(self).__name__}, {what}: {', '.join(lost)} now differ from what was "
+                f"written, because the layer shares rows (its first {res.s_r} rows of every "
+                "gate read one block, for both inputs): each shared entry is the mean of "
+                "what was written there (least squares, as from_torch). Set the shared block "
+                "exactly with load_pool.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _flush_torch_names(self) -> None:
+        """Apply writes into tensors handed out under torch.nn's names."""
+        for watch in list(_WATCHES.get(self, ())):
+            watch.sync()
+            if watch.finished():
+                watch.close()
+
     # torch.nn's weight names (weight_ih_l0, bias_hh_l1_reverse, ...) read the
-    # gathered full matrices, so code that inspects a torch.nn layer works here
+    # gathered full matrices, so code that inspects a torch.nn layer works here;
+    # writes into them (nn.init.*_, .data[...] = ...) reach the layer through
+    # set_layer_weights when the tensor dies or at the next forward, whichever comes first
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
@@ -415,7 +588,12 @@ class RestrictedRNNBase(_CompactWeights):
             if match["kind"] == "bias" and not self.bias:
                 raise
             i = {"weight": 0, "bias": 2}[match["kind"]] + {"ih": 0, "hh": 1}[match["input"]]
-            return self.layer_weights(int(match["layer"]), 1 if match["reverse"] else 0)[i]
+            layer, direction = int(match["layer"]), 1 if match["reverse"] else 0
+            self._flush_torch_names()
+            tensor = self._layer_weights(layer, direction)[i]
+            if not isinstance(tensor, nn.Parameter):  # a gathered copy: watch it for writes
+                _Watch(self, layer, direction, i, tensor)
+            return tensor
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, sharing_rate=0.5):
@@ -528,6 +706,7 @@ class RestrictedRNNBase(_CompactWeights):
         ``weight`` of shape ``(d_r, k_r)`` and ``bias`` of shape ``(d_r,)`` (None
         without bias); rows: shared, then private rows of (x, gate 0..n-1),
         then of (h, gate 0..n-1); unused entries are zero. Returns copies."""
+        self._flush_torch_names()
         self._check_layer(layer, direction)
         sfx = self._directions()[direction]
         return self._pool(self.restrictions[layer], f"_l{layer}{sfx}")
@@ -544,9 +723,14 @@ class RestrictedRNNBase(_CompactWeights):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def state_dict(self, *args, **kwargs):
+        self._flush_torch_names()  # a write through a torch.nn name is in the saved state
+        return super().state_dict(*args, **kwargs)
+
     def to_torch(self) -> nn.RNNBase:
         """The equivalent plain torch.nn module, with the weights materialized
         (a copy: training it does not keep the restriction)."""
+        self._flush_torch_names()
         ref = next(self.parameters())
         cls = _TORCH_LAYER[self._mode]
         kwargs = dict(
@@ -670,6 +854,8 @@ class RestrictedRNNBase(_CompactWeights):
         ``hx`` (h0, or (h0, c0) for the LSTM) of shape (D*num_layers, N, H) or
         (D*num_layers, H) unbatched. Returns ``(output, h_n)`` or
         ``(output, (h_n, c_n))``."""
+        if self in _WATCHES:
+            self._flush_torch_names()
         data, batch_sizes, hx, sorted_idx, unsorted_idx, batched = self._prepare(input, hx)
         steps = data.size(1 if self.batch_first else 0)
         path = kernels.choose(self, data, batch_sizes, steps, hx)
