@@ -83,7 +83,7 @@ def test_stream_operator_checks_the_layer_lists():
     x = torch.zeros(B, k)
     h = torch.zeros(2, B, d)
     w = [torch.zeros(4 * d, k + d), torch.zeros(4 * d, d + d)]
-    scratch = [torch.zeros(B, 4 * d), torch.zeros(B, 4 * d)] + [torch.zeros(B, d)] * 3
+    scratch = [torch.zeros(B, 4 * d), torch.zeros(B, 4 * d)] + [torch.zeros(B, d) for _ in range(3)]
     ops.lstm_stream(x, h, h.clone(), w, [None, None], [0, 0], h.clone(), h.clone(), *scratch)
     with pytest.raises(ValueError, match="2 layers of state but 1 weights"):
         ops.lstm_stream(x, h, h.clone(), w[:1], [None], [0], h.clone(), h.clone(), *scratch)

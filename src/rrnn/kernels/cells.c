@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h> /* sizes are int64_t: a C long is 32 bits on Windows */
 
 /* The batch rows of a step are independent: with OpenMP (built with -fopenmp only
  * where torch itself runs on libgomp, so that this library joins torch's own thread
@@ -18,6 +19,27 @@
  * calling thread's OpenMP thread count, which torch.set_num_threads sets. A step of
  * fewer rows than this runs on one thread: below it the fork costs more than it saves. */
 #define RRNN_MIN_PARALLEL_ROWS 16
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+/* The calling thread's OpenMP thread count (an ICV of each thread: a Python worker
+ * thread starts with every core, whatever torch.set_num_threads said); native.py
+ * sets it to torch.get_num_threads() before a thread's first kernel call and
+ * whenever torch's count changes. Without OpenMP: one thread, and these do nothing. */
+void rrnn_set_threads(int64_t n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads((int)n);
+#else
+    (void)n;
+#endif
+}
+int64_t rrnn_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 #ifdef _OPENMP
 #define RRNN_ROWS_PARALLEL _Pragma("omp parallel for if(B >= RRNN_MIN_PARALLEL_ROWS) schedule(static)")
 #else
@@ -47,44 +69,44 @@ __attribute__((__simd__("notinbranch"))) double tanh(double);
 #define DEFINE_LSTM(T, SUF, EXP, LIM)                                                    \
 static inline T sigm_##SUF(T x) { return (T)1 / ((T)1 + EXP(-x)); }                       \
 static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                                 \
-void rrnn_lstm_fwd_##SUF(long B, long s, long q, const T *restrict z,                     \
+void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,                     \
                          const T *restrict c_prev, T *restrict c, T *restrict h,          \
                          T *restrict sig, T *restrict ts, T *restrict tg,                 \
                          T *restrict tc) {                                                \
-    const long d = s + q, m = s + 4 * q;                                                  \
+    const int64_t d = s + q, m = s + 4 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
-    for (long b = 0; b < B; b++) {                                                        \
+    for (int64_t b = 0; b < B; b++) {                                                        \
         const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
         T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                        \
         T *cb = c + b * d, *hb = h + b * d, *tcb = tc + b * d;                            \
-        for (long j = 0; j < m; j++) sb[j] = sigm_##SUF(zb[j]);                           \
-        for (long j = 0; j < s; j++) tsb[j] = tanh_##SUF(zb[j]);                          \
-        for (long j = 0; j < q; j++) tgb[j] = tanh_##SUF(zb[s + 2 * q + j]);              \
-        for (long j = 0; j < s; j++) cb[j] = sb[j] * (cp[j] + tsb[j]);                    \
-        for (long j = 0; j < q; j++)                                                      \
+        for (int64_t j = 0; j < m; j++) sb[j] = sigm_##SUF(zb[j]);                           \
+        for (int64_t j = 0; j < s; j++) tsb[j] = tanh_##SUF(zb[j]);                          \
+        for (int64_t j = 0; j < q; j++) tgb[j] = tanh_##SUF(zb[s + 2 * q + j]);              \
+        for (int64_t j = 0; j < s; j++) cb[j] = sb[j] * (cp[j] + tsb[j]);                    \
+        for (int64_t j = 0; j < q; j++)                                                      \
             cb[s + j] = sb[s + q + j] * cp[s + j] + sb[s + j] * tgb[j];                   \
-        for (long j = 0; j < d; j++) tcb[j] = tanh_##SUF(cb[j]);                          \
-        for (long j = 0; j < s; j++) hb[j] = sb[j] * tcb[j];                              \
-        for (long j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];          \
+        for (int64_t j = 0; j < d; j++) tcb[j] = tanh_##SUF(cb[j]);                          \
+        for (int64_t j = 0; j < s; j++) hb[j] = sb[j] * tcb[j];                              \
+        for (int64_t j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];          \
     }                                                                                     \
 }                                                                                         \
 /* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \
    reaching it from the layer's output. */                                               \
-static inline void lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,          \
+static inline void lstm_bwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict sig,          \
                                   const T *restrict ts, const T *restrict tg,             \
                                   const T *restrict tc, const T *restrict c_prev,         \
                                   const T *restrict dh, const T *restrict dout,           \
                                   const T *restrict dc, T *restrict dz,                   \
                                   T *restrict dc_prev) {                                  \
-    const long d = s + q, m = s + 4 * q;                                                  \
+    const int64_t d = s + q, m = s + 4 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
-    for (long b = 0; b < B; b++) {                                                        \
+    for (int64_t b = 0; b < B; b++) {                                                        \
         const T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                  \
         const T *tcb = tc + b * d, *cp = c_prev + b * d;                                  \
         const T *dhb = dh + b * d, *dcb = dc + b * d;                                     \
         const T *dob = dout ? dout + b * d : NULL;                                        \
         T *dzb = dz + b * m, *dcp = dc_prev + b * d;                                      \
-        for (long j = 0; j < s; j++) { /* shared: i = f = o = sig(S), g = tanh(S) */      \
+        for (int64_t j = 0; j < s; j++) { /* shared: i = f = o = sig(S), g = tanh(S) */      \
             T sg = sb[j], t = tcb[j], g = tsb[j];                                         \
             T dy = dhb[j] + (dob ? dob[j] : (T)0);                                        \
             T dct = dcb[j] + dy * ((T)1 - t * t) * sg;                                    \
@@ -93,8 +115,8 @@ static inline void lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,
             dzb[j] = a * sg * ((T)1 - sg) + di * ((T)1 - g * g);                          \
             dcp[j] = di;                                                                  \
         }                                                                                 \
-        for (long j = 0; j < q; j++) { /* private rows of i, f, g, o */                   \
-            long k = s + j;                                                               \
+        for (int64_t j = 0; j < q; j++) { /* private rows of i, f, g, o */                   \
+            int64_t k = s + j;                                                               \
             T si = sb[s + j], sf = sb[s + q + j], so = sb[s + 3 * q + j];                 \
             T g = tgb[j], t = tcb[k];                                                     \
             T dy = dhb[k] + (dob ? dob[k] : (T)0);                                        \
@@ -107,14 +129,14 @@ static inline void lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
-void rrnn_lstm_bwd_##SUF(long B, long s, long q, const T *restrict sig,                   \
+void rrnn_lstm_bwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict sig,                   \
                          const T *restrict ts, const T *restrict tg,                      \
                          const T *restrict tc, const T *restrict c_prev,                  \
                          const T *restrict dh, const T *restrict dc,                      \
                          T *restrict dz, T *restrict dc_prev) {                           \
     lstm_bwd_##SUF(B, s, q, sig, ts, tg, tc, c_prev, dh, NULL, dc, dz, dc_prev);          \
 }                                                                                         \
-void rrnn_lstm_bwd_out_##SUF(long B, long s, long q, const T *restrict sig,               \
+void rrnn_lstm_bwd_out_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict sig,               \
                              const T *restrict ts, const T *restrict tg,                  \
                              const T *restrict tc, const T *restrict c_prev,              \
                              const T *restrict dh, const T *restrict dout,                \
@@ -136,22 +158,22 @@ DEFINE_LSTM(double, f64, exp, 300.0)
  * dh_prev that does not pass through P_h.
  */
 #define DEFINE_GRU(T, SUF, EXP, LIM)                                                     \
-void rrnn_gru_fwd_##SUF(long B, long s, long q, const T *restrict a,                      \
+void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,                      \
                         const T *restrict g, const T *restrict h_prev, T *restrict h,     \
                         T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
-    const long d = s + q, m = s + 3 * q;                                                  \
+    const int64_t d = s + q, m = s + 3 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
-    for (long b = 0; b < B; b++) {                                                        \
+    for (int64_t b = 0; b < B; b++) {                                                        \
         const T *ab = a + b * m, *gb = g + b * m, *hp = h_prev + b * d;                   \
         T *hb = h + b * d, *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d;          \
         T *gnb = gn + b * d;                                                              \
-        for (long j = 0; j < s; j++) {                                                    \
+        for (int64_t j = 0; j < s; j++) {                                                    \
             T u = sigm_##SUF(ab[j] + gb[j]);                                              \
             T n = tanh_##SUF(ab[j] + u * gb[j]);                                          \
             rb[j] = u; nb[j] = n; gnb[j] = gb[j];                                         \
             hb[j] = ((T)1 - u) * n + u * hp[j];                                           \
         }                                                                                 \
-        for (long j = 0; j < q; j++) {                                                    \
+        for (int64_t j = 0; j < q; j++) {                                                    \
             T r = sigm_##SUF(ab[s + j] + gb[s + j]);                                      \
             T z = sigm_##SUF(ab[s + q + j] + gb[s + q + j]);                              \
             T gN = gb[s + 2 * q + j];                                                     \
@@ -161,20 +183,20 @@ void rrnn_gru_fwd_##SUF(long B, long s, long q, const T *restrict a,            
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
-static inline void gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           \
+static inline void gru_bwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict rr,           \
                         const T *restrict zz, const T *restrict nn,                       \
                         const T *restrict gn, const T *restrict h_prev,                   \
                         const T *restrict dh, const T *restrict dout,                     \
                         T *restrict da, T *restrict dg,                                   \
                         T *restrict dh_direct) {                                          \
-    const long d = s + q, m = s + 3 * q;                                                  \
+    const int64_t d = s + q, m = s + 3 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
-    for (long b = 0; b < B; b++) {                                                        \
+    for (int64_t b = 0; b < B; b++) {                                                        \
         const T *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d, *gnb = gn + b * d;  \
         const T *hp = h_prev + b * d, *dhb = dh + b * d;                                  \
         const T *dob = dout ? dout + b * d : NULL;                                        \
         T *dab = da + b * m, *dgb = dg + b * m, *dhd = dh_direct + b * d;                 \
-        for (long j = 0; j < s; j++) { /* u is both r and z */                            \
+        for (int64_t j = 0; j < s; j++) { /* u is both r and z */                            \
             T u = rb[j], n = nb[j], dy = dhb[j] + (dob ? dob[j] : (T)0);                \
             T dpn = dy * ((T)1 - u) * ((T)1 - n * n);                                     \
             T du = dy * (hp[j] - n) + dpn * gnb[j];                                       \
@@ -183,8 +205,8 @@ static inline void gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,  
             dgb[j] = dpn * u + dpu;                                                       \
             dhd[j] = dy * u;                                                              \
         }                                                                                 \
-        for (long j = 0; j < q; j++) {                                                    \
-            long k = s + j;                                                               \
+        for (int64_t j = 0; j < q; j++) {                                                    \
+            int64_t k = s + j;                                                               \
             T r = rb[k], z = zb[j], n = nb[k], dy = dhb[k] + (dob ? dob[k] : (T)0);     \
             T dpn = dy * ((T)1 - z) * ((T)1 - n * n);                                     \
             T dpr = dpn * gnb[k] * r * ((T)1 - r);                                        \
@@ -196,7 +218,7 @@ static inline void gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,  
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
-void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,                     \
+void rrnn_gru_bwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict rr,                     \
                         const T *restrict zz, const T *restrict nn,                       \
                         const T *restrict gn, const T *restrict h_prev,                   \
                         const T *restrict dh, T *restrict da, T *restrict dg,             \
@@ -204,7 +226,7 @@ void rrnn_gru_bwd_##SUF(long B, long s, long q, const T *restrict rr,           
     gru_bwd_##SUF(B, s, q, rr, zz, nn, gn, h_prev, dh, NULL, da, dg, dh_direct);          \
 }                                                                                         \
 /* dout (or NULL): the gradient reaching h_t from the layer's output, added to dh */     \
-void rrnn_gru_bwd_out_##SUF(long B, long s, long q, const T *restrict rr,                 \
+void rrnn_gru_bwd_out_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict rr,                 \
                             const T *restrict zz, const T *restrict nn,                   \
                             const T *restrict gn, const T *restrict h_prev,               \
                             const T *restrict dh, const T *restrict dout,                 \
@@ -222,26 +244,26 @@ DEFINE_GRU(double, f64, exp, 300.0)
  * Rows are processed four at a time so that the dot products run as independent chains.
  */
 #define DEFINE_STREAM(T, SUF)                                                             \
-void rrnn_lstm_stream_##SUF(long L, long B, long d, const long *s_arr, const long *k_arr,  \
+void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_arr, const int64_t *k_arr,  \
                             T *const *W, T *const *bias, const T *x, T *const *h0,         \
                             T *const *c0, T *const *h1, T *const *c1, T *z, T *sig,        \
                             T *ts, T *tg, T *tc) {                                         \
     const T *in = x;                                                                       \
-    for (long l = 0; l < L; l++) {                                                         \
-        const long s = s_arr[l], q = d - s, m = s + 4 * q, k = k_arr[l], kk = k + d;       \
+    for (int64_t l = 0; l < L; l++) {                                                         \
+        const int64_t s = s_arr[l], q = d - s, m = s + 4 * q, k = k_arr[l], kk = k + d;       \
         const T *Wl = W[l], *bl = bias[l];                                                 \
-        for (long b = 0; b < B; b++) {                                                     \
+        for (int64_t b = 0; b < B; b++) {                                                     \
             const T *xb = in + b * k, *hb = h0[l] + b * d;                                 \
             T *zb = z + b * m;                                                             \
-            long r = 0;                                                                    \
+            int64_t r = 0;                                                                    \
             for (; r + 4 <= m; r += 4) {                                                   \
                 const T *w0 = Wl + r * kk, *w1 = w0 + kk, *w2 = w1 + kk, *w3 = w2 + kk;    \
                 T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                          \
-                for (long j = 0; j < k; j++) {                                             \
+                for (int64_t j = 0; j < k; j++) {                                             \
                     T v = xb[j];                                                           \
                     a0 += w0[j] * v; a1 += w1[j] * v; a2 += w2[j] * v; a3 += w3[j] * v;    \
                 }                                                                          \
-                for (long j = 0; j < d; j++) {                                             \
+                for (int64_t j = 0; j < d; j++) {                                             \
                     T v = hb[j];                                                           \
                     a0 += w0[k + j] * v; a1 += w1[k + j] * v;                              \
                     a2 += w2[k + j] * v; a3 += w3[k + j] * v;                              \
@@ -252,8 +274,8 @@ void rrnn_lstm_stream_##SUF(long L, long B, long d, const long *s_arr, const lon
             for (; r < m; r++) {                                                           \
                 const T *w = Wl + r * kk;                                                  \
                 T a = bl ? bl[r] : 0;                                                      \
-                for (long j = 0; j < k; j++) a += w[j] * xb[j];                            \
-                for (long j = 0; j < d; j++) a += w[k + j] * hb[j];                        \
+                for (int64_t j = 0; j < k; j++) a += w[j] * xb[j];                            \
+                for (int64_t j = 0; j < d; j++) a += w[k + j] * hb[j];                        \
                 zb[r] = a;                                                                 \
             }                                                                              \
         }                                                                                  \
@@ -285,68 +307,68 @@ DEFINE_STREAM(double, f64)
 #ifdef _OPENMP /* torch's own pool (see the top of this file) */
 #define XENT_RUN_JOBS(SUF)                                                                \
     _Pragma("omp parallel for num_threads(threads) schedule(static, 1)")                  \
-    for (long i = 0; i < threads; i++) xent_worker_##SUF(&jobs[i]);
+    for (int64_t i = 0; i < threads; i++) xent_worker_##SUF(&jobs[i]);
 #else /* POSIX threads, started and joined per call */
 #include <pthread.h>
 #define XENT_RUN_JOBS(SUF)                                                                \
     pthread_t tid[MAX_THREADS];                                                           \
     int started[MAX_THREADS] = {0};                                                       \
-    for (long i = 1; i < threads; i++)                                                    \
+    for (int64_t i = 1; i < threads; i++)                                                    \
         started[i] = pthread_create(&tid[i], NULL, xent_worker_##SUF, &jobs[i]) == 0;     \
     xent_worker_##SUF(&jobs[0]);                                                          \
-    for (long i = 1; i < threads; i++) {                                                  \
+    for (int64_t i = 1; i < threads; i++) {                                                  \
         if (started[i]) pthread_join(tid[i], NULL);                                       \
         else xent_worker_##SUF(&jobs[i]); /* no thread: do its rows here */               \
     }
 #endif
 
 #define DEFINE_XENT(T, SUF, EXP, LOG)                                                     \
-static void xent_rows_##SUF(long r0, long r1, long V, T *x, const long *y,                \
+static void xent_rows_##SUF(int64_t r0, int64_t r1, int64_t V, T *x, const int64_t *y,                \
                             const T *b, T scale, double *loss, T *db) {                   \
-    for (long r = r0; r < r1; r++) {                                                      \
+    for (int64_t r = r0; r < r1; r++) {                                                      \
         T *row = x + r * V;                                                               \
-        const long t = y[r];                                                              \
+        const int64_t t = y[r];                                                              \
         const T xt = row[t] + (b ? b[t] : (T)0);                                          \
         T mx = -(T)INFINITY;                                                              \
         if (b) {                                                                          \
             _Pragma("omp simd reduction(max:mx)")                                         \
-            for (long j = 0; j < V; j++) { T v = row[j] + b[j]; mx = v > mx ? v : mx; }   \
+            for (int64_t j = 0; j < V; j++) { T v = row[j] + b[j]; mx = v > mx ? v : mx; }   \
         } else {                                                                          \
             _Pragma("omp simd reduction(max:mx)")                                         \
-            for (long j = 0; j < V; j++) mx = row[j] > mx ? row[j] : mx;                  \
+            for (int64_t j = 0; j < V; j++) mx = row[j] > mx ? row[j] : mx;                  \
         }                                                                                 \
         T sum = 0;                                                                        \
         if (b) {                                                                          \
             _Pragma("omp simd reduction(+:sum)")                                          \
-            for (long j = 0; j < V; j++) {                                                \
+            for (int64_t j = 0; j < V; j++) {                                                \
                 T e = EXP(row[j] + b[j] - mx); row[j] = e; sum += e;                      \
             }                                                                             \
         } else {                                                                          \
             _Pragma("omp simd reduction(+:sum)")                                          \
-            for (long j = 0; j < V; j++) { T e = EXP(row[j] - mx); row[j] = e; sum += e; }\
+            for (int64_t j = 0; j < V; j++) { T e = EXP(row[j] - mx); row[j] = e; sum += e; }\
         }                                                                                 \
         loss[r] = (double)mx + (double)LOG(sum) - (double)xt;                             \
         const T k = scale / sum;                                                          \
         if (db) {                                                                         \
             _Pragma("omp simd")                                                           \
-            for (long j = 0; j < V; j++) { T g = row[j] * k; row[j] = g; db[j] += g; }    \
+            for (int64_t j = 0; j < V; j++) { T g = row[j] * k; row[j] = g; db[j] += g; }    \
         } else {                                                                          \
             _Pragma("omp simd")                                                           \
-            for (long j = 0; j < V; j++) row[j] *= k;                                     \
+            for (int64_t j = 0; j < V; j++) row[j] *= k;                                     \
         }                                                                                 \
         row[t] -= scale;                                                                  \
         if (db) db[t] -= scale;                                                           \
     }                                                                                     \
 }                                                                                         \
 typedef struct {                                                                          \
-    long r0, r1, V; T *x; const long *y; const T *b; T scale; double *loss; T *db;        \
+    int64_t r0, r1, V; T *x; const int64_t *y; const T *b; T scale; double *loss; T *db;        \
 } xent_job_##SUF;                                                                         \
 static void *xent_worker_##SUF(void *arg) {                                               \
     xent_job_##SUF *j = (xent_job_##SUF *)arg;                                            \
     xent_rows_##SUF(j->r0, j->r1, j->V, j->x, j->y, j->b, j->scale, j->loss, j->db);      \
     return NULL;                                                                          \
 }                                                                                         \
-void rrnn_xent_##SUF(long n, long V, long threads, T *x, const long *y, const T *b,       \
+void rrnn_xent_##SUF(int64_t n, int64_t V, int64_t threads, T *x, const int64_t *y, const T *b,       \
                      double scale, double *loss, T *db) {                                 \
     enum { MAX_THREADS = 64 };                                                            \
     if (threads > MAX_THREADS) threads = MAX_THREADS;                                     \
@@ -358,16 +380,16 @@ void rrnn_xent_##SUF(long n, long V, long threads, T *x, const long *y, const T 
         own_db = (T *)calloc((size_t)(threads - 1) * (size_t)V, sizeof(T));               \
         if (!own_db) threads = 1;                                                         \
     }                                                                                     \
-    for (long i = 0; i < threads; i++) {                                                  \
+    for (int64_t i = 0; i < threads; i++) {                                                  \
         T *dbi = !db ? NULL : (i == 0 ? db : own_db + (i - 1) * V);                       \
         jobs[i] = (xent_job_##SUF){n * i / threads, n * (i + 1) / threads, V, x, y, b,    \
                                    (T)scale, loss, dbi};                                  \
     }                                                                                     \
     XENT_RUN_JOBS(SUF)                                                                    \
     if (own_db) {                                                                         \
-        for (long i = 1; i < threads; i++) {                                              \
+        for (int64_t i = 1; i < threads; i++) {                                              \
             const T *src = own_db + (i - 1) * V;                                          \
-            for (long j = 0; j < V; j++) db[j] += src[j];                                 \
+            for (int64_t j = 0; j < V; j++) db[j] += src[j];                                 \
         }                                                                                 \
         free(own_db);                                                                     \
     }                                                                                     \

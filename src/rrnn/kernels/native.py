@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -78,40 +79,62 @@ def torch_uses_gomp() -> bool:
 
 
 def build() -> Path:
-    """Compile ``cells.c`` into the cache (atomically) and return its path."""
+    """Compile ``cells.c`` into the cache (atomically) and return its path.
+
+    The build attempts (OpenMP where torch uses libgomp, then without; with libm,
+    then without) are tried in order; each is cached under a name hashed from the
+    flags that built it, and one that failed leaves a ``.failed`` marker, so that
+    the cache never names a fallback build after flags it was not built with."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     source = SOURCE.read_bytes()
     omp = OPENMP if torch_uses_gomp() and os.environ.get("RRNN_OPENMP", "1") != "0" else NO_OPENMP
-    key = hashlib.sha256(
-        source + " ".join([cc, *FLAGS, *omp, *LIBS[0]]).encode() + _cpu_flags().encode()
-    ).hexdigest()[:16]
-    target = _cache_dir() / f"cells-{key}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    attempts = [(o, libs) for o in dict.fromkeys([tuple(omp), tuple(NO_OPENMP)]) for libs in LIBS]
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags, libs in attempts:
+        cmd = [cc, *FLAGS, *flags, str(SOURCE), "-o", "OUT", *libs]
+        key = hashlib.sha256(source + " ".join(cmd).encode() + _cpu_flags().encode())
+        target = cache / f"cells-{key.hexdigest()[:16]}.so"
+        failed = target.with_suffix(".failed")
+        if target.is_file():
+            return target
+        if failed.is_file():
+            errors.append(failed.read_text())
+            continue
+        error = _compile(cmd, target)
+        if error is None:
+            return target
+        errors.append(error)
+        atomic_failed = failed.with_suffix(f".tmp{os.getpid()}")
+        atomic_failed.write_text(error)
+        os.replace(atomic_failed, failed)
+    raise RuntimeError("every build of cells.c failed:\n" + "\n".join(errors)[-2000:])
+
+
+def _compile(cmd: list[str], target: Path) -> str | None:
+    """Run ``cmd`` (its "OUT" replaced by a temporary file), then move the result to
+    ``target``; the compiler's error text if it failed."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
     os.close(fd)
     try:
-        attempts = [(o, libs) for o in dict.fromkeys([tuple(omp), tuple(NO_OPENMP)]) for libs in LIBS]
-        for flags, libs in attempts:  # in order: the first that compiles is kept
-            cmd = [cc, *FLAGS, *flags, str(SOURCE), "-o", tmp, *libs]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if done.returncode == 0:
-                break
+        run = [tmp if a == "OUT" else a for a in cmd]
+        done = subprocess.run(run, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+            return f"{' '.join(run)} failed:\n{done.stderr[-1500:]}"
         os.replace(tmp, target)
+        return None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target
 
 
 # The argument types of each C function (see cells.c): the step kernels take three
-# sizes (long), then pointers; the cross-entropy rows take sizes, pointers and a scale.
-_L, _P = ctypes.c_long, ctypes.c_void_p
+# sizes (int64_t: c_int64 on every platform, where a C long may be 32 bits), then
+# pointers; the cross-entropy rows take sizes, pointers and a scale.
+_L, _P = ctypes.c_int64, ctypes.c_void_p
 _SIGNATURES = {
     "lstm_fwd": [_L] * 3 + [_P] * 8,
     "lstm_bwd": [_L] * 3 + [_P] * 9,
@@ -130,7 +153,22 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
             fn = getattr(lib, f"rrnn_{name}_{suffix}")
             fn.argtypes = argtypes
             fn.restype = None
+    lib.rrnn_set_threads.argtypes, lib.rrnn_set_threads.restype = [_L], None
+    lib.rrnn_max_threads.argtypes, lib.rrnn_max_threads.restype = [], _L
     return lib
+
+
+_thread = threading.local()  # per thread: the OpenMP count last set from torch's
+
+
+def _follow_torch_threads(lib: ctypes.CDLL) -> None:
+    """OpenMP's thread count is per thread: make this thread's torch's."""
+    import torch
+
+    n = torch.get_num_threads()
+    if getattr(_thread, "threads", None) != n:
+        lib.rrnn_set_threads(n)
+        _thread.threads = n
 
 
 def library() -> ctypes.CDLL | None:
@@ -175,6 +213,7 @@ def kernel(name: str, dtype):
     lib = library()
     if lib is None or dtype not in (torch.float32, torch.float64):
         return None
+    _follow_torch_threads(lib)
     return getattr(lib, f"rrnn_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
 
 

@@ -32,6 +32,7 @@ forward and backward (with ``once_differentiable``), and streaming runs under
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 
 import torch
@@ -109,7 +110,42 @@ def _check(op: str, tensors: dict[str, Tensor], shapes: dict[str, tuple]) -> tor
             )
         if not t.is_contiguous():
             raise KernelArgumentError(f"rrnn::{op}: {name} must be contiguous")
+    _check_no_overlap(op, tensors)
     return dtype
+
+
+@functools.cache
+def _written(op: str) -> frozenset[str]:
+    """The arguments an operator writes, as its schema marks them (``Tensor(a!)``)."""
+    schema = getattr(torch.ops.rrnn, op).default._schema
+    return frozenset(a.name for a in schema.arguments if a.alias_info and a.alias_info.is_write)
+
+
+def _check_no_overlap(op: str, tensors: dict[str, Tensor]) -> None:
+    """The C kernels take every pointer as restrict and write some arguments while
+    reading others: a written tensor that shares memory with any other argument
+    would give wrong numbers, so it is refused (inputs may share memory with each
+    other). Contiguous tensors, so each spans [data_ptr, data_ptr + nbytes)."""
+    written = _written(op)
+    try:
+        spans = sorted(
+            (t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name)
+            for name, t in tensors.items()
+            if t.numel() and t.device.type != "meta"
+        )
+    except RuntimeError:  # fake tensors (torch.compile, export) have no memory
+        return
+    for i, (_, end_a, a) in enumerate(spans):
+        for start_b, _, b in spans[i + 1 :]:
+            if start_b >= end_a:
+                break
+            if a not in written and b not in written:
+                continue
+            raise KernelArgumentError(
+                f"rrnn::{op}: {a} and {b} overlap in memory (the same tensor, or views "
+                f"of one) and the operator writes {a if a in written else b}; pass "
+                "tensors that share no memory"
+            )
 
 
 def _lstm_shapes(B, d, s):
@@ -119,6 +155,14 @@ def _lstm_shapes(B, d, s):
                "tan_s": (B, s), "tan_g": (B, q), "tanh_c": (B, d)}  # fmt: skip
 
 
+def _dims(op: str, name: str, t, rank: int) -> tuple[int, ...]:
+    """``t.shape``, once ``t`` is a tensor of ``rank`` dimensions (named error otherwise)."""
+    if not isinstance(t, Tensor) or t.dim() != rank:
+        got = f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+        raise KernelArgumentError(f"rrnn::{op}: {name} must be a {rank}-D tensor, got {got}")
+    return tuple(t.shape)
+
+
 def _check_s(op, s, d):
     if not 0 <= s <= d:
         raise KernelArgumentError(f"rrnn::{op}: shared rows s={s} outside [0, {d}]")
@@ -126,7 +170,7 @@ def _check_s(op, s, d):
 
 # --- LSTM step ------------------------------------------------------------------
 def _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
-    B, d = c_prev.shape
+    B, d = _dims("lstm_step", "c_prev", c_prev, 2)
     _check_s("lstm_step", s, d)
     _, shapes = _lstm_shapes(B, d, s)
     names = ("z", "c_prev", "c", "h", "sig", "tan_s", "tan_g", "tanh_c")
@@ -134,7 +178,7 @@ def _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
 
 
 def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
-    B, d = c_prev.shape
+    B, d = _dims("lstm_step_backward", "c_prev", c_prev, 2)
     _check_s("lstm_step_backward", s, d)
     m, shapes = _lstm_shapes(B, d, s)
     shapes.update(dh=(B, d), dc=(B, d), dz=(B, m), dc_prev=(B, d))
@@ -255,14 +299,14 @@ def _gru_shapes(B, d, s):
 
 
 def _gru_step_args(a, g, h, h_new, r, z, n, gn, s):
-    B, d = h.shape
+    B, d = _dims("gru_step", "h", h, 2)
     _check_s("gru_step", s, d)
     names = ("a", "g", "h", "h_new", "r", "z", "n", "gn")
     return _check("gru_step", dict(zip(names, (a, g, h, h_new, r, z, n, gn))), _gru_shapes(B, d, s))
 
 
 def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
-    B, d = h_prev.shape
+    B, d = _dims("gru_step_backward", "h_prev", h_prev, 2)
     _check_s("gru_step_backward", s, d)
     shapes = _gru_shapes(B, d, s)
     shapes.update(h_prev=(B, d), dh=(B, d), da=shapes["a"], dg=shapes["g"], dh_direct=(B, d))
@@ -273,7 +317,7 @@ def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
 
 # --- LSTM stack streaming step ----------------------------------------------------
 def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
-    L, B, d = h0.shape
+    L, B, d = _dims("lstm_stream", "h0", h0, 3)
     if not (len(weights) == len(biases) == len(shares) == L):
         raise KernelArgumentError(
             f"rrnn::lstm_stream: {L} layers of state but {len(weights)} weights, "
@@ -313,7 +357,7 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
     def layer_ptrs(t):
         return ptrs(*[t.data_ptr() + i * row for i in range(L)])
 
-    fn(L, B, d, (ctypes.c_long * L)(*shares), (ctypes.c_long * L)(*ks),
+    fn(L, B, d, (ctypes.c_int64 * L)(*shares), (ctypes.c_int64 * L)(*ks),
        ptrs(*[w.data_ptr() for w in weights]),
        ptrs(*[0 if b is None else b.data_ptr() for b in biases]),
        x.data_ptr(), layer_ptrs(h0), layer_ptrs(c0), layer_ptrs(h_n), layer_ptrs(c_n),

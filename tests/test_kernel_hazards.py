@@ -1,0 +1,104 @@
+"""The operators against arguments that would make a C kernel return wrong numbers:
+overlapping tensors, wrong ranks, worker threads, 32-bit sizes, the build cache."""
+
+import ctypes
+import os
+import re
+import threading
+
+import pytest
+import torch
+
+from rrnn.kernels import native, ops
+from rrnn.kernels.ops import KernelArgumentError
+
+needs_native = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
+
+
+def _lstm_step(B=3, d=4, s=2):
+    q = d - s
+    m = s + 4 * q
+    z, c_prev = torch.randn(B, m), torch.randn(B, d)
+    outs = [torch.empty(B, n) for n in (d, d, m, s, q, d)]  # c h sig tan_s tan_g tanh_c
+    return [z, c_prev, *outs], s
+
+
+def test_a_written_argument_that_overlaps_another_is_refused():
+    args, s = _lstm_step()
+    ops.lstm_step(*args, s)  # separate tensors: fine
+    z = args[0]
+    bad = list(args)
+    bad[4] = z  # sig is written while z is read: tanh would read sigmoid's output
+    with pytest.raises(KernelArgumentError, match="sig and z overlap|z and sig overlap"):
+        ops.lstm_step(*bad, s)
+    bad = list(args)
+    bad[3] = bad[2][:, :]  # h a view of c
+    with pytest.raises(KernelArgumentError, match="overlap in memory"):
+        ops.lstm_step(*bad, s)
+
+
+def test_inputs_may_share_memory_with_each_other():
+    B, d, k = 1, 4, 3
+    x, h = torch.zeros(B, k), torch.zeros(2, B, d)
+    w = torch.zeros(4 * d, k + d)
+    scratch = [torch.zeros(B, 4 * d), torch.zeros(B, 4 * d)] + [torch.zeros(B, d) for _ in range(3)]
+    # both layers read one weight tensor (k + d == d + d is not needed: a view per layer)
+    w2 = torch.zeros(4 * d, 2 * d)
+    ops.lstm_stream(x, h, h, [w, w2], [None, None], [0, 0], h.clone(), h.clone(), *scratch)
+
+
+@pytest.mark.parametrize("op,args", [
+    ("lstm_step", lambda: _lstm_step()[0][:1] + [torch.zeros(3, 4, 1)] + _lstm_step()[0][2:]),
+    ("gru_step", lambda: [torch.zeros(3, 8)] * 2 + [torch.zeros(4)] + [torch.zeros(3, 4)] * 5),
+])  # fmt: skip
+def test_wrong_ranks_get_a_named_error_not_an_unpacking_one(op, args):
+    with pytest.raises(KernelArgumentError, match=r"must be a 2-D tensor, got shape"):
+        getattr(ops, op)(*args(), 0)
+
+
+@needs_native
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every count is 1")
+@pytest.mark.skipif(not native.torch_uses_gomp(), reason="the kernels are built without OpenMP")
+def test_a_worker_thread_runs_the_kernels_on_torchs_thread_count():
+    lib = native.library()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seen = []
+
+    def work():
+        args, s = _lstm_step(B=64)
+        ops.lstm_step(*args, s)
+        seen.append(int(lib.rrnn_max_threads()))
+
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]  # a new thread's OpenMP default is every core
+
+
+def test_sizes_are_64_bit_on_every_platform():
+    assert all(
+        sig[0] is ctypes.c_int64 and ctypes.sizeof(sig[0]) == 8
+        for sig in native._SIGNATURES.values()
+    )
+    code = re.sub(r"/\*.*?\*/", "", native.SOURCE.read_text(), flags=re.S)  # no comments
+    assert not re.search(r"\blong\b", code), "a C long is 32 bits on Windows"
+
+
+@pytest.mark.skipif(native._compiler() is None, reason="no C compiler here")
+def test_a_fallback_build_is_cached_under_its_own_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("RRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "OPENMP", ["-fno-such-flag-rrnn"])
+    monkeypatch.setattr(native, "torch_uses_gomp", lambda: True)
+    built = native.build()
+    files = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    failed = [f for f in files if f.endswith(".failed")]
+    assert len(failed) == len(native.LIBS) and built.name in files  # both -fno-such-flag builds
+    assert built.stem not in {f.removesuffix(".failed") for f in failed}  # its own flags' name
+    calls = []
+    real = native._compile
+    monkeypatch.setattr(native, "_compile", lambda *a: calls.append(a) or real(*a))
+    assert native.build() == built and calls == []  # found again, nothing recompiled
