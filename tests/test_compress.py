@@ -575,3 +575,45 @@ def test_a_folder_of_compressed_runs_is_not_reported_as_restricted(tmp_path, cor
     tables = report[report.index("## Perplexity") : report.index("## The paper's claims")]
     assert "RLSTM" not in tables  # a dense and a pruned run are not two seeds of r = 0.5
     assert "dense, hidden" in report and "pruned (narang)" in report
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [(dict(compress="lowrank", rank=0), "rank must be a positive integer, got 0"),
+     (dict(compress="lowrank", rank=201), "rank 201 is too large"),
+     (dict(compress="dense", target_params=5_000_000), "dense of a lstm 3x200 reaches between"),
+     (dict(compress="lowrank", target_params=5_000_000), "lowrank of a lstm 3x200 reaches"),
+     (dict(compress="iss", variant="plain", target_params=5_000_000), "iss of a lstm 3x200"),
+     (dict(compress="dense", target_params=964_800), "is outside")],
+)  # fmt: skip
+def test_a_budget_a_method_cannot_reach_is_refused_before_anything_is_written(
+    tmp_path, kw, message
+):
+    from rrnn.lm.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(dataset="ptb", **kw), tmp_path / "run", log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_method_that_ends_off_its_budget_says_so(tmp_path):
+    from rrnn.experiments import report as R
+    from rrnn.lm.train import train
+
+    from .lm_helpers import small_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    said = []
+    # no hidden size of a 2 x H LSTM on 16 inputs has 1,000 parameters: H = 6 has 912
+    cfg = small_config(corpus, compress="dense", variant="plain", epochs=1, target_params=1000)
+    summary = train(cfg, tmp_path / "sweep" / "run", log=said.append, progress=False)
+    assert summary["budget"] == 1000 and summary["rnn_params"] == 912
+    assert summary["budget_off"] == pytest.approx(-0.088)
+    assert "-8.8% off its budget of 1,000" in summary["budget_note"]
+    assert any("off its budget" in m for m in said)
+    R.write_report(tmp_path / "sweep", log=lambda m: None)
+    assert "Off budget" in (tmp_path / "sweep" / "report.md").read_text()
+    within = small_config(corpus, compress="dense", variant="plain", epochs=1, target_params=700)
+    assert train(within, tmp_path / "other", **dict(log=lambda m: None, progress=False))[
+        "budget_note"
+    ] is None

@@ -12,6 +12,8 @@ from .iss import ISSRegularizer, StackedRNN, compact, group_entries, group_norms
 from .lowrank import LowRankRNN, ProjectedRNN, projected
 from .prune import GradualPruner, cubic_sparsity, narang_threshold, sparse_weights, stored_count
 from .sizes import (
+    check_rank,
+    check_target,
     dense_count,
     dense_hidden_for,
     lowrank_count,
@@ -25,6 +27,8 @@ METHODS = ("restrict", "lowrank", "prune", "iss", "dense")
 
 __all__ = [
     "METHODS",
+    "check_rank",
+    "check_target",
     "GradualPruner",
     "ISSRegularizer",
     "LowRankRNN",

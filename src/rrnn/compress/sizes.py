@@ -114,3 +114,28 @@ def sparsity_for(mode: str, input_size: int, hidden_size: int, layers: int, targ
             f"{dense:,} parameters; target {target:,} is outside"
         )
     return 1.0 - keep / weights
+
+
+def check_target(method: str, mode: str, input_size: int, hidden_size: int, layers: int,
+                 target: int, kind: str = "factors") -> None:  # fmt: skip
+    """Refuse a recurrent-parameter budget that ``method`` cannot reach from the
+    classical ``layers x hidden_size`` stack it compresses (pruning checks its own)."""
+    _positive("target_params", target)
+    full = dense_count(mode, input_size, hidden_size, layers)
+    if method == "dense":
+        lo, hi = dense_count(mode, input_size, 1, layers), full - 1
+    elif method == "lowrank":
+        fn = lowrank_count if kind == "factors" else projection_count
+        top = hidden_size - 1 if kind == "projection" else min(input_size, hidden_size)
+        lo, hi = fn(mode, input_size, hidden_size, layers, 1), fn(mode, input_size, hidden_size, layers, top)
+        hi = min(hi, full - 1)
+    elif method == "iss":
+        lo, hi = stacked_count(mode, input_size, [1] * layers), full
+    else:
+        return
+    if not lo <= target <= hi:
+        raise ValueError(
+            f"--compress {method} of a {mode} {layers}x{hidden_size} reaches between {lo:,} "
+            f"and {hi:,} recurrent parameters (the uncompressed stack has {full:,}); target "
+            f"{target:,} is outside"
+        )

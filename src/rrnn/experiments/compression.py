@@ -97,6 +97,10 @@ def section(runs, rule: str) -> str:
                            for r in runs if r.latency})  # fmt: skip
         if machines:
             lines.append("Latency measured on: " + "; ".join(machines) + ".")
+    off = [r for r in runs if isinstance(r.summary.get("budget_note"), str)]
+    if off:
+        lines += ["", "**Off budget** (more than 2% from the recurrent budget):"]
+        lines += [f"- {r.name}: {r.summary['budget_note']}" for r in off]
     return "\n".join(lines)
 
 

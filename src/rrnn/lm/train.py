@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..compress import METHODS, dense_hidden_for, rank_for, sparsity_for
+from ..compress import METHODS, check_rank, check_target, dense_hidden_for, rank_for, sparsity_for
 from ..compress.prune import SCHEDULES, check_sparsity
 from ..fileio import atomic_torch_save, atomic_write_text, copy_file, cpu_flags, machine
 from ..kernels import tuning
@@ -51,6 +51,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summar
 RESUMABLE_OVERRIDES = {
     "data_dir", "corpus", "device", "threads", "log_interval", "loss", "precision", "patience",
 }  # fmt: skip
+# a compared method that ends further than this from its budget says so
+BUDGET_TOLERANCE = 0.02
 # summary.json's status of a run that has nothing left to train
 FINISHED = ("completed", "early-stopped")
 # A window's loss above this many times log(V) (the loss of a uniform guess) is
@@ -186,6 +188,13 @@ class TrainConfig:
                                  "set by --sharing-rate")  # fmt: skip
         if self.sparsity is not None:
             check_sparsity(self.sparsity)
+        if self.rank is not None:  # 0 is an error, not "unset"
+            check_rank(self.rank, self.embedding_size, self.hidden_size, self.lowrank)
+        if self.compress in ("dense", "lowrank", "iss") and not (
+            self.compress == "lowrank" and self.rank is not None
+        ):
+            check_target(self.compress, self.cell, self.embedding_size, self.hidden_size,
+                         self.layers, self.budget(), self.lowrank)  # fmt: skip
         _positive_int("prune_freq", self.prune_freq)
         self.resolved_sparsity()  # a budget a pruned model can meet
         for name in ("iss_lambda", "iss_threshold", "compress_start"):
@@ -217,7 +226,7 @@ class TrainConfig:
         if self.compress == "dense":
             hidden = dense_hidden_for(self.cell, self.embedding_size, self.layers, self.budget())
         elif self.compress == "lowrank":
-            rank = self.rank or rank_for(self.cell, self.embedding_size, self.hidden_size,
+            rank = self.rank if self.rank is not None else rank_for(self.cell, self.embedding_size, self.hidden_size,
                                          self.layers, self.budget(), self.lowrank)  # fmt: skip
         return ModelConfig(
             vocab_size=vocab_size,
@@ -534,7 +543,10 @@ def train(
                         f"validation perplexity for {run.cfg.patience} epochs (best at epoch "
                         f"{run.state['best']['epoch']}); the schedule's lr was kept throughout"
                     )
+                    run.log_budget()
                     return run.summary("early-stopped", write=False)  # end_epoch wrote it
+                if epoch + 1 == run.cfg.epochs:
+                    run.log_budget()
                 if flag.stop and epoch + 1 < run.cfg.epochs:
                     run.log(
                         f"stopped after epoch {epoch + 1}; continue with: "
@@ -704,6 +716,24 @@ class _Run:
             self.out / "checkpoint.pt",
         )
 
+    def log_budget(self) -> None:
+        note = self._budget().get("budget_note")
+        if note:
+            self.log(f"warning: {note}")
+
+    def _budget(self) -> dict:
+        """A compared method's budget and how far the model ended from it; more
+        than BUDGET_TOLERANCE off is said in the summary (and logged at the end)."""
+        if self.cfg.compress == "restrict":
+            return {}
+        budget, stored = self.cfg.budget(), self.method.counts()["rnn_params"]
+        off = stored / budget - 1.0
+        note = None
+        if abs(off) > BUDGET_TOLERANCE:
+            note = (f"{self.cfg.compress} stores {stored:,} recurrent parameters, {off:+.1%} "
+                    f"off its budget of {budget:,}")  # fmt: skip
+        return {"budget": budget, "budget_off": off, "budget_note": note}
+
     def early_stopped(self) -> bool:
         """Patience counts only epochs at the model's final size (after pruning)."""
         best = self.state["best"]
@@ -731,6 +761,7 @@ class _Run:
             "total_params": self.total_params,
             "compress": self.cfg.compress,
             **self.method.counts(),
+            **self._budget(),
             "train_seconds": round(state["elapsed"], 3),
             "train_tokens_per_s": tokens / max(state["elapsed"], 1e-9) if tokens else None,
             "dataset": self.corpus.name if self.cfg.corpus is None else None,
