@@ -31,6 +31,7 @@ from ..fileio import describe_machine
 from ..lm.train import FINISHED
 from ..restriction import count_parameters
 from . import compression
+from .compression import describe
 
 RULES = ("best-valid", "min-test")
 RULE_TEXT = {
@@ -470,6 +471,54 @@ def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
+def _curve_style(run: RunResult) -> dict:
+    """Colour by cell and sharing rate (darker = more sharing), or by compression
+    method; a marker per method: every curve of a panel tells itself apart."""
+    from matplotlib import colormaps
+
+    from .compression import style
+
+    t = run.train
+    marker, color = style(run)
+    if run.method == "restrict":
+        cmap = colormaps[{"rnn": "Blues", "gru": "Greens", "lstm": "Reds"}[t["cell"]]]
+        color = cmap(0.35 + 0.65 * float(t["sharing_rate"]))
+        marker = {"rnn": "v", "gru": "s", "lstm": "o"}[t["cell"]]
+    return {"color": color, "marker": marker, "markersize": 3}
+
+
+def learning_curves(runs: list[RunResult], out: Path) -> Path:
+    """learning-curves.png: validation perplexity per epoch, one panel per group of
+    runs trained alike (dataset, variant, lr, schedule), every run of it a curve."""
+    import matplotlib.pyplot as plt
+
+    groups = _groups(runs)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.6 * max(1, len(groups))), squeeze=False)
+    for ax, (key, members) in zip(axes[:, 0], sorted(groups.items(), key=lambda kv: str(kv[0]))):
+        for run in sorted(members, key=lambda r: (r.method, r.train["cell"], r.train["sharing_rate"])):
+            pts = [(h["epoch"], h["valid_ppl"]) for h in run.history if _finite(h.get("valid_ppl"))]
+            if not pts:
+                continue
+            what = describe(run).replace("classical (r=0)", "r=0")
+            label = f"{run.train['cell'].upper()} {what}, seed {run.train['seed']}"
+            if not run.finished:
+                label += f" ({run.status})"
+            ax.plot(*zip(*pts), label=label, **_curve_style(run))
+        ax.set_yscale("log")
+        ax.set_ylabel("validation perplexity")
+        ax.set_title(_label(key), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2)
+    axes[-1, 0].set_xlabel("epoch")
+    where = "; ".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
+    fig.suptitle("learning curves" + (f"\n{where}" if where else ""), fontsize=9)
+    path = out / "learning-curves.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
     import matplotlib
 
@@ -526,26 +575,6 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        pts = [(h["epoch"], h["valid_ppl"]) for h in run.history if _finite(h.get("valid_ppl"))]
-        if pts:
-            ax.plot(
-                *zip(*pts),
-                marker=".",
-                label=run.name + ("" if run.finished else f" ({run.status})"),
-            )
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation perplexity")
-    ax.set_title("learning curves")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6)
-    path = out / "learning-curves.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
     return written
 
 
@@ -585,7 +614,7 @@ def write_report(
     atomic_write_text(out / "report.csv", buf.getvalue())
 
     try:
-        pngs = figures(runs, rule, out)
+        pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
         if compressed:
             pngs += compression.pareto_figures(compared, rule, out)
         fig_note = ""
