@@ -348,6 +348,11 @@ def _check_cell_state(h, name: str, expected: tuple, batched: bool, hidden: int)
     """torch.nn's cell checks and wording (RuntimeError), the expected shape added."""
     if not isinstance(h, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(h).__name__}")
+    if h.dim() not in (1, 2):  # torch.nn's cells: ValueError, before any computation
+        raise ValueError(
+            f"Expected {name} to be 1D or 2D, got {h.dim()}D instead (shape {expected} "
+            f"for {'batched' if batched else 'unbatched'} input)"
+        )
     if h.dim() != len(expected):
         raise RuntimeError(
             f"{name} must be {len(expected)}-D {expected} for "
