@@ -206,6 +206,15 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus, monkeypatc
     assert ckpt["epoch"] == 1 and all(torch.isfinite(p).all() for p in ckpt["model"].values())
 
 
+def test_divergence_in_the_first_epoch_cites_no_checkpoint(tmp_path, corpus, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(T, "cosine_lr", lambda base, e, n: 1e38)
+    with pytest.raises(T.TrainingDiverged, match="before its first checkpoint") as err:
+        T.train(small_config(corpus, epochs=2, clip=1e30), out, **QUIET)
+    assert "checkpoint.pt" not in str(err.value) and not (out / "checkpoint.pt").exists()
+    assert json.loads((out / "summary.json").read_text())["stop_reason"].startswith("diverged:")
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="tied weights need embedding size == hidden size"):
         ModelConfig(vocab_size=10, embedding_size=8, hidden_size=16, tie_weights=True)

@@ -783,10 +783,15 @@ class _Run:
     # --- one epoch -----------------------------------------------------------
     def _diverged(self, why: str, epoch: int, batch: int, lr: float) -> TrainingDiverged:
         self.summary("diverged", reason=f"diverged: {why} at epoch {epoch + 1}, batch {batch + 1}")
+        ckpt = self.out / "checkpoint.pt"
+        where = (
+            f"The last good checkpoint ({ckpt}, after epoch {self.state['epoch']}) is intact. "
+            if ckpt.is_file()
+            else "It diverged before its first checkpoint, so there is none to go back to. "
+        )
         return TrainingDiverged(
             f"training diverged: {why} at epoch {epoch + 1}, batch {batch + 1} (lr {lr:.4g}). "
-            f"The last good checkpoint ({self.out / 'checkpoint.pt'}, after epoch "
-            f"{self.state['epoch']}) is intact. Lower --lr, set --clip (> 0) and start again."
+            f"{where}Lower --lr, set --clip (> 0) and start again."
         )
 
     def train_epoch(self, epoch: int, flag: _StopFlag, show_bar: bool) -> str:
