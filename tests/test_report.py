@@ -178,3 +178,30 @@ def test_compression_figures_compare_like_with_like_and_tell_methods_apart(tmp_p
     section = section.split("## ")[0]
     assert "lr10" not in section and "gru" not in section
     assert "ptb-lstm-r0-plain-lr1" in section and "-dense" in section
+
+
+def test_damaged_files_are_named_and_never_kill_the_report(sweep, tmp_path):
+    bad = make_run(sweep, "lstm", 0.3, [(150, 140)], summary=False)
+    with open(bad / "metrics.jsonl", "ab") as f:
+        f.write(b'{"kind": "epoch", "epoch": 2, \xda\xff}\n')  # an undecodable byte
+    broken = make_run(sweep, "lstm", 0.7, [(150, 140)])
+    (broken / "config.json").write_bytes(b"{\xda not json")
+    (sweep / make_run(sweep, "lstm", 0.1, [(150, 140)]).name / "summary.json").write_text(
+        json.dumps({"status": "completed", "history": "not a list", "rnn_params": 5})
+    )
+    said = []
+    R.write_report(sweep, log=said.append)
+    text = (sweep / "report.md").read_text()
+    assert "ptb-lstm-r0.3-tied-dropout" in text  # read from its metrics, the bad line skipped
+    assert any(str(broken / "config.json") in m for m in said)
+    assert "Left out, unreadable" in text and str(broken / "config.json") in text
+
+
+def test_report_of_a_missing_folder_creates_nothing_and_one_run_is_a_report(sweep, tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match="no sweep folder"):
+        R.write_report(missing, log=lambda m: None)
+    assert not missing.exists()
+    one = next(d for d in sweep.iterdir() if d.name.startswith("ptb-lstm-r0.5"))
+    R.write_report(one, out=tmp_path / "one", log=lambda m: None)
+    assert "1 runs" in (tmp_path / "one" / "report.md").read_text()

@@ -148,7 +148,7 @@ def _read_json(path: Path):
 def _epochs_from_metrics(path: Path) -> list[dict]:
     records = []
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8", errors="replace")  # a damaged byte: that line
     except OSError:
         return records
     for line in text.splitlines():
@@ -161,16 +161,41 @@ def _epochs_from_metrics(path: Path) -> list[dict]:
     return records
 
 
+class UnreadableRun(ValueError):
+    """A run directory whose config.json cannot be read; the message says why."""
+
+
+def _config_of(run_dir: Path) -> dict | None:
+    """config.json's content; None where there is none (not a run); UnreadableRun
+    where it is damaged."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:
+        raise UnreadableRun(f"{path}: {type(err).__name__}: {err}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise UnreadableRun(f"{path}: no 'train' settings in it")
+    return config
+
+
 def load_run(run_dir: Path) -> RunResult | None:
-    config = _read_json(run_dir / "config.json")
-    if not isinstance(config, dict) or "train" not in config:
+    config = _config_of(run_dir)
+    if config is None:
         return None
     from ..lm.train import TrainConfig
 
-    train = TrainConfig.from_dict(config["train"]).to_dict()
+    try:
+        train = TrainConfig.from_dict(config["train"]).to_dict()
+    except (TypeError, ValueError) as err:
+        raise UnreadableRun(f"{run_dir / 'config.json'}: settings refused ({err})") from None
     model = config.get("model", {})
-    summary = _read_json(run_dir / "summary.json") or {}
-    history = summary.get("history") or _epochs_from_metrics(run_dir / "metrics.jsonl")
+    summary = _read_json(run_dir / "summary.json")
+    summary = summary if isinstance(summary, dict) else {}  # damaged: the metrics decide
+    history = summary.get("history")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        history = _epochs_from_metrics(run_dir / "metrics.jsonl")
     status = summary.get("status") or "unfinished"
     if status == "running":
         status = "unfinished"
@@ -186,11 +211,23 @@ def load_run(run_dir: Path) -> RunResult | None:
     )  # fmt: skip
 
 
-def load_sweep(sweep_dir: Path) -> list[RunResult]:
+def load_sweep(sweep_dir: Path, skipped: list[str] | None = None) -> list[RunResult]:
+    """Every run of a sweep folder (or the one run, for a run directory itself).
+    Runs that cannot be read are left out and named in ``skipped``, with why."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no sweep folder at {sweep_dir}")
-    runs = [r for d in sorted(sweep_dir.iterdir()) if d.is_dir() and (r := load_run(d))]
+    dirs = [sweep_dir] if (sweep_dir / "config.json").is_file() else sorted(sweep_dir.iterdir())
+    runs = []
+    for d in (d for d in dirs if d.is_dir()):
+        try:
+            run = load_run(d)
+        except UnreadableRun as err:
+            if skipped is not None:
+                skipped.append(str(err))
+            continue
+        if run is not None:
+            runs.append(run)
     if not runs:
         raise FileNotFoundError(
             f"{sweep_dir} holds no run directories (folders with a config.json); "
@@ -592,8 +629,11 @@ def write_report(
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir
+    skipped: list[str] = []
+    every = load_sweep(sweep_dir, skipped)  # before any folder is made
+    for why in skipped:
+        log(f"rrnn report: left out, unreadable: {why}")
     out.mkdir(parents=True, exist_ok=True)
-    every = load_sweep(sweep_dir)
     if machine:
         for run in every:
             run.machine = run.machine or {"text": machine}
@@ -659,6 +699,7 @@ def write_report(
         "",
         runs_table(every, rule),
         "",
+        *(["**Left out, unreadable:**", "", *[f"- {w}" for w in skipped], ""] if skipped else []),
         "## Recurrent parameters (Table II)",
         "",
         "The paper's Table II prints the exact recurrent count plus V - E = 9,800 (a slip "
