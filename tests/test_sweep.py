@@ -250,3 +250,21 @@ def test_ray_launcher_on_a_local_instance_skips_and_resumes_like_the_local_one(t
         ours, theirs = (json.loads((d / name / "summary.json").read_text()) for d in (out, local))
         assert ours["status"] == "completed"
         assert epochs_without_time(ours) == epochs_without_time(theirs)
+
+
+def test_a_run_that_finished_as_ctrl_c_arrived_is_not_a_failure(tmp_path):
+    import signal
+
+    from rrnn.experiments.sweep import Run, Sweep
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "summary.json").write_text('{"status": "completed"}')
+    sweep = Sweep.__new__(Sweep)
+    sweep.out = tmp_path
+    run = Run("run", {})
+    assert sweep._outcome(run, -signal.SIGINT) == "completed"
+    assert sweep._outcome(run, 130) == "completed"
+    (d / "summary.json").write_text('{"status": "early-stopped"}')
+    assert sweep._outcome(run, 0) == "early-stopped"
+    assert sweep._outcome(run, 2).startswith("failed")  # a worker that failed to start

@@ -375,7 +375,8 @@ class Sweep:
     def _outcome(self, run: Run, code: int) -> str:
         summary = _read_json(self.out / run.name / "summary.json") or {}
         status = summary.get("status")
-        if code == 0 and status in FINISHED:
+        # finished; a Ctrl-C that arrives as the worker exits gives 130 or -SIGINT
+        if status in FINISHED and code in (0, 130, -signal.SIGINT):
             return status
         if status == "diverged" or code == 3:
             return "diverged"
