@@ -503,8 +503,9 @@ def _sweep_parser(sub) -> None:
         "--grid",
         action="append",
         metavar="SPEC",
-        help='one more product of axes, e.g. "cells=gru sharing-rates=0,0.5 lrs=10"; '
-        "repeatable; axes it does not name take the axis flags' values (or the defaults)",
+        help='a product of axes, e.g. "cells=gru sharing-rates=0,0.5 lrs=10"; repeatable: '
+        "the sweep is the union of the --grid products, and the axis flags (--cells, ...) "
+        "then only fill the axes a --grid does not name (they add no product of their own)",
     )
     p.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="runs trained at once (default 1)"
