@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from rrnn.bench import interleaved, markdown, run_grid
 from rrnn.cli import main
 
@@ -63,7 +65,7 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
                 "--sizes",
                 "stream",
                 "--stream-repeats",
-                "2",
+                "5",
                 "--stream-block",
                 "2",
                 "--json",
@@ -102,3 +104,11 @@ def test_the_machine_names_its_vector_instructions(monkeypatch, tmp_path):
     assert fileio.describe_machine(info).startswith("AMD EPYC (family 25 model 17, AVX-512, ")
     assert fileio.cpu_flags() >= {"avx2", "avx512f"}
     assert fileio.describe_machine({"cpu": "X", "cores": 2, "torch": "t"}) == "X (2 cores), torch t"
+
+
+@pytest.mark.parametrize("flag", ["--repeats", "--stream-repeats"])
+def test_bench_refuses_too_few_repeats_for_a_median_and_its_range(flag, capsys):
+    assert main(["bench", "--sizes", "stream", flag, "1"]) == 2
+    assert f"{flag} 1: a ratio's median and interquartile range need at least 5" in (
+        capsys.readouterr().err
+    )

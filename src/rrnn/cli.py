@@ -400,6 +400,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_BENCH_REPEATS = 5
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -407,6 +410,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .fileio import atomic_write_text, describe_machine, machine
 
     _check_device(args.device)
+    for flag, value in (("--repeats", args.repeats), ("--stream-repeats", args.stream_repeats)):
+        if value < MIN_BENCH_REPEATS:  # a median and its interquartile range need several
+            raise ValueError(
+                f"{flag} {value}: a ratio's median and interquartile range need at least "
+                f"{MIN_BENCH_REPEATS} repeats; use {flag} {MIN_BENCH_REPEATS} or more"
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.retune:
