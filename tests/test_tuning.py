@@ -160,7 +160,7 @@ def test_bench_retune_forgets_this_machines_choices(capsys):
     m.path_for(torch.randn(10, 4, 12))
     assert _cache_file().exists()
     code = main(["bench", "--retune", "--cells", "rnn", "--rates", "0.5", "--sizes", "stream",
-                 "--repeats", "1", "--stream-repeats", "1", "--stream-block", "1"])  # fmt: skip
+                 "--repeats", "5", "--stream-repeats", "5", "--stream-block", "1"])  # fmt: skip
     assert code == 0
     assert "forgot the measured dispatch" in capsys.readouterr().out
     assert not _cache_file().exists()  # an RNN grid measures nothing new
