@@ -3,6 +3,7 @@ so a reader (or a run killed mid-write) never sees a half-written file."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -39,6 +40,15 @@ def atomic_torch_save(obj, path: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     with _replacing(path) as f:
         f.write(text.encode())
+
+
+def read_json(path: Path):
+    """The JSON in ``path``, or None where it is missing, unreadable or not JSON
+    (an undecodable byte included)."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def copy_file(src: Path, dst: Path) -> None:

@@ -40,6 +40,8 @@ from . import restriction as R
 
 _TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _TORCH_CELL = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+# torch.nn's four weights of a layer (or cell), in the order layer_weights returns them
+_FULL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _TORCH_WEIGHT_NAME = re.compile(
     r"(?P<kind>weight|bias)_(?P<input>ih|hh)_l(?P<layer>\d+)(?P<reverse>_reverse)?"
 )
@@ -275,7 +277,7 @@ class _Watch:
         given = [None] * 4
         given[self.index] = self.view
         sfx = "_reverse" if self.direction else ""
-        kind = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[self.index]
+        kind = _FULL_NAMES[self.index]
         what = f"a write into m.{kind}_l{self.layer}{sfx}"
         module._write_full(self.layer, self.direction, given, what)
         self.snapshot = self.view.clone()
@@ -510,10 +512,11 @@ class RestrictedRNNBase(_CompactWeights):
 
     def flat_weights(self) -> list[Tensor]:
         """Every layer's full weights in torch.nn's ``_flat_weights`` order."""
+        self._flush_torch_names()  # once, not per layer
         flat: list[Tensor] = []
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
-                w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+                w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
                 flat += [w_ih, w_hh] + ([b_ih, b_hh] if self.bias else [])
         return flat
 
@@ -542,8 +545,7 @@ class RestrictedRNNBase(_CompactWeights):
         current = [
             None if t is None else t.detach().clone() for t in self._layer_weights(layer, direction)
         ]
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        for k, (name, new) in enumerate(zip(names, given)):
+        for k, (name, new) in enumerate(zip(_FULL_NAMES, given)):
             if new is None:
                 continue
             if current[k] is None:
@@ -557,7 +559,7 @@ class RestrictedRNNBase(_CompactWeights):
             current[k] = new.detach().to(current[k])
         self._scatter(res, f"_l{layer}{sfx}", f"_l{layer}", current)
         kept = self._layer_weights(layer, direction)
-        lost = [f"{n}_l{layer}{sfx}" for n, want, got in zip(names, current, kept)
+        lost = [f"{n}_l{layer}{sfx}" for n, want, got in zip(_FULL_NAMES, current, kept)
                 if want is not None and not torch.allclose(got, want, rtol=1e-6, atol=1e-7)]  # fmt: skip
         if lost:
             warnings.warn(
@@ -572,7 +574,10 @@ class RestrictedRNNBase(_CompactWeights):
 
     def _flush_torch_names(self) -> None:
         """Apply writes into tensors handed out under torch.nn's names."""
-        for watch in list(_WATCHES.get(self, ())):
+        watches = _WATCHES.get(self)
+        if not watches:  # the usual case: nothing handed out
+            return
+        for watch in list(watches):
             watch.sync()
             if watch.finished():
                 watch.close()
@@ -755,8 +760,8 @@ class RestrictedRNNBase(_CompactWeights):
         with torch.no_grad():
             for layer in range(self.num_layers):
                 for direction, sfx in enumerate(self._directions()):
-                    tensors = self.layer_weights(layer, direction)
-                    for name, t in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), tensors):
+                    tensors = self._layer_weights(layer, direction)  # flushed above
+                    for name, t in zip(_FULL_NAMES, tensors):
                         if t is not None:
                             getattr(plain, f"{name}_l{layer}{sfx}").copy_(t)
         plain.train(self.training)
@@ -859,8 +864,7 @@ class RestrictedRNNBase(_CompactWeights):
         ``hx`` (h0, or (h0, c0) for the LSTM) of shape (D*num_layers, N, H) or
         (D*num_layers, H) unbatched. Returns ``(output, h_n)`` or
         ``(output, (h_n, c_n))``."""
-        if self in _WATCHES:
-            self._flush_torch_names()
+        self._flush_torch_names()
         data, batch_sizes, hx, sorted_idx, unsorted_idx, batched = self._prepare(input, hx)
         steps = data.size(1 if self.batch_first else 0)
         path = kernels.choose(self, data, batch_sizes, steps, hx)
@@ -1146,7 +1150,7 @@ class RestrictedCellBase(_CompactWeights):
             kwargs["nonlinearity"] = self.nonlinearity
         plain = _TORCH_CELL[self._mode](self.input_size, self.hidden_size, **kwargs)
         with torch.no_grad():
-            for name, t in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), self.weights()):
+            for name, t in zip(_FULL_NAMES, self.weights()):
                 if t is not None:
                     getattr(plain, name).copy_(t)
         return plain

@@ -24,6 +24,7 @@ from torch import nn
 from ..bench import interleaved
 from ..compress.sparse import SparseRNN
 from ..fileio import atomic_write_text, machine
+from ..lm.train import FINISHED
 
 LATENCY_FILE = "latency.json"
 SHAPES = {"stream": (1, 1), "batch80": (35, 80)}  # (T, B)
@@ -97,6 +98,6 @@ def measure_sweep(sweep_dir, log=print, **kw) -> list[dict]:
     for d in sorted(Path(sweep_dir).iterdir()):
         summary = d / "summary.json"
         if d.is_dir() and (d / "best.pt").is_file() and summary.is_file():
-            if json.loads(summary.read_text()).get("status") in ("completed", "early-stopped"):
+            if json.loads(summary.read_text()).get("status") in FINISHED:
                 out.append(measure_run(d, log=log, **kw))
     return out

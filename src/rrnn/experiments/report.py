@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paper
-from ..fileio import describe_machine
+from ..fileio import describe_machine, read_json
 from ..lm.train import FINISHED
 from ..restriction import count_parameters
 from . import compression
@@ -138,13 +138,6 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _epochs_from_metrics(path: Path) -> list[dict]:
     records = []
     try:
@@ -191,7 +184,7 @@ def load_run(run_dir: Path) -> RunResult | None:
     except (TypeError, ValueError) as err:
         raise UnreadableRun(f"{run_dir / 'config.json'}: settings refused ({err})") from None
     model = config.get("model", {})
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     summary = summary if isinstance(summary, dict) else {}  # damaged: the metrics decide
     history = summary.get("history")
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
@@ -207,7 +200,7 @@ def load_run(run_dir: Path) -> RunResult | None:
         )  # fmt: skip
     return RunResult(
         run_dir.name, train, model, status, history, rnn, summary.get("machine") or {},
-        summary, _read_json(run_dir / "latency.json"),
+        summary, read_json(run_dir / "latency.json"),
     )  # fmt: skip
 
 

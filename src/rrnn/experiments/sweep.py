@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_json
 from ..lm.train import FINISHED, RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
@@ -143,16 +143,9 @@ def expand(base: dict, axes: dict[str, list], grids: list[dict] | None = None) -
 # ---------------------------------------------------------------------------
 # What a run directory holds
 # ---------------------------------------------------------------------------
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def inspect(run: Run, run_dir: Path) -> Run:
     """Set ``run.state`` from what ``run_dir`` holds."""
-    stored = _read_json(run_dir / "config.json")
+    stored = read_json(run_dir / "config.json")
     if stored is not None:
         old = TrainConfig.from_dict(stored.get("train", {})).to_dict()
         diff = [
@@ -163,7 +156,7 @@ def inspect(run: Run, run_dir: Path) -> Run:
         if diff:
             run.state, run.detail = "conflict", "holds other settings: " + ", ".join(diff)
             return run
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = read_json(run_dir / "summary.json") or {}
     status = summary.get("status")
     if status == "completed" or (status == "early-stopped" and _still_stopped(summary, run)):
         run.state = "done"
@@ -212,7 +205,7 @@ def progress(run_dir: Path, epochs: int) -> tuple[float, str]:
 
 def record_grid(out: Path, request: dict, runs: list[Run]) -> None:
     """Append this invocation's grid to ``sweep.json`` (atomically)."""
-    doc = _read_json(out / SWEEP_FILE) or {"format": "rrnn-sweep", "version": 1, "grids": []}
+    doc = read_json(out / SWEEP_FILE) or {"format": "rrnn-sweep", "version": 1, "grids": []}
     entry = dict(request, runs=[r.name for r in runs])
     if entry not in doc["grids"]:
         doc["grids"].append(entry)
@@ -373,7 +366,7 @@ class Sweep:
         return self.results
 
     def _outcome(self, run: Run, code: int) -> str:
-        summary = _read_json(self.out / run.name / "summary.json") or {}
+        summary = read_json(self.out / run.name / "summary.json") or {}
         status = summary.get("status")
         # finished; a Ctrl-C that arrives as the worker exits gives 130 or -SIGINT
         if status in FINISHED and code in (0, 130, -signal.SIGINT):

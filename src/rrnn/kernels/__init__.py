@@ -90,9 +90,10 @@ def _functorch_active() -> bool:
 
 def _tracing() -> bool:
     """True under torch.jit.trace (and so the TorchScript ONNX exporter) and under
-    torch.export, strict or not: they record operators, not what the C kernels do."""
+    torch.export: they record operators, not what the C kernels do (torch.compile is
+    checked before this, by ``torch.compiler.is_compiling``)."""
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-    return torch.jit.is_tracing() or exporting() or torch.compiler.is_compiling()
+    return torch.jit.is_tracing() or exporting()
 
 
 def _needs_grad(module, data: Tensor, hx) -> bool:

@@ -63,10 +63,10 @@ __attribute__((__simd__("notinbranch"))) double tanh(double);
 /* sigmoid: 1 / (1 + exp(-x)) has no cancellation; exp(-x) overflowing to +Inf for
  * x below about -88 (float) gives 0, where torch gives a subnormal or 0. tanh: the
  * C library's, within a few ulp of torch's everywhere; 1 - 2 / (1 + exp(2x))
- * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). LIM is unused now. */
+ * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). */
 #define TANH_f32 tanhf
 #define TANH_f64 tanh
-#define DEFINE_LSTM(T, SUF, EXP, LIM)                                                    \
+#define DEFINE_LSTM(T, SUF, EXP)                                                         \
 static inline T sigm_##SUF(T x) { return (T)1 / ((T)1 + EXP(-x)); }                       \
 static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                                 \
 void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,                     \
@@ -145,8 +145,8 @@ void rrnn_lstm_bwd_out_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict 
     lstm_bwd_##SUF(B, s, q, sig, ts, tg, tc, c_prev, dh, dout, dc, dz, dc_prev);          \
 }
 
-DEFINE_LSTM(float, f32, expf, 40.0f)
-DEFINE_LSTM(double, f64, exp, 300.0)
+DEFINE_LSTM(float, f32, expf)
+DEFINE_LSTM(double, f64, exp)
 
 /*
  * GRU, torch.nn gate order (r, z, n). Packed columns [S | R | Z | N] (widths s, q, q, q),
@@ -157,7 +157,7 @@ DEFINE_LSTM(double, f64, exp, 300.0)
  * Backward fills da, dg (B, m) (gradients of a and g) and dh_direct (B, d), the part of
  * dh_prev that does not pass through P_h.
  */
-#define DEFINE_GRU(T, SUF, EXP, LIM)                                                     \
+#define DEFINE_GRU(T, SUF)                                                               \
 void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,                      \
                         const T *restrict g, const T *restrict h_prev, T *restrict h,     \
                         T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
@@ -234,8 +234,8 @@ void rrnn_gru_bwd_out_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict r
     gru_bwd_##SUF(B, s, q, rr, zz, nn, gn, h_prev, dh, dout, da, dg, dh_direct);          \
 }
 
-DEFINE_GRU(float, f32, expf, 40.0f)
-DEFINE_GRU(double, f64, exp, 300.0)
+DEFINE_GRU(float, f32)
+DEFINE_GRU(double, f64)
 
 /*
  * A whole unidirectional LSTM stack, one time step, inference: for each layer l,

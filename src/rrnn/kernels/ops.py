@@ -110,7 +110,8 @@ def _check(op: str, tensors: dict[str, Tensor], shapes: dict[str, tuple]) -> tor
             )
         if not t.is_contiguous():
             raise KernelArgumentError(f"rrnn::{op}: {name} must be contiguous")
-    _check_no_overlap(op, tensors)
+    if device.type != "meta":  # meta tensors have no memory to overlap
+        _check_no_overlap(op, tensors)
     return dtype
 
 
@@ -126,15 +127,13 @@ def _check_no_overlap(op: str, tensors: dict[str, Tensor]) -> None:
     reading others: a written tensor that shares memory with any other argument
     would give wrong numbers, so it is refused (inputs may share memory with each
     other). Contiguous tensors, so each spans [data_ptr, data_ptr + nbytes)."""
-    written = _written(op)
     try:
         spans = sorted(
-            (t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name)
-            for name, t in tensors.items()
-            if t.numel() and t.device.type != "meta"
+            (ptr := t.data_ptr(), ptr + t.nbytes, name) for name, t in tensors.items() if t.nbytes
         )
     except RuntimeError:  # fake tensors (torch.compile, export) have no memory
         return
+    written = _written(op)
     for i, (_, end_a, a) in enumerate(spans):
         for start_b, _, b in spans[i + 1 :]:
             if start_b >= end_a:

@@ -32,7 +32,14 @@ import torch.nn.functional as F
 
 from ..compress import METHODS, check_rank, check_target, dense_hidden_for, rank_for, sparsity_for
 from ..compress.prune import SCHEDULES, check_sparsity
-from ..fileio import atomic_torch_save, atomic_write_text, copy_file, cpu_flags, machine
+from ..fileio import (
+    atomic_torch_save,
+    atomic_write_text,
+    copy_file,
+    cpu_flags,
+    machine,
+    read_json,
+)
 from ..kernels import tuning
 from ..restriction import count_parameters
 from . import compression
@@ -137,13 +144,9 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.patience is not None:
-            p = self.patience
-            if isinstance(p, bool) or not isinstance(p, int) or p <= 0:
-                raise ValueError(
-                    f"patience must be a positive integer (epochs without a better validation "
-                    f"perplexity before the run stops), got {p!r}; leave it out to train "
-                    "every epoch of the schedule"
-                )
+            _positive_int("patience", self.patience, hint=(
+                " (epochs without a better validation perplexity before the run stops); "
+                "leave it out to train every epoch of the schedule"))  # fmt: skip
         if not _real(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("momentum", "weight_decay", "clip"):
@@ -226,8 +229,10 @@ class TrainConfig:
         if self.compress == "dense":
             hidden = dense_hidden_for(self.cell, self.embedding_size, self.layers, self.budget())
         elif self.compress == "lowrank":
-            rank = self.rank if self.rank is not None else rank_for(self.cell, self.embedding_size, self.hidden_size,
-                                         self.layers, self.budget(), self.lowrank)  # fmt: skip
+            rank = self.rank
+            if rank is None:
+                rank = rank_for(self.cell, self.embedding_size, self.hidden_size, self.layers,
+                                self.budget(), self.lowrank)  # fmt: skip
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -268,9 +273,9 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
-def _positive_int(name: str, value) -> None:
+def _positive_int(name: str, value, hint: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r}{hint}")
 
 
 def _real(value) -> bool:
@@ -530,8 +535,9 @@ def train(
                 "nothing to resume. A larger --patience continues it"
             )
             # a kill between the checkpoint and summary.json leaves the file one epoch behind
-            stored = _read_status(Path(out) / "summary.json")
-            return run.summary("early-stopped", write=stored != "early-stopped")
+            stored = read_json(Path(out) / "summary.json")
+            stale = not isinstance(stored, dict) or stored.get("status") != "early-stopped"
+            return run.summary("early-stopped", write=stale)
         with _StopFlag() as flag:
             for epoch in range(run.state["epoch"], run.cfg.epochs):
                 if run.train_epoch(epoch, flag, show_bar) == "interrupted":
@@ -920,13 +926,6 @@ class _Run:
             f"{perplexity(losses['test']):8.2f} | {state['elapsed']:.0f}s"
             + ("  *best" if improved else "")
         )
-
-
-def _read_status(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _stop_reason(status: str, state: dict, cfg: TrainConfig) -> str | None:
