@@ -114,15 +114,16 @@ def _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tc, s: int, q: int) -> None:
 
 def _backward_ops(sg, ts, tg, th, c_prev, dh, dc, dz, dc_prev, s: int, q: int) -> None:
     """Torch-op version of the fused backward step: fills ``dz`` (B, m) and
-    ``dc_prev`` (B, d) from dh and dc (B, d), which it may overwrite."""
+    ``dc_prev`` (B, d) from dh and dc (B, d), which it only reads, as the C kernel
+    does (the operator's contract: callers may reuse dh and dc)."""
     i0, f0, g0, o0 = s, s + q, s + 2 * q, s + 3 * q
     dsg = torch.addcmul(sg, sg, sg, value=-1.0)  # sigmoid' = s (1 - s), (B, m)
     # dc_total = dc + dh * o * (1 - tanh(c)^2); o = [sig(S) | sig(P_o)]
     u = torch.addcmul(torch.ones_like(th), th, th, value=-1.0).mul_(dh)
-    dct = dc
+    dct = dc.clone()
     dct[:, :s].addcmul_(u[:, :s], sg[:, :s])
     dct[:, s:].addcmul_(u[:, s:], sg[:, o0:])
-    do = dh.mul_(th)
+    do = dh * th
     # shared columns: S feeds i, f, o (sigmoid) and g (tanh)
     dct_s, dct_p = dct[:, :s], dct[:, s:]
     a = torch.add(c_prev[:, :s], ts).mul_(dct_s).add_(do[:, :s])

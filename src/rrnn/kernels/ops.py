@@ -18,7 +18,9 @@ operators, never through a raw pointer taken elsewhere:
                             place, its gradient (see :mod:`rrnn.lm.loss`)
 ==========================  ==================================================
 
-Each has a schema (the tensors it writes are marked mutable), a CPU kernel that
+Each has a schema (the tensors it writes are marked mutable: the contract of what
+it overwrites, kept by the C kernel and the torch-op version alike and checked by
+``torch.library.opcheck`` in tests/test_opcheck.py), a CPU kernel that
 checks dtype (float32 or float64, all alike), device, shape and contiguity before
 any pointer is touched and then calls the C function (or the torch-op version
 of the same arithmetic where no compiler was found), and a Meta kernel with the
@@ -47,7 +49,7 @@ _lib.define(
 )
 _lib.define(
     "lstm_step_backward(Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, Tensor c_prev, "
-    "Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, Tensor(d!) dc_prev, int s) -> ()"
+    "Tensor dh, Tensor dc, Tensor(a!) dz, Tensor(b!) dc_prev, int s) -> ()"
 )
 _lib.define(
     "gru_step(Tensor a, Tensor g, Tensor h, Tensor(a!) h_new, Tensor(b!) r, Tensor(c!) z, "
