@@ -300,11 +300,20 @@ def _check_device(device: str | None) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
-    from .lm.train import TrainConfig, TrainingDiverged, dry_run_config, temp_run_dir, train
+    from .lm.train import (
+        TrainConfig,
+        TrainingDiverged,
+        check_method_options,
+        dry_run_config,
+        temp_run_dir,
+        train,
+    )
 
     _check_device(args.device)
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     cfg = TrainConfig(**given)
+    if not args.resume:  # a resumed run keeps its own method; its settings are checked then
+        check_method_options(cfg, set(given))
     if args.dry_run:
         cfg = dry_run_config(cfg)
     out, temporary = args.out, False
@@ -347,7 +356,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import AXES, Sweep, expand, parse_grid, parse_list, record_grid
+    from .experiments.sweep import (
+        AXES,
+        Sweep,
+        check_data,
+        expand,
+        parse_grid,
+        parse_list,
+        record_grid,
+    )
     from .lm.train import FINISHED
 
     axes = {a: parse_list(a, getattr(args, a)) for a in AXES if getattr(args, a) is not None}
@@ -364,6 +381,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(sweep.plan(), flush=True)
     if args.list:
         return 0
+    check_data([r for r in runs if r.state in ("new", "resume")])  # before any folder or run
     out.mkdir(parents=True, exist_ok=True)
     request = {"axes": axes, "grids": grids, "common": base}
     record_grid(out, request, runs)
@@ -504,7 +522,9 @@ def _sweep_parser(sub) -> None:
         "--out. Invoked again with the same --out, finished runs are skipped, stopped ones "
         "resumed from their checkpoint and missing ones started; a different grid adds runs. "
         "Axes take comma-separated lists (--cells lstm,gru --sharing-rates 0,0.5,1); every "
-        "other flag of `rrnn train` applies to all runs. Ctrl-C checkpoints the running "
+        "other flag of `rrnn train` applies to all runs (a method option, such as "
+        "--prune-schedule or --iss-lambda, to the runs whose method reads it). Ctrl-C "
+        "checkpoints the running "
         "runs and stops.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (required)")
@@ -767,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"rrnn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # permissions, a full disk, a long name: not a traceback
+        from .fileio import explain_os_error
+
+        print(f"rrnn {args.command}: error: {explain_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rrnn {args.command}: aborted", file=sys.stderr)
         return 130

@@ -1,12 +1,20 @@
-"""Atomic writes: a temp file in the same folder, then a rename over the target,
-so a reader (or a run killed mid-write) never sees a half-written file."""
+"""Result files: atomic writes (a temp file in the same folder, then a rename over
+the target, so a reader, or a run killed mid-write, never sees a half-written
+file), damaged files kept aside rather than replaced, and OS errors in one line.
+
+A target that is a symlink is written through (its target is replaced); one that
+is a device or a pipe (``/dev/stdout``, ``/dev/null``) is written directly, since
+renaming over it would replace the device node; a folder is refused."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +22,31 @@ from pathlib import Path
 import torch
 
 
+def _target(path: Path) -> tuple[Path, bool]:
+    """(the file to write, whether it can be replaced atomically)."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # write through the link, keep the link
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path, True
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file: give a file name", str(path))
+    return path, stat.S_ISREG(mode)
+
+
 @contextmanager
 def _replacing(path: Path):
-    """Yield a binary file in ``path``'s folder; on success, flush it to disk
-    and rename it over ``path``; on any error, remove it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Yield a binary file for ``path``; on success, flush it to disk and rename it
+    over ``path``; on any error, remove it (the old file stays as it was). A device
+    or pipe is opened and written as it is."""
+    path, regular = _target(path)
+    if not regular:
+        with open(path, "wb") as f:
+            yield f
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -32,9 +59,13 @@ def _replacing(path: Path):
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename over ``path``."""
+    """torch.save, atomically. Serialised in memory first: torch's own file writer
+    turns a full disk into "[enforce fail at inline_container.cc] unexpected pos",
+    while a plain write raises the OS's "No space left on device"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with _replacing(path) as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -42,13 +73,59 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text.encode())
 
 
+def load_json(path: Path) -> tuple[object | None, str | None]:
+    """``(content, None)``; ``(None, None)`` where ``path`` does not exist;
+    ``(None, why)`` where it exists but cannot be read as JSON."""
+    try:
+        return json.loads(Path(path).read_bytes()), None
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError as err:
+        return None, f"byte {err.start} is not UTF-8"
+    except ValueError as err:
+        return None, f"not JSON ({err})"
+    except OSError as err:
+        return None, err.strerror or str(err)
+
+
+def set_aside(path: Path, why: str, log=print) -> Path:
+    """Keep a damaged ``path`` as ``path.corrupt`` (``.corrupt.1``, ... if taken),
+    say so through ``log``, and return the copy's path; the caller then writes a
+    fresh file."""
+    path = Path(path)
+    keep = path.with_name(path.name + ".corrupt")
+    n = 0
+    while keep.exists():
+        n += 1
+        keep = path.with_name(f"{path.name}.corrupt.{n}")
+    shutil.copy2(path, keep)
+    log(f"warning: {path} is damaged ({why}); kept as {keep.name}, a new one is written")
+    return keep
+
+
+def explain_os_error(err: OSError) -> str:
+    """One line for an ordinary OS condition, with what to do about it."""
+    where = f": {err.filename}" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device{where}; free some space and run the same "
+                "command again (a run resumes with --resume from its last complete "
+                "checkpoint, which a failed write leaves as it was)")  # fmt: skip
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (f"permission denied{where}; pick a folder you can write (--out), or fix "
+                "its permissions")  # fmt: skip
+    if err.errno == errno.EROFS:
+        return f"read-only file system{where}; pick a writable folder (--out)"
+    if err.errno == errno.ENAMETOOLONG:
+        return f"a file name is too long for the file system{where}; use a shorter name"
+    if err.errno == errno.EISDIR:
+        return f"{err.strerror}{where}"
+    return f"{err.strerror or err}{where}"
+
+
 def read_json(path: Path):
     """The JSON in ``path``, or None where it is missing, unreadable or not JSON
     (an undecodable byte included)."""
-    try:
-        return json.loads(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
+    return load_json(path)[0]
 
 
 def copy_file(src: Path, dst: Path) -> None:

@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import atomic_write_text, read_json
+from ..fileio import atomic_write_text, load_json, read_json, set_aside
 from ..lm.train import FINISHED, RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
@@ -140,6 +141,35 @@ def expand(base: dict, axes: dict[str, list], grids: list[dict] | None = None) -
     return list(runs.values())
 
 
+def check_data(runs: list[Run], log=print) -> None:
+    """Before any run starts: every dataset is known and present (downloaded once
+    here where missing, not by each worker) and every corpus folder complete;
+    otherwise a DataError naming the problem."""
+    from ..lm import data as D
+
+    seen = set()
+    for run in runs:
+        cfg = run.config
+        key = (cfg.get("dataset"), cfg.get("corpus"), cfg.get("data_dir"))
+        if key in seen:
+            continue
+        seen.add(key)
+        dataset, corpus, root = key
+        if corpus is not None:
+            missing = [s for s in D.SPLITS if not (Path(corpus) / f"{s}.txt").is_file()]
+            if missing:
+                raise D.DataError(
+                    f"corpus folder {corpus}: missing {', '.join(f'{s}.txt' for s in missing)}; "
+                    "a corpus folder needs train.txt, valid.txt and test.txt"
+                )
+        elif dataset not in D.BUILTIN:
+            raise D.DataError(
+                f"unknown dataset {dataset!r}; choose from {', '.join(D.BUILTIN)} or pass --corpus DIR"
+            )
+        else:
+            D.ensure_dataset(D.BUILTIN[dataset], D.data_dir(root), progress=False, log=log)
+
+
 # ---------------------------------------------------------------------------
 # What a run directory holds
 # ---------------------------------------------------------------------------
@@ -203,9 +233,22 @@ def progress(run_dir: Path, epochs: int) -> tuple[float, str]:
     return 0.0, "starting"
 
 
-def record_grid(out: Path, request: dict, runs: list[Run]) -> None:
-    """Append this invocation's grid to ``sweep.json`` (atomically)."""
-    doc = read_json(out / SWEEP_FILE) or {"format": "rrnn-sweep", "version": 1, "grids": []}
+def record_grid(out: Path, request: dict, runs: list[Run], log=print) -> None:
+    """Append this invocation's grid to ``sweep.json`` (atomically). A file that
+    does not parse, or is not this version's record, is kept aside, not replaced."""
+    path = out / SWEEP_FILE
+    doc, why = load_json(path)
+    if doc is not None and not (
+        isinstance(doc, dict)
+        and doc.get("format") == "rrnn-sweep"
+        and doc.get("version") == 1
+        and isinstance(doc.get("grids"), list)
+    ):
+        why = "not a version-1 rrnn sweep record"
+    if why:
+        set_aside(path, why, log)
+        doc = None
+    doc = doc or {"format": "rrnn-sweep", "version": 1, "grids": []}
     entry = dict(request, runs=[r.name for r in runs])
     if entry not in doc["grids"]:
         doc["grids"].append(entry)
@@ -227,6 +270,25 @@ def _lock(run_dir: Path):
     return f
 
 
+def _holder(run_dir: Path) -> str:
+    """Who holds a run's lock, in words: the worker's process id, as its sweep wrote
+    it into the lock file, and whether that process is still alive."""
+    try:
+        pid = int((run_dir / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another process is training it"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "another process is training it"
+    except PermissionError:
+        pass
+    return (
+        f"another process is training it (worker pid {pid}; if its sweep was killed, "
+        f"stop it with `kill -INT {pid}`: it checkpoints, then run the sweep again)"
+    )
+
+
 def start_worker(run: Run, run_dir: Path, threads: int | None, lock) -> subprocess.Popen:
     """Train ``run`` in its own process; output appended to ``run_dir/train.log``.
 
@@ -239,7 +301,7 @@ def start_worker(run: Run, run_dir: Path, threads: int | None, lock) -> subproce
         config["threads"] = threads
     log = open(run_dir / LOG_FILE, "a")
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "rrnn.experiments.worker", str(run_dir), json.dumps(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -250,6 +312,10 @@ def start_worker(run: Run, run_dir: Path, threads: int | None, lock) -> subproce
         )
     finally:
         log.close()
+    lock.truncate(0)  # the worker's pid, for a later sweep that finds the lock held
+    lock.write(f"{proc.pid}\n")
+    lock.flush()
+    return proc
 
 
 def run_blocking(run_dir: str, config: dict, threads: int | None) -> tuple[str, int]:
@@ -336,9 +402,9 @@ class Sweep:
                     run = pending.pop(0)
                     lock = _lock(self.out / run.name)
                     if lock is None:
-                        run.state, run.detail = "busy", "another process is training it"
+                        run.state, run.detail = "busy", _holder(self.out / run.name)
                         self.results[run.name] = "busy"
-                        view.say(f"skip {run.name}: another process is training it")
+                        view.say(f"skip {run.name}: {run.detail}")
                         continue
                     proc = start_worker(run, self.out / run.name, threads, lock)
                     running[run.name] = (run, proc, lock)
@@ -396,6 +462,7 @@ class Sweep:
             if address in (None, "local"):
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
             else:
+                _reachable(address)
                 ray.init(address=address, log_to_driver=False)
         threads = self.threads or 1
         task = ray.remote(num_cpus=threads, max_retries=0)(run_blocking)
@@ -421,6 +488,28 @@ class Sweep:
             if started_here:
                 ray.shutdown()
         return self.results
+
+
+RAY_CONNECT_TIMEOUT = 15.0  # seconds; Ray's own client retries far longer, silently
+
+
+def _reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """A Ray address given as host:port (or ray://host:port) must accept a TCP
+    connection within ``timeout`` seconds; 'auto' is left to Ray."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SweepError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise SweepError(
+            f"--ray-address {address}: no Ray cluster answered within {timeout:g} s ({err}); "
+            "check the address (`ray status` on the head node), or leave --ray-address out "
+            "to start Ray on this machine"
+        ) from None
 
 
 class _View:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -37,8 +38,10 @@ from ..fileio import (
     atomic_write_text,
     copy_file,
     cpu_flags,
+    load_json,
     machine,
     read_json,
+    set_aside,
 )
 from ..kernels import tuning
 from ..restriction import count_parameters
@@ -268,6 +271,35 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+# which compression methods read each method option (the help of each flag says the same)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "target_params": ("dense", "lowrank", "prune", "iss"),
+    "rank": ("lowrank",), "lowrank": ("lowrank",),
+    "sparsity": ("prune",), "prune_schedule": ("prune",), "prune_freq": ("prune",),
+    "compress_start": ("prune",), "compress_ramp": ("prune",), "compress_end": ("prune", "iss"),
+    "iss_lambda": ("iss",), "iss_threshold": ("iss",), "iss_cut": ("iss",),
+}  # fmt: skip
+
+
+def check_method_options(cfg: TrainConfig, given: set[str]) -> None:
+    """``rrnn train``: a method option passed for a method that would ignore it is an
+    error (a sweep's common flags apply to the runs whose method reads them)."""
+    flag = lambda name: "--iss-no-cut" if name == "iss_cut" else "--" + name.replace("_", "-")  # noqa: E731
+    for name in sorted(given & set(METHOD_OPTIONS)):
+        methods = METHOD_OPTIONS[name]
+        if cfg.compress not in methods:
+            raise ValueError(
+                f"{flag(name)} is an option of --compress {' / '.join(methods)}; this run is "
+                f"--compress {cfg.compress}, which would ignore it: leave it out"
+            )
+    if "compress_ramp" in given and cfg.prune_schedule != "narang":
+        raise ValueError("--compress-ramp sets the Narang schedule's ramp; --prune-schedule "
+                         f"{cfg.prune_schedule} has none: leave it out")  # fmt: skip
+    if "compress_end" in given and cfg.compress == "iss" and not cfg.iss_cut:
+        raise ValueError("--compress-end places the ISS budget cut, which --iss-no-cut turns "
+                         "off: leave one of them out")  # fmt: skip
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic (x86: AVX-512 BF16 or AMX; ARM: BF16)."""
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
@@ -456,21 +488,46 @@ def _check_resume_config(stored: dict, requested: TrainConfig, explicit: set[str
     return TrainConfig.from_dict(merged)
 
 
+def _damaged_config(path: Path, log) -> bool:
+    """On resume: True (after keeping a copy aside) where config.json is missing or
+    damaged, so that it is written again from the checkpoint's settings."""
+    doc, why = load_json(path)
+    if isinstance(doc, dict) and isinstance(doc.get("train"), dict):
+        return False
+    if path.exists():
+        set_aside(path, why or "not a run's settings", log)
+    else:
+        log(f"warning: {path} was missing; written again from the checkpoint")
+    return True
+
+
 class _StopFlag:
-    """First Ctrl-C: finish the current batch, checkpoint, stop. Second: abort."""
+    """First Ctrl-C: finish the current batch, checkpoint, stop. Second: abort, but
+    never in the middle of a checkpoint write (it is finished first, so the abort
+    loses only the batches since the last checkpoint and exits 130)."""
+
+    active: _StopFlag | None = None  # the flag of the training loop now running
 
     def __init__(self) -> None:
         self.stop = False
         self._old = None
+        self._holding = False
+        self._abort = False
 
     def __enter__(self):
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not in the main thread
             self._old = None
+        _StopFlag.active = self
         return self
 
     def _handle(self, signum, frame):
+        if self.stop and self._holding:
+            self._abort = True
+            print("\nwriting the checkpoint; aborting once it is written", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            return
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
@@ -480,10 +537,33 @@ class _StopFlag:
             flush=True,
         )
 
+    @contextmanager
+    def hold(self):
+        """A second Ctrl-C inside waits for the end of the block."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._abort:
+            raise KeyboardInterrupt
+
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        _StopFlag.active = None
         return False
+
+
+@contextmanager
+def _uninterrupted():
+    """Around a checkpoint write: a second Ctrl-C waits for its end."""
+    flag = _StopFlag.active
+    if flag is None:
+        yield
+    else:
+        with flag.hold():
+            yield
 
 
 class _Metrics:
@@ -639,7 +719,7 @@ class _Run:
             cls._restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
         if group.main:
             _create_out(out, replace)
-            if ckpt is None:
+            if ckpt is None or _damaged_config(out / "config.json", log):
                 atomic_write_text(
                     out / "config.json",
                     _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
@@ -694,6 +774,10 @@ class _Run:
             hidden = [self.group.gather_columns(h) for h in _hidden_to_list(hidden)]
         if not self.group.main:
             return
+        with _uninterrupted():
+            self._save(epoch, batch, hidden)
+
+    def _save(self, epoch: int, batch: int, hidden) -> None:
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -917,7 +1001,8 @@ class _Run:
         state["epoch"] = epoch + 1
         self.checkpoint(epoch + 1, 0, None)
         if improved and self.group.main:
-            copy_file(self.out / "checkpoint.pt", self.out / "best.pt")
+            with _uninterrupted():
+                copy_file(self.out / "checkpoint.pt", self.out / "best.pt")
         done = "early-stopped" if self.early_stopped() else "completed"
         self.summary("running" if epoch + 1 < cfg.epochs and done == "completed" else done)
         self.log(
