@@ -16,3 +16,15 @@ def test_readme_example_runs(capsys):
     assert printed[1] == "542700"
     # the comments in the example say what it prints
     assert "params=542,700" in blocks[0] and "# 542700" in blocks[0]
+
+
+def test_the_iss_library_example_compresses(capsys):
+    text = (README.parent / "docs" / "compression.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "reg.cut" in b]
+    exec(compile(block, "docs/compression.md", "exec"), {})
+    widths, params = capsys.readouterr().out.split("]")
+    # units removed from both 32-wide layers, within the budget given to reg.cut (which
+    # units go follows the trained norms: the comment's numbers are this machine's)
+    assert all(w < 32 for w in map(int, widths.strip("[ ").split(",")))
+    assert int(params) <= 8000
+    assert "# [20, 25] 7740" in block
