@@ -205,3 +205,29 @@ def test_report_of_a_missing_folder_creates_nothing_and_one_run_is_a_report(swee
     one = next(d for d in sweep.iterdir() if d.name.startswith("ptb-lstm-r0.5"))
     R.write_report(one, out=tmp_path / "one", log=lambda m: None)
     assert "1 runs" in (tmp_path / "one" / "report.md").read_text()
+
+
+def test_seeds_are_one_line_with_a_band_not_a_zig_zag(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    root = tmp_path / "sweep"
+    for seed, shift in ((1, 0), (2, 10)):
+        make_run(root, "lstm", 0.0, [(150 + shift, 140 + shift), (125 + shift, 120 + shift)], seed=seed)
+        make_run(root, "lstm", 0.5, [(140 + shift, 130 + shift), (118 + shift, 115 + shift)], seed=seed)
+    lines, bands = [], []
+    plot, fill = Axes.plot, Axes.fill_between
+    monkeypatch.setattr(Axes, "plot", lambda ax, *a, **k: lines.append((a, k)) or plot(ax, *a, **k))
+    monkeypatch.setattr(Axes, "fill_between", lambda ax, *a, **k: bands.append(a) or fill(ax, *a, **k))
+    R.write_report(root, log=lambda m: None)
+    ours = [(a, k) for a, k in lines if "seeds" in k.get("label", "")]
+    # a learning curve per setting (2) and one perplexity-vs-parameters line through both
+    assert len(ours) == 3 and len(bands) == 3
+    for args, kwargs in ours:
+        xs = list(args[0])
+        assert xs == sorted(set(xs)), kwargs["label"]  # one point per x: no zig-zag
+        assert "mean of 2 seeds (band: min-max)" in kwargs["label"]
+    curve = next(a for a, k in ours if "r=0," in k["label"] or "r=0 " in k["label"])
+    assert list(curve[1]) == [155, 130]  # the mean of the two seeds' validation perplexities

@@ -517,6 +517,24 @@ def _curve_style(run: RunResult) -> dict:
     return {"color": color, "marker": marker, "markersize": 3}
 
 
+def _over_seeds(points: list[tuple[float, float]]):
+    """Points (x, y) of runs that differ only in seed, as one line: per x, the mean,
+    min and max of y and how many runs gave it; lists sorted by x."""
+    by_x: dict[float, list[float]] = defaultdict(list)
+    for x, y in points:
+        by_x[x].append(y)
+    xs = sorted(by_x)
+    ys = [by_x[x] for x in xs]
+    return xs, [sum(v) / len(v) for v in ys], [min(v) for v in ys], [max(v) for v in ys], [
+        len(v) for v in ys
+    ]
+
+
+def _seedless(run: RunResult) -> tuple:
+    """What identifies a curve apart from its seed."""
+    return tuple(sorted((k, str(v)) for k, v in run.train.items() if k not in ("seed", "threads")))
+
+
 def learning_curves(runs: list[RunResult], out: Path) -> Path:
     """learning-curves.png: validation perplexity per epoch, one panel per group of
     runs trained alike (dataset, variant, lr, schedule), every run of it a curve."""
@@ -525,15 +543,29 @@ def learning_curves(runs: list[RunResult], out: Path) -> Path:
     groups = _groups(runs)
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.6 * max(1, len(groups))), squeeze=False)
     for ax, (key, members) in zip(axes[:, 0], sorted(groups.items(), key=lambda kv: str(kv[0]))):
-        for run in sorted(members, key=lambda r: (r.method, r.train["cell"], r.train["sharing_rate"])):
-            pts = [(h["epoch"], h["valid_ppl"]) for h in run.history if _finite(h.get("valid_ppl"))]
+        curves: dict[tuple, list[RunResult]] = defaultdict(list)  # seeds of one setting
+        for run in members:
+            curves[_seedless(run)].append(run)
+        order = lambda rs: (rs[0].method, rs[0].train["cell"], rs[0].train["sharing_rate"])  # noqa: E731
+        for seeds in sorted(curves.values(), key=order):
+            run = seeds[0]
+            pts = [(h["epoch"], h["valid_ppl"]) for r in seeds for h in r.history
+                   if _finite(h.get("valid_ppl"))]  # fmt: skip
             if not pts:
                 continue
             what = describe(run).replace("classical (r=0)", "r=0")
-            label = f"{run.train['cell'].upper()} {what}, seed {run.train['seed']}"
-            if not run.finished:
-                label += f" ({run.status})"
-            ax.plot(*zip(*pts), label=label, **_curve_style(run))
+            if len(seeds) == 1:
+                label = f"{run.train['cell'].upper()} {what}, seed {run.train['seed']}"
+            else:
+                label = f"{run.train['cell'].upper()} {what}, mean of {len(seeds)} seeds (band: min-max)"
+            unfinished = sorted({r.status for r in seeds if not r.finished})
+            if unfinished:
+                label += f" ({', '.join(unfinished)})"
+            xs, mean, lo, hi, n = _over_seeds(pts)
+            style = _curve_style(run)
+            ax.plot(xs, mean, label=label, **style)
+            if len(seeds) > 1:
+                ax.fill_between(xs, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
         ax.set_yscale("log")
         ax.set_ylabel("validation perplexity")
         ax.set_title(_label(key), fontsize=9)
@@ -570,12 +602,15 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
                 lines[label].append((run.rnn_params, test, run.finished))
         paper_done = set()
         for (cell, variant, lr, init, epochs), pts in sorted(lines.items()):
-            pts.sort()
             style = "-" if variant == "tied-dropout" else "-."
             marker = "o" if init == "authors" else "s"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker,
-                    color=colors[cell], alpha=1.0 if lr == 1 else 0.55,
-                    label=f"ours R{cell.upper()} {variant}, lr {lr:g}, {init}, {epochs} ep")  # fmt: skip
+            xs, mean, lo, hi, n = _over_seeds([(x, y) for x, y, _ in pts])
+            seeds = f", mean of {max(n)} seeds (band: min-max)" if max(n) > 1 else ""
+            ax.plot(xs, mean, style, marker=marker, color=colors[cell],
+                    alpha=1.0 if lr == 1 else 0.55,
+                    label=f"ours R{cell.upper()} {variant}, lr {lr:g}, {init}, {epochs} ep{seeds}")  # fmt: skip
+            if max(n) > 1:
+                ax.fill_between(xs, lo, hi, color=colors[cell], alpha=0.15, linewidth=0)
             for x, y, finished in pts:
                 if not finished:
                     ax.annotate("unfinished", (x, y), fontsize=7, color=colors[cell])
