@@ -56,18 +56,29 @@ def test_a_symlink_is_written_through_and_kept(tmp_path):
     assert link.is_symlink() and target.read_text() == "new"
 
 
-def test_a_device_is_written_not_replaced():
-    fileio.atomic_write_text(Path("/dev/null"), "anything")
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+def _device(tmp_path, name, minor):
+    """A character device of our own (null: 3, full: 7), never the system's /dev: a
+    regression would replace this node, not the machine's /dev/null."""
+    path = tmp_path / name
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    except (PermissionError, OSError) as err:
+        pytest.skip(f"cannot create a device node here ({err})")
+    return path
 
 
-def test_a_full_device_is_the_os_error_in_one_line(capsys):
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full here")
+def test_a_device_is_written_not_replaced(tmp_path):
+    null = _device(tmp_path, "null", 3)
+    fileio.atomic_write_text(null, "anything")
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+
+
+def test_a_full_device_is_the_os_error_in_one_line(tmp_path):
+    full = _device(tmp_path, "full", 7)
     with pytest.raises(OSError) as err:
-        fileio.atomic_write_text(Path("/dev/full"), "x" * 100_000)
+        fileio.atomic_write_text(full, "x" * 100_000)
     assert err.value.errno == errno.ENOSPC
-    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)  # still the device
+    assert stat.S_ISCHR(os.stat(full).st_mode)  # still the device
 
 
 def test_a_folder_is_refused(tmp_path):
@@ -232,3 +243,34 @@ def test_an_unreachable_ray_address_fails_fast():
         S._reachable("127.0.0.1:9", timeout=1)
     with pytest.raises(S.SweepError, match="expected HOST:PORT"):
         S._reachable("nowhere")
+
+
+# --- hints that lead somewhere ------------------------------------------------------------
+def test_a_run_without_a_checkpoint_gets_one_way_forward(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # stopped before its first checkpoint
+    assert _train(corpus, out, "--epochs", "1") == 2
+    first = _one_line(capsys.readouterr().err, "before its first checkpoint", "--overwrite")
+    assert "--resume" not in first
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    _one_line(capsys.readouterr().err, "nothing to continue", "--overwrite instead of --resume")
+    assert _train(corpus, out, "--epochs", "1", "--overwrite") == 0
+
+
+def test_resume_after_the_corpus_moved_says_where_it_was(tmp_path, corpus, monkeypatch, capsys):
+    out = tmp_path / "run"
+    end_epoch = T._Run.end_epoch
+
+    def stop_after_one(self, epoch):
+        end_epoch(self, epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T._Run, "end_epoch", stop_after_one)
+    assert _train(corpus, out, "--epochs", "2") == 130
+    monkeypatch.undo()
+    corpus.rename(tmp_path / "moved")
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"trained on the corpus in {corpus}; pass --corpus DIR with --resume" in err
+    assert main(["train", "--out", str(out), "--resume", "--corpus", str(tmp_path / "moved")]) == 0

@@ -444,13 +444,24 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> list[str]:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a run directory")
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    no_checkpoint = not (out / "checkpoint.pt").is_file()
     if resume:
-        if not (out / "checkpoint.pt").is_file():
+        if no_checkpoint:
+            started = f" ({', '.join(existing)}: a run stopped before its first checkpoint)"
             raise FileNotFoundError(
-                f"--resume: no checkpoint.pt in {out}; start a new run without --resume"
-            )
+                f"--resume: no checkpoint.pt in {out}{started if existing else ''}; there is "
+                "nothing to continue: "
+                + ("start it again with --overwrite instead of --resume"
+                   if existing else "start a new run without --resume")
+            )  # fmt: skip
         return []
     if existing and not overwrite:
+        if no_checkpoint:
+            raise FileExistsError(
+                f"{out} holds a run that stopped before its first checkpoint "
+                f"({', '.join(existing)}, no checkpoint.pt): pass --overwrite to start it "
+                "again, or choose another --out"
+            )
         raise FileExistsError(
             f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it, --overwrite to replace it, or choose another --out"
@@ -702,7 +713,17 @@ class _Run:
                 "--precision fp32 (the default)"
             )
 
-        corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+        try:
+            corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+        except D.DataError as err:
+            if ckpt is None:
+                raise
+            where, flag = ((f"the corpus in {cfg.corpus}", "--corpus DIR") if cfg.corpus
+                           else (f"the dataset {cfg.dataset}", "--data-dir DIR"))  # fmt: skip
+            raise D.DataError(
+                f"{err}. {out} was trained on {where}; pass {flag} with --resume to point "
+                "at a copy"
+            ) from None
         D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
         D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
         torch.manual_seed(cfg.seed)
