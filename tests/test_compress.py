@@ -540,6 +540,14 @@ def test_report_draws_pareto_figures_with_latency(tmp_path, corpus):
     rows = (out / "report.csv").read_text().splitlines()
     assert any(",dense," in r for r in rows) and any(",restrict," in r for r in rows)
 
+    # a report elsewhere measures into its own folder and leaves the runs as they are
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["report", str(out), "--latency", "--threads", "1", "--out", str(elsewhere)]) == 0
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.stem for p in (elsewhere / "latency").iterdir()) == sorted(r.name for r in runs)
+    assert (elsewhere / "pareto-latency.png").is_file()
+
 
 def test_lowrank_frozen_keeps_the_products_and_equals_the_plain_call():
     torch.manual_seed(0)

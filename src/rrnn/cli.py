@@ -408,7 +408,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        measure_sweep(args.sweep_dir)
+        elsewhere = args.out is not None and Path(args.out).resolve() != Path(args.sweep_dir).resolve()
+        measure_sweep(args.sweep_dir, dest_dir=args.out if elsewhere else None)
     result = write_report(args.sweep_dir, args.out, args.rule, machine=args.machine)
     print(
         f"wrote {result['report']}, {result['csv']}" + "".join(f", {p}" for p in result["figures"])

@@ -8,7 +8,9 @@ timed in blocks of consecutive calls) and batch 80 sequences of 35 steps, inside
 pruned model is timed both dense (its masked
 matrices) and in CSR form (:class:`~rrnn.compress.sparse.SparseRNN`); the faster
 is its latency, and both are recorded. The result goes to ``latency.json`` in the
-run directory, with the machine and thread count.
+run directory, with the machine and thread count; for a report written elsewhere
+(``rrnn report --out``), to ``OUT/latency/RUN.json``, leaving the run folders as
+they are.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from ..bench import interleaved
 from ..compress.sparse import SparseRNN
-from ..fileio import atomic_write_text, machine
+from ..fileio import atomic_write_text, machine, read_json
 from ..lm.train import FINISHED
 
 LATENCY_FILE = "latency.json"
@@ -39,8 +41,9 @@ def _runner(module, x, hx):
 
 
 @torch.no_grad()
-def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print) -> dict:
-    """Time ``run_dir``'s best checkpoint; writes and returns the latency record."""
+def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, dest=None) -> dict:
+    """Time ``run_dir``'s best checkpoint; writes the latency record to ``dest``
+    (default ``run_dir/latency.json``) and returns it."""
     from ..lm.train import load_checkpoint, model_from_checkpoint
 
     run_dir = Path(run_dir)
@@ -88,16 +91,21 @@ def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print) -
         )
     record["machine"] = dict(machine(), threads=torch.get_num_threads())
     record["repeats"], record["stream_block"] = repeats, stream_block
-    atomic_write_text(run_dir / LATENCY_FILE, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(Path(dest or run_dir / LATENCY_FILE), json.dumps(record, indent=2) + "\n")
     return record
 
 
-def measure_sweep(sweep_dir, log=print, **kw) -> list[dict]:
-    """Every finished run of ``sweep_dir`` that has a best.pt."""
+def measure_sweep(sweep_dir, log=print, dest_dir=None, **kw) -> list[dict]:
+    """Every finished run of ``sweep_dir`` that has a best.pt; records into each run
+    folder, or into ``dest_dir/latency/RUN.json`` where ``dest_dir`` is given."""
     out = []
     for d in sorted(Path(sweep_dir).iterdir()):
-        summary = d / "summary.json"
-        if d.is_dir() and (d / "best.pt").is_file() and summary.is_file():
-            if json.loads(summary.read_text()).get("status") in FINISHED:
-                out.append(measure_run(d, log=log, **kw))
+        summary = read_json(d / "summary.json")
+        if d.is_dir() and (d / "best.pt").is_file() and isinstance(summary, dict):
+            if summary.get("status") in FINISHED:
+                dest = None
+                if dest_dir is not None:
+                    dest = Path(dest_dir) / "latency" / f"{d.name}.json"
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                out.append(measure_run(d, log=log, dest=dest, **kw))
     return out

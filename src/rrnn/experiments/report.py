@@ -662,6 +662,8 @@ def write_report(
     for why in skipped:
         log(f"rrnn report: left out, unreadable: {why}")
     out.mkdir(parents=True, exist_ok=True)
+    for run in every:  # measured for this report (`rrnn report --latency --out`)
+        run.latency = read_json(out / "latency" / f"{run.name}.json") or run.latency
     if machine:
         for run in every:
             run.machine = run.machine or {"text": machine}
