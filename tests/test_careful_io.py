@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +273,23 @@ def test_resume_after_the_corpus_moved_says_where_it_was(tmp_path, corpus, monke
     err = capsys.readouterr().err
     assert f"trained on the corpus in {corpus}; pass --corpus DIR with --resume" in err
     assert main(["train", "--out", str(out), "--resume", "--corpus", str(tmp_path / "moved")]) == 0
+
+
+# --- budgets: pruning's schedule in real iterations ---------------------------------------
+def test_a_pruning_window_shorter_than_its_frequency_is_refused(tmp_path, corpus, capsys):
+    flags = ["--epochs", "2", "--compress", "prune", "--target-params", "200"]
+    assert _train(corpus, tmp_path / "run", *flags) == 2
+    line = _one_line(capsys.readouterr().err, "fewer than --prune-freq 100", "--prune-freq 1 or less")
+    assert "of 66 (33 per epoch)" in line  # counted from the corpus, not assumed
+    assert not (tmp_path / "run").exists()
+    assert _train(corpus, tmp_path / "run", *flags, "--prune-freq", "1") == 0
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--out", str(out), "--corpus", str(corpus), *TINY, *flags[:2],
+                 "--compresses", "prune", "--target-params", "200"]) == 2  # fmt: skip
+    assert "fewer than --prune-freq 100" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_a_dry_run_of_pruning_updates_its_masks_every_window(tmp_path, corpus, capsys):
+    assert main(["train", "--corpus", str(corpus), *TINY, "--dry-run", "--compress", "prune",
+                 "--target-params", "200"]) == 0  # fmt: skip

@@ -473,7 +473,7 @@ def test_pruning_run_resumes_after_kill_9_with_its_masks(tmp_path):
 def test_sweep_names_the_method(corpus):
     from rrnn.experiments.sweep import expand
 
-    base = small_config(corpus).to_dict()
+    base = small_config(corpus, prune_freq=2, compress_start=0.5).to_dict()
     runs = expand(base, {"compresses": ["restrict", "dense", "prune"]})
     names = [r.name for r in runs]
     assert (
@@ -513,7 +513,7 @@ def test_report_draws_pareto_figures_with_latency(tmp_path, corpus):
     from rrnn.experiments.sweep import expand
 
     out = tmp_path / "sweep"
-    base = small_config(corpus, epochs=2, variant="plain").to_dict()
+    base = small_config(corpus, epochs=2, variant="plain", prune_freq=2, compress_start=0.5).to_dict()
     runs = expand(base, {"compresses": ["restrict", "dense", "prune", "iss"]})
     for run in runs:
         T.train(T.TrainConfig.from_dict(run.config), out / run.name, **QUIET)
@@ -575,7 +575,7 @@ def test_a_folder_of_compressed_runs_is_not_reported_as_restricted(tmp_path, cor
     from rrnn.experiments.sweep import expand
 
     out = tmp_path / "sweep"
-    base = small_config(corpus, epochs=1, variant="plain").to_dict()
+    base = small_config(corpus, epochs=1, variant="plain", prune_freq=2, compress_start=0.2).to_dict()
     for run in expand(base, {"compresses": ["dense", "prune"]}):
         T.train(T.TrainConfig.from_dict(run.config), out / run.name, **QUIET)
     write_report(out, log=lambda m: None)

@@ -169,7 +169,7 @@ def test_epochs_before_the_final_size_are_never_the_best_nor_count_for_patience(
     # a model small enough to overfit at once: without the rule its best would be
     # an epoch of the full-size model, before pruning ends or the ISS cut
     extra = dict(sharing_rate=0.0, compress=method, variant="plain", target_params=2000)
-    extra.update(compress_start=0.0, compress_ramp=0.3, compress_end=0.3)  # ends in epoch 6
+    extra.update(compress_start=0.0, compress_ramp=0.3, compress_end=0.3, prune_freq=5)  # ends in epoch 6
     cfg = small_config(small, patience=1, **dict(OVERFIT, epochs=20), **extra)
     summary = T.train(cfg, tmp_path / "run", **QUIET)
     history = summary["history"]

@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_write_text, load_json, read_json, set_aside
-from ..lm.train import FINISHED, RESUMABLE_OVERRIDES, TrainConfig, early_stop_due
+from ..lm.train import (
+    FINISHED,
+    RESUMABLE_OVERRIDES,
+    TrainConfig,
+    check_prune_window,
+    early_stop_due,
+)
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
 AXES: dict[str, str] = {
@@ -168,6 +174,17 @@ def check_data(runs: list[Run], log=print) -> None:
             )
         else:
             D.ensure_dataset(D.BUILTIN[dataset], D.data_dir(root), progress=False, log=log)
+    corpora: dict[tuple, object] = {}
+    for run in runs:  # pruning's window in real iterations needs the corpus's size
+        if run.config.get("compress") == "prune":
+            cfg = TrainConfig.from_dict(run.config)
+            key = (cfg.dataset, cfg.corpus, cfg.data_dir)
+            if key not in corpora:
+                corpora[key] = D.load_corpus(*key, log=lambda m: None)
+            try:
+                check_prune_window(cfg, corpora[key])
+            except ValueError as err:
+                raise SweepError(f"{run.name}: {err}") from None
 
 
 # ---------------------------------------------------------------------------

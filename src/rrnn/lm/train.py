@@ -499,6 +499,27 @@ def _check_resume_config(stored: dict, requested: TrainConfig, explicit: set[str
     return TrainConfig.from_dict(merged)
 
 
+def check_prune_window(cfg: TrainConfig, corpus) -> None:
+    """Pruning updates its masks every --prune-freq iterations between its start
+    and end: a window shorter than that would update them once at most and miss
+    the budget, so it is refused before anything is written (real iteration counts,
+    from the corpus, the batch size and --max-batches)."""
+    if cfg.compress != "prune":
+        return
+    windows = D.num_windows(D.batchify(corpus.train, cfg.batch_size), cfg.bptt)
+    if cfg.max_batches:
+        windows = min(windows, cfg.max_batches)
+    sched = compression.Schedule(cfg, windows)
+    if sched.end - sched.start < cfg.prune_freq:
+        raise ValueError(
+            f"--compress prune: pruning runs from iteration {sched.start} to {sched.end} of "
+            f"{sched.total} ({windows} per epoch), fewer than --prune-freq {cfg.prune_freq} "
+            "iterations, so the masks would change at most once; pass --prune-freq "
+            f"{max(1, (sched.end - sched.start) // 10)} or less, a later --compress-end, or "
+            "more --epochs"
+        )
+
+
 def _damaged_config(path: Path, log) -> bool:
     """On resume: True (after keeping a copy aside) where config.json is missing or
     damaged, so that it is written again from the checkpoint's settings."""
@@ -726,6 +747,7 @@ class _Run:
             ) from None
         D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
         D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
+        check_prune_window(cfg, corpus)
         torch.manual_seed(cfg.seed)
         mconf = cfg.model_config(corpus.vocab_size)
         model = RNNModel(mconf)
@@ -1050,6 +1072,8 @@ def dry_run_config(cfg: TrainConfig) -> TrainConfig:
     """A few batches of every split: one epoch, three windows each."""
     d = cfg.to_dict()
     d.update(epochs=1, max_batches=3, log_interval=1)
+    if d["compress"] == "prune":  # three windows: masks may change at every one
+        d["prune_freq"] = 1
     return TrainConfig.from_dict(d)
 
 
