@@ -241,6 +241,17 @@ def test_fallback_without_compiler(monkeypatch):
     native.reset()
 
 
+def test_compile_fullgraph_fails_as_it_does_for_torch_nn():
+    # the README's claim: the recurrent op is a graph break, as torch.nn's RNNs are to
+    # dynamo; if a torch release compiles torch.nn.LSTM whole, this says to revisit it
+    x = torch.randn(5, 3, 4)
+    for m in (rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5), torch.nn.LSTM(4, 6, 2)):
+        torch._dynamo.reset()
+        with warnings.catch_warnings(), pytest.raises(torch._dynamo.exc.Unsupported):
+            warnings.simplefilter("ignore")
+            torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+
+
 @pytest.mark.parametrize("kernel", ["auto", "shared-row"])
 def test_compile(kernel):
     # auto traces the reference path; a forced fast path runs eager inside the graph
