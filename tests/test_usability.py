@@ -183,6 +183,10 @@ def test_eval_sizes_must_be_positive(tmp_path, corpus, capsys):
     for flag in ("--batch-size", "--bptt"):
         assert main(["eval", str(tmp_path / "run" / "best.pt"), flag, "0"]) == 2
         assert f"{flag} must be a positive integer" in capsys.readouterr().err
+    # too large for the split: the message is about streams, not a bptt of 1
+    assert main(["eval", str(tmp_path / "run" / "best.pt"), "--batch-size", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than 2 x --batch-size = 200,000" in err and "bptt" not in err
 
 
 def test_dropout_with_one_layer_warns_as_torch_nn(corpus):

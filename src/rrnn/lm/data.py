@@ -393,9 +393,15 @@ def check_batching(
     for split in splits:
         n = corpus.split(split).numel()
         need = batch_size * (bptt + 1)
+        if n < need and bptt == 1:  # evaluation: the window's length does not matter
+            raise DataError(
+                f"the {split} split of {corpus.name} has {n:,} tokens, fewer than 2 x "
+                f"{what} = {need:,} (each of the {batch_size:,} streams needs two tokens); "
+                f"use a smaller {what}"
+            )
         if n < need:
             raise DataError(
                 f"the {split} split of {corpus.name} has {n:,} tokens, fewer than "
                 f"{what} x (bptt + 1) = {batch_size} x {bptt + 1} = {need:,}; "
-                f"use a smaller {what}{' or --bptt' if bptt > 1 else ''}"
+                f"use a smaller {what} or --bptt"
             )
