@@ -625,3 +625,32 @@ def test_a_method_that_ends_off_its_budget_says_so(tmp_path):
     assert train(within, tmp_path / "other", **dict(log=lambda m: None, progress=False))[
         "budget_note"
     ] is None
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_sparse_rnn_round_trips_through_a_state_dict(mode, tmp_path):
+    import warnings
+
+    from rrnn.compress.sparse import SparseRNN
+
+    torch.manual_seed(0)
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[mode]
+    pruned = cls(5, 6, 2)
+    with torch.no_grad():
+        for p in pruned.parameters():
+            p[p.abs() < 0.25] = 0  # about 40% of the entries
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        sparse = SparseRNN(pruned)
+        assert {k for k, v in sparse.state_dict().items() if v.layout == torch.sparse_csr} == {
+            f"weight_{k}_l{i}" for k in ("ih", "hh") for i in range(2)
+        }
+        torch.save(sparse.state_dict(), tmp_path / "sparse.pt")
+        # built from an unpruned stack of the same shapes (other entry counts), then loaded
+        loaded = SparseRNN(cls(5, 6, 2))
+        loaded.load_state_dict(torch.load(tmp_path / "sparse.pt", weights_only=True))
+        x = torch.randn(4, 3, 5)
+        torch.testing.assert_close(loaded(x)[0], pruned(x)[0])
+        wrong = SparseRNN(cls(5, 7, 2))
+        with pytest.raises(RuntimeError, match="expected a torch.sparse_csr tensor of shape"):
+            wrong.load_state_dict(sparse.state_dict())

@@ -38,6 +38,13 @@ class SparseRNN(nn.Module):
 
     Input ``(T, B, K)``; state as torch.nn's (``h (L, B, H)``, and ``(h, c)`` for the
     LSTM). Unidirectional, with biases, no projection, ``batch_first=False``.
+
+    Its weights are buffers with torch.nn's names: ``weight_ih_l{k}`` ``(G*H, K)`` and
+    ``weight_hh_l{k}`` ``(G*H, H)`` in ``torch.sparse_csr`` layout, ``bias_ih_l{k}`` and
+    ``bias_hh_l{k}`` ``(G*H,)`` dense (G = 4, 3, 1 for LSTM, GRU, RNN). So a state_dict
+    saves and loads them; loading takes each stored matrix as it is, whatever its
+    number of stored entries (a module built from any stack of the same shapes, e.g.
+    the unpruned one, loads a pruned model's state_dict).
     """
 
     def __init__(self, rnn: nn.RNNBase) -> None:
@@ -58,16 +65,39 @@ class SparseRNN(nn.Module):
         ]
         self.num_layers, self.hidden_size = rnn.num_layers, rnn.hidden_size
         csr = sparse_weights(rnn)
-        self.weights = [
-            (csr[f"weight_ih_l{i}"], csr[f"weight_hh_l{i}"]) for i in range(rnn.num_layers)
-        ]
-        self.biases = [
-            (
-                getattr(rnn, f"bias_ih_l{i}").detach().clone(),
-                getattr(rnn, f"bias_hh_l{i}").detach().clone(),
-            )
-            for i in range(rnn.num_layers)
-        ]
+        for i in range(rnn.num_layers):
+            for kind in ("ih", "hh"):
+                self.register_buffer(f"weight_{kind}_l{i}", csr[f"weight_{kind}_l{i}"])
+                bias = getattr(rnn, f"bias_{kind}_l{i}").detach().clone()
+                self.register_buffer(f"bias_{kind}_l{i}", bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        # copy_ cannot change a CSR matrix's number of stored entries: each stored
+        # matrix (layout and shape checked) becomes the module's buffer, which the
+        # standard loading then copies onto itself
+        state_dict = dict(state_dict)
+        error_msgs = args[-1]
+        for i in range(self.num_layers):
+            for kind in ("ih", "hh"):
+                name = f"weight_{kind}_l{i}"
+                theirs, mine = state_dict.get(prefix + name), getattr(self, name)
+                if theirs is None:
+                    continue  # reported as missing by the standard loading
+                if theirs.layout != torch.sparse_csr or theirs.shape != mine.shape:
+                    error_msgs.append(
+                        f"{prefix + name}: expected a torch.sparse_csr tensor of shape "
+                        f"{tuple(mine.shape)}, got {theirs.layout} {tuple(theirs.shape)}"
+                    )
+                    state_dict.pop(prefix + name)
+                    continue
+                self._buffers[name] = theirs.to(mine.device, mine.dtype)
+                state_dict[prefix + name] = self._buffers[name]
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def layer(self, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(W_ih, W_hh, b_ih, b_hh)`` of layer ``i``."""
+        return tuple(getattr(self, f"{w}_{k}_l{i}") for w, k in
+                     (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh")))  # fmt: skip
 
     @torch.no_grad()
     def forward(self, input: Tensor, hx=None):
@@ -78,7 +108,8 @@ class SparseRNN(nn.Module):
             hx = (z, z.clone()) if lstm else z
         hs, cs = (hx[0], hx[1]) if lstm else (hx, None)
         x, last_h, last_c = input, [], []
-        for i, ((w_ih, w_hh), (b_ih, b_hh)) in enumerate(zip(self.weights, self.biases)):
+        for i in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer(i)
             flat = x.reshape(T * B, -1)  # (T*B, K)
             gi = torch.sparse.mm(w_ih, flat.T).T.reshape(T, B, -1) + b_ih  # (T, B, G*H)
             h, c = hs[i], (cs[i] if lstm else None)
