@@ -482,6 +482,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .lm.export import export_checkpoint
+
+    for name in ("window", "batch_size"):
+        value = getattr(args, name)
+        if value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    r = export_checkpoint(args.checkpoint, args.out, window=args.window, int8=args.int8,
+                          batch=args.batch_size, split=args.split, corpus=args.corpus,
+                          data_dir=args.data_dir)  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    what = "int8 cost" if r["int8"] else "parity"
+    print(
+        f"wrote {r['file']}: {r['file_bytes']:,} bytes, {r['held_bytes']:,} held by ONNX Runtime "
+        f"({r['recurrent']}); {r['split']} ppl {r['onnx_ppl']:.4f} in ONNX Runtime, "
+        f"{r['torch_ppl']:.4f} in PyTorch ({what}: {r['relative']:.2e} relative; batch "
+        f"{r['batch']}, windows of {r['window']})"
+    )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .lm.generate import evaluate_checkpoint
 
@@ -777,6 +800,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX, with its parity measured",
+        description="Export a trained language model to ONNX as a streaming generator "
+        "(tokens and state in, logits and state out; any batch size), then measure it in "
+        "ONNX Runtime: file size, the weight bytes the runtime holds, and the perplexity "
+        "on held-out text beside PyTorch's. A restricted model is exported in its compact "
+        'form (rrnn.deploy). Needs pip install "rrnn[export]".',
+    )
+    p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
+    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--format", choices=["onnx"], default="onnx",
+                   help="onnx (default; the only format so far)")  # fmt: skip
+    p.add_argument("--window", type=int, default=1, metavar="T",
+                   help="tokens per call the graph is exported for (default 1: streaming)")  # fmt: skip
+    p.add_argument("--int8", action="store_true",
+                   help="dynamic int8 weights (onnxruntime.quantization); the perplexity cost is printed")  # fmt: skip
+    p.add_argument("--split", choices=["valid", "test"], default="test",
+                   help="held-out text for the parity check (default test)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=80, help="streams of the parity check (default 80)")
+    p.add_argument("--data-dir", default=None, help="folder holding the built-in dataset")
+    p.add_argument("--corpus", default=None, metavar="DIR", help="a moved copy of the run's corpus")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -77,27 +77,27 @@ class CompactRNN(nn.Module):
         self.input_sizes = [res.input_size for res in layer.restrictions]
         n = {"lstm": 4, "gru": 3}.get(self.mode, 1)
         d = self.hidden_size
-        for l, s in enumerate(shares):
-            k, nq = self.input_sizes[l], n * (d - s)
-            weight, bias = layer.pool(l)  # rows: shared, x's private, h's private
+        for i, s in enumerate(shares):
+            k, nq = self.input_sizes[i], n * (d - s)
+            weight, bias = layer.pool(i)  # rows: shared, x's private, h's private
             w = weight.detach()
-            self.register_buffer(f"shared_l{l}", w[:s].contiguous())  # (s, max(k, d))
-            self.register_buffer(f"weight_ih_l{l}", w[s : s + nq, :k].contiguous())
-            self.register_buffer(f"weight_hh_l{l}", w[s + nq : s + 2 * nq, :d].contiguous())
+            self.register_buffer(f"shared_l{i}", w[:s].contiguous())  # (s, max(k, d))
+            self.register_buffer(f"weight_ih_l{i}", w[s : s + nq, :k].contiguous())
+            self.register_buffer(f"weight_hh_l{i}", w[s + nq : s + 2 * nq, :d].contiguous())
             if bias is None:
                 continue
             b = bias.detach()
             b_s, b_x, b_h = b[:s], b[s : s + nq], b[s + nq : s + 2 * nq]
             if self.mode == "gru":
-                self.register_buffer(f"bias_shared_l{l}", b_s.clone())
-                self.register_buffer(f"bias_ih_l{l}", b_x.clone())
-                self.register_buffer(f"bias_hh_l{l}", b_h.clone())
+                self.register_buffer(f"bias_shared_l{i}", b_s.clone())
+                self.register_buffer(f"bias_ih_l{i}", b_x.clone())
+                self.register_buffer(f"bias_hh_l{i}", b_h.clone())
             else:  # the x and h biases meet in one sum
-                self.register_buffer(f"bias_shared_l{l}", 2 * b_s)
-                self.register_buffer(f"bias_ih_l{l}", b_x + b_h)
+                self.register_buffer(f"bias_shared_l{i}", 2 * b_s)
+                self.register_buffer(f"bias_ih_l{i}", b_x + b_h)
 
-    def _blocks(self, l: int):
-        get = lambda name: getattr(self, f"{name}_l{l}", None)  # noqa: E731
+    def _blocks(self, i: int):
+        get = lambda name: getattr(self, f"{name}_l{i}", None)  # noqa: E731
         return (get("shared"), get("bias_shared"), get("weight_ih"), get("bias_ih"),
                 get("weight_hh"), get("bias_hh"))  # fmt: skip
 
@@ -116,8 +116,8 @@ class CompactRNN(nn.Module):
             hx = tuple(h.unsqueeze(1) for h in hx) if lstm else hx.unsqueeze(1)
         h0, c0 = hx if lstm else (hx, None)
         last_h, last_c = [], []
-        for l in range(self.num_layers):
-            x, h, c = self._layer(l, x, h0[l], c0[l] if lstm else None)
+        for i in range(self.num_layers):
+            x, h, c = self._layer(i, x, h0[i], c0[i] if lstm else None)
             last_h.append(h)
             last_c.append(c)
         h_n = torch.stack(last_h)  # (L, B, H)
@@ -129,12 +129,12 @@ class CompactRNN(nn.Module):
             x = x.transpose(0, 1)
         return x, state
 
-    def _layer(self, l: int, x: Tensor, h: Tensor, c: Tensor | None):
+    def _layer(self, i: int, x: Tensor, h: Tensor, c: Tensor | None):
         """One layer over the sequence: x (T, B, k); h, c (B, d)."""
-        S, bS, Wx, bx, Wh, bh = self._blocks(l)
-        s, d = self.shares[l], self.hidden_size
+        S, bS, Wx, bx, Wh, bh = self._blocks(i)
+        s, d = self.shares[i], self.hidden_size
         q = d - s
-        width = max(self.input_sizes[l], d)
+        width = max(self.input_sizes[i], d)
         xw = _pad(x, width) if s else None  # (T, B, width): x in S's columns
         ax = _linear(x, Wx, bx) if q else None  # (T, B, n*q): x's private products
         if self.mode == "gru" and s:

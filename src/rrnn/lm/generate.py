@@ -39,6 +39,28 @@ def evaluate_checkpoint(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["train_config"])
+    data = checkpoint_corpus(path, ckpt, corpus, data_dir, log)
+    model = model_from_checkpoint(ckpt, device)
+    batch_size = batch_size or cfg.eval_batch_size
+    bptt = bptt or cfg.bptt
+    D.check_batching(data, batch_size, 1, (split,), "--batch-size")
+    source = D.batchify(data.split(split), batch_size).to(device)
+    ppl = split_perplexity(model, source, bptt)
+    return {
+        "checkpoint": str(path),
+        "split": split,
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "ppl": ppl,
+        "tokens": (source.size(0) - 1) * source.size(1),
+        "epoch": ckpt["epoch"],
+    }
+
+
+def checkpoint_corpus(path, ckpt: dict, corpus=None, data_dir=None, log=print) -> D.Corpus:
+    """The corpus a checkpoint was trained on (or a moved copy with the same files),
+    with errors that say which flag points at it."""
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
     if corpus is not None and cfg.corpus is None:
         raise ValueError(
             f"{path} was trained on the built-in dataset {cfg.dataset}; use --data-dir to "
@@ -58,21 +80,7 @@ def evaluate_checkpoint(
             f"{path} was trained on other data than {data.name} found now (its files' hashes "
             "differ); evaluate it on the corpus it was trained on"
         )
-    model = model_from_checkpoint(ckpt, device)
-    batch_size = batch_size or cfg.eval_batch_size
-    bptt = bptt or cfg.bptt
-    D.check_batching(data, batch_size, 1, (split,), "--batch-size")
-    source = D.batchify(data.split(split), batch_size).to(device)
-    ppl = split_perplexity(model, source, bptt)
-    return {
-        "checkpoint": str(path),
-        "split": split,
-        "batch_size": batch_size,
-        "bptt": bptt,
-        "ppl": ppl,
-        "tokens": (source.size(0) - 1) * source.size(1),
-        "epoch": ckpt["epoch"],
-    }
+    return data
 
 
 @torch.no_grad()

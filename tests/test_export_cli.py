@@ -1,0 +1,75 @@
+"""`rrnn export`: every method's checkpoint to ONNX, run in ONNX Runtime on the
+held-out split beside PyTorch, the restricted model in its compact form."""
+
+import json
+
+import pytest
+
+from rrnn.cli import main
+
+from .lm_helpers import write_corpus
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+TINY = [
+    "--layers", "2", "--embedding-size", "16", "--hidden-size", "16", "--batch-size", "4",
+    "--eval-batch-size", "4", "--bptt", "8", "--threads", "1", "--epochs", "1",
+    "--variant", "plain",
+]  # fmt: skip
+METHODS = {
+    "restrict": ["--sharing-rate", "0.5"],
+    "dense": ["--sharing-rate", "0.5", "--compress", "dense"],
+    "lowrank": ["--sharing-rate", "0.5", "--compress", "lowrank"],
+    "prune": ["--sharing-rate", "0.5", "--compress", "prune", "--compress-start", "0.2",
+              "--prune-freq", "2"],  # fmt: skip
+    "iss": ["--sharing-rate", "0.5", "--compress", "iss", "--compress-end", "0.5"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    corpus = write_corpus(root / "c", train_lines=150, eval_lines=20)
+    for name, flags in METHODS.items():
+        code = main(["train", "--corpus", str(corpus), "--out", str(root / name), *TINY, *flags])
+        assert code == 0, name
+    return root
+
+
+def _export(runs, name, capsys, *flags):
+    out = runs / f"{name}{'-'.join(flags)}.onnx"
+    assert main(["export", str(runs / name / "best.pt"), "--out", str(out),
+                 "--batch-size", "4", "--json", *flags]) == 0  # fmt: skip
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_exports_with_parity(runs, method, capsys):
+    r = _export(runs, method, capsys)
+    assert r["relative"] < 1e-4, r  # float32 in ONNX Runtime against PyTorch
+    if method == "restrict":
+        assert r["recurrent"] == "CompactRNN"
+
+
+def test_the_restricted_export_holds_less_than_its_classical_twin(runs, capsys):
+    restricted = _export(runs, "restrict", capsys)
+    dense_full = runs / "full"  # the same model exported at r = 0 for the comparison
+    corpus = runs / "c"
+    assert main(["train", "--corpus", str(corpus), "--out", str(dense_full), *TINY,
+                 "--sharing-rate", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    classical = _export(runs, "full", capsys)
+    assert restricted["held_bytes"] < classical["held_bytes"]
+
+
+def test_int8_and_windows(runs, capsys):
+    r = _export(runs, "restrict", capsys, "--int8", "--window", "5")
+    assert r["int8"] and r["window"] == 5 and r["relative"] < 0.05  # the cost, measured
+
+
+def test_without_a_checkpoint_or_with_bad_sizes_it_says_so(runs, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert main(["export", str(runs / "restrict" / "best.pt"), "--out", str(tmp_path / "x.onnx"),
+                 "--window", "0"]) == 2  # fmt: skip
+    assert "--window must be a positive integer" in capsys.readouterr().err
