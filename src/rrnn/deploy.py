@@ -144,7 +144,7 @@ class CompactRNN(nn.Module):
             hw = _pad(h, width) if s else None
             hp = _linear(h, Wh, bh if self.mode == "gru" else None) if q else None  # (B, n*q)
             if self.mode == "lstm":
-                h, c = _lstm_step(xw[t] + hw if s else None, S, bS, ax[t] + hp if q else None, c)
+                h, c = _lstm_step(xw[t] + hw if s else None, S, bS, ax[t] + hp if q else None, c, s)
             elif self.mode == "gru":
                 gs = _linear(hw, S, bS) if s else None  # g_S, h's shared products
                 h = _gru_step(axs[t] if s else None, gs, ax[t] if q else None, hp, h, s)
@@ -165,20 +165,25 @@ def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return F.linear(x, w, b)
 
 
-def _lstm_step(us, S, bS, zp, c):
+def _lstm_step(us, S, bS, zp, c, s):
     """``us = x + h`` in S's columns (B, width) or None; ``zp`` (B, 4q) the private
-    pre-activations or None; shared columns: i = f = o = sigmoid(z_S), g = tanh(z_S)."""
-    parts = []
+    pre-activations or None. Shared columns: i = f = o = sigmoid(z_S), g = tanh(z_S),
+    so c_S' = sigmoid(z_S) (c_S + tanh(z_S)); the two halves are joined once."""
+    hs, cs = [], []
     if us is not None:
         zs = _linear(us, S, bS)  # (B, s)
-        sig, tan = torch.sigmoid(zs), torch.tanh(zs)
-        parts.append((sig, sig, tan, sig))
+        sig = torch.sigmoid(zs)
+        c_s = sig * (c[..., :s] + torch.tanh(zs))
+        hs.append(sig * torch.tanh(c_s))
+        cs.append(c_s)
     if zp is not None:
         zi, zf, zg, zo = zp.chunk(4, -1)  # (B, q) each
-        parts.append((torch.sigmoid(zi), torch.sigmoid(zf), torch.tanh(zg), torch.sigmoid(zo)))
-    i, f, g, o = (torch.cat(p, -1) if len(parts) > 1 else p[0] for p in zip(*parts))
-    c = f * c + i * g
-    return o * torch.tanh(c), c
+        c_p = torch.sigmoid(zf) * c[..., s:] + torch.sigmoid(zi) * torch.tanh(zg)
+        hs.append(torch.sigmoid(zo) * torch.tanh(c_p))
+        cs.append(c_p)
+    if len(hs) == 1:
+        return hs[0], cs[0]
+    return torch.cat(hs, -1), torch.cat(cs, -1)
 
 
 def _gru_step(a_s, g_s, ap, gp, h, s):

@@ -39,7 +39,9 @@ class StreamingLM(nn.Module):
         cfg = model.config
         self.lstm, self.per_layer = cfg.cell == "lstm", cfg.widths is not None
         self.register_buffer("embedding", model.encoder.weight.detach().clone())  # (V, E)
-        self.register_buffer("decoder_weight", model.decoder.weight.detach().clone())  # (V, H)
+        self.tied = cfg.tie_weights  # the decoder reads the embedding: one matrix, held once
+        if not self.tied:
+            self.register_buffer("decoder_weight", model.decoder.weight.detach().clone())  # (V, H)
         self.register_buffer("decoder_bias", model.decoder.bias.detach().clone())  # (V,)
         rnn = model.rnn
         self.rnn = compact(rnn) if isinstance(rnn, RestrictedRNNBase) else rnn
@@ -54,8 +56,7 @@ class StreamingLM(nn.Module):
         return [torch.zeros(cfg) for _ in range(2 if self.lstm else 1)]
 
     def _shape(self, batch: int) -> tuple[int, int, int]:
-        w = self.decoder_weight
-        return (self.rnn.num_layers, batch, getattr(self.rnn, "hidden_size", w.shape[1]))
+        return (self.rnn.num_layers, batch, self.rnn.hidden_size)
 
     @torch.no_grad()
     def forward(self, tokens: Tensor, *state: Tensor):
@@ -66,7 +67,8 @@ class StreamingLM(nn.Module):
         else:
             hx = tuple(state) if self.lstm else state[0]
         out, new = self.rnn(emb, hx)  # (T, B, H)
-        logits = F.linear(out, self.decoder_weight, self.decoder_bias)  # (T, B, V)
+        weight = self.embedding if self.tied else self.decoder_weight
+        logits = F.linear(out, weight, self.decoder_bias)  # (T, B, V)
         if self.per_layer:
             flat = [t for s in new for t in (s if self.lstm else (s,))]
         else:
