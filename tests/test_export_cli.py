@@ -73,3 +73,15 @@ def test_without_a_checkpoint_or_with_bad_sizes_it_says_so(runs, tmp_path, capsy
     assert main(["export", str(runs / "restrict" / "best.pt"), "--out", str(tmp_path / "x.onnx"),
                  "--window", "0"]) == 2  # fmt: skip
     assert "--window must be a positive integer" in capsys.readouterr().err
+
+
+def test_the_exported_file_alone_generates_the_same_text(runs, capsys):
+    _export(runs, "restrict", capsys)  # window 1, the vocabulary in the file's metadata
+    onnx_file = runs / "restrict.onnx"
+    assert main(["generate", str(onnx_file), "--words", "15", "--seed", "4"]) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["generate", str(runs / "restrict" / "best.pt"), "--words", "15", "--seed", "4"]) == 0
+    assert from_onnx == capsys.readouterr().out and from_onnx.strip()
+    _export(runs, "restrict", capsys, "--window", "5")
+    assert main(["generate", str(runs / "restrict--window-5.onnx")]) == 2
+    assert "export it with --window 1" in capsys.readouterr().err

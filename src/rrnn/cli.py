@@ -784,9 +784,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
         help="sample text from a checkpoint",
-        description="Sample words from a trained language model.",
+        description="Sample words from a trained language model: a checkpoint, or an ONNX file "
+        "written by `rrnn export` (run in ONNX Runtime).",
     )
-    p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
+    p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run, or a FILE.onnx from rrnn export")
     p.add_argument("--words", type=int, default=100, help="number of words to sample (default 100)")
     p.add_argument(
         "--temperature",

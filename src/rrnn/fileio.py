@@ -69,8 +69,12 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     with _replacing(path) as f:
-        f.write(text.encode())
+        f.write(data)
 
 
 def load_json(path: Path) -> tuple[object | None, str | None]:

@@ -92,14 +92,32 @@ def generate(
     prompt: str | None = None,
     device="cpu",
 ) -> str:
-    """Sample ``words`` words after ``prompt`` (default: the start of a sentence)."""
+    """Sample ``words`` words after ``prompt`` (default: the start of a sentence),
+    from a checkpoint, or from an ONNX file written by ``rrnn export`` (``.onnx``:
+    run in ONNX Runtime, the vocabulary read from the file's metadata)."""
     if not temperature > 0:
         raise ValueError(f"--temperature must be positive, got {temperature!r}")
     if words < 0:
         raise ValueError(f"--words must be >= 0, got {words!r}")
+    if str(path).endswith(".onnx"):
+        from .export import onnx_generator
+
+        itos, step = onnx_generator(path)
+        return _sample(step, itos, words, temperature, seed, prompt, device)
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, device).eval()
-    itos: list[str] = ckpt["itos"]
+    state = {"hidden": model.init_hidden(1)}
+
+    def step(ids):  # (T, 1) -> logits of the last token (V,)
+        logits, state["hidden"] = model(ids, state["hidden"])
+        return logits[-1]
+
+    with model.rnn.frozen() if hasattr(model.rnn, "frozen") else nullcontext():
+        return _sample(step, ckpt["itos"], words, temperature, seed, prompt, device)
+
+
+def _sample(step, itos: list[str], words, temperature, seed, prompt, device) -> str:
+    """Feed the prompt, then one sampled word at a time, through ``step``."""
     stoi = {w: i for i, w in enumerate(itos)}
     context = prompt.split() if prompt else [D.EOS]
     unknown = [w for w in context if w not in stoi]
@@ -118,14 +136,12 @@ def generate(
         generator.manual_seed(seed)
     else:
         generator.seed()
-    hidden = model.init_hidden(1)
     out = [] if not prompt else list(context)
-    with model.rnn.frozen() if hasattr(model.rnn, "frozen") else nullcontext():
-        logits, hidden = model(ids.view(-1, 1), hidden)  # (T, V)
-        for _ in range(words):  # one streaming step per word
-            probs = torch.softmax(logits[-1].float().cpu() / temperature, dim=-1)
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-            out.append(itos[nxt])
-            logits, hidden = model(torch.tensor([[nxt]], device=device), hidden)
+    logits = step(ids.view(-1, 1))  # (V,)
+    for _ in range(words):  # one streaming step per word
+        probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        out.append(itos[nxt])
+        logits = step(torch.tensor([[nxt]], device=device))
     text = " ".join(out)
     return text.replace(f" {D.EOS} ", "\n").replace(D.EOS, "\n").strip()
