@@ -40,14 +40,14 @@ def test_tokenization_and_vocab_order(tmp_path):
 def test_cache_is_keyed_by_file_hash(tmp_path):
     folder = write_corpus(tmp_path / "c")
     first = D.load_corpus(corpus_dir=folder, log=lambda m: None)
-    cached = list((tmp_path / "cache").glob("*.pt"))
+    cached = list((tmp_path / "cache" / "tokens").glob("*.pt"))
     assert len(cached) == 1
     again = D.load_corpus(corpus_dir=folder, log=lambda m: None)
     assert torch.equal(first.train, again.train) and first.itos == again.itos
     (folder / "train.txt").write_text(" x y \n" * 20)  # new content, new key
     changed = D.load_corpus(corpus_dir=folder, log=lambda m: None)
     assert changed.itos[:2] == ["x", "y"]
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.pt"))) == 2
 
 
 def test_batchify_and_windows():
@@ -201,3 +201,16 @@ def test_real_corpus_statistics(name, vocab, counts):
     assert corpus.vocab_size == vocab
     assert (corpus.train.numel(), corpus.valid.numel(), corpus.test.numel()) == counts
     assert corpus.unk_mapped == {}
+
+
+def test_every_cache_is_a_subfolder_of_one_root(tmp_path, monkeypatch):
+    from rrnn.fileio import cache_root
+    from rrnn.kernels import native, tuning
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RRNN_CACHE_DIR", "~/c")  # ~ expanded everywhere, not only here
+    root = tmp_path / "c"
+    assert cache_root() == root
+    assert D.cache_dir() == root / "tokens"
+    assert native._cache_dir() == root / "kernels"
+    assert tuning.cache_path("k") == root / "dispatch" / "k.json"

@@ -8,5 +8,22 @@ name="${1:?usage: docs/results/update.sh NAME [CAMPAIGN_DIR]}"
 here="$(cd "$(dirname "$0")" && pwd)/$name"
 src="${2:-$HOME/rrnn-runs/$name}"
 mkdir -p "$here/runs"
-rsync -a --delete --exclude '*.pt' --exclude '.lock' --exclude '*.tmp*' "$src/" "$here/runs/"
+# a mirror without rsync (not on every machine): drop what is gone, copy what changed
+python3 - "$src" "$here/runs" <<'PY'
+import fnmatch, shutil, sys
+from pathlib import Path
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+skip = lambda p: any(fnmatch.fnmatch(p.name, pat) for pat in ("*.pt", ".lock", "*.tmp*"))
+keep = {p.relative_to(src) for p in src.rglob("*") if p.is_file() and not skip(p)}
+for p in sorted(dst.rglob("*"), reverse=True):
+    rel = p.relative_to(dst)
+    if p.is_file() and rel not in keep:
+        p.unlink()
+    elif p.is_dir() and not (src / rel).is_dir():
+        shutil.rmtree(p)
+for rel in sorted(keep):
+    (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / rel, dst / rel)
+PY
 rrnn report "$here/runs" --out "$here"

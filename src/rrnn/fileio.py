@@ -138,6 +138,13 @@ def copy_file(src: Path, dst: Path) -> None:
         shutil.copyfileobj(source, f)
 
 
+def cache_root() -> Path:
+    """Where rrnn caches what it builds (kernels, measured dispatch, token tensors):
+    ``$RRNN_CACHE_DIR`` (``~`` expanded), else ``~/.cache/rrnn``; one subfolder each."""
+    env = os.environ.get("RRNN_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rrnn"
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
     try:

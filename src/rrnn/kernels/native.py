@@ -52,9 +52,9 @@ def _cpu_flags() -> str:
 
 
 def _cache_dir() -> Path:
-    env = os.environ.get("RRNN_CACHE_DIR")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "rrnn"
-    return base / "kernels"
+    from ..fileio import cache_root
+
+    return cache_root() / "kernels"
 
 
 def _compiler() -> str | None:

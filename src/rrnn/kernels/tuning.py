@@ -90,9 +90,9 @@ def _machine_key(threads: int) -> tuple[str, dict]:
 
 
 def cache_path(key: str) -> Path:
-    root = os.environ.get("RRNN_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "rrnn"
-    return base / "dispatch" / f"{key}.json"
+    from ..fileio import cache_root
+
+    return cache_root() / "dispatch" / f"{key}.json"
 
 
 def _steps_bucket(steps: int) -> str:

@@ -4,7 +4,7 @@ and cutting a token stream into training batches.
 Data directory, first that is set: ``--data-dir``, ``$RRNN_DATA_DIR``,
 ``~/.cache/rrnn``. A built-in corpus ``NAME`` lives in
 ``<data dir>/NAME/{train,valid,test}.txt`` and every file is checked against
-the sha256 recorded here. Token tensors are cached under ``$RRNN_CACHE_DIR``
+the sha256 recorded here. Token tensors are cached under ``$RRNN_CACHE_DIR/tokens``
 (default ``~/.cache/rrnn/tokens``), keyed by the files' hashes.
 """
 
@@ -94,8 +94,9 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("RRNN_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rrnn" / "tokens"
+    from ..fileio import cache_root
+
+    return cache_root() / "tokens"
 
 
 def sha256_file(path: Path) -> str:
