@@ -20,9 +20,10 @@ Shapes (layer l, k = its input size, d = hidden size, n = 4, 3, 1 gates):
 =======================  ==========================================================
 ``shared_l{l}``          ``(s, max(k, d))``: the shared rows
 ``bias_shared_l{l}``     ``(s,)``; LSTM/RNN: twice the shared bias (x's and h's)
-``weight_ih_l{l}``       ``(n*q, k)``: x's private rows, gate after gate (torch.nn's
-                         order: i f g o; r z n; one)
-``weight_hh_l{l}``       ``(n*q, d)``: h's private rows
+``weight_l{l}``          LSTM/RNN ``(n*q, k + d)``: ``[x's | h's]`` private rows, gate
+                         after gate (torch.nn's order: i f g o; one)
+``weight_ih_l{l}``       GRU ``(3q, k)``: x's private rows (r z n)
+``weight_hh_l{l}``       GRU ``(3q, d)``: h's private rows
 ``bias_ih_l{l}``         ``(n*q,)``; LSTM/RNN: x's and h's private biases summed
 ``bias_hh_l{l}``         ``(n*q,)``; GRU only (h's private bias)
 =======================  ==========================================================
@@ -82,8 +83,12 @@ class CompactRNN(nn.Module):
             weight, bias = layer.pool(i)  # rows: shared, x's private, h's private
             w = weight.detach()
             self.register_buffer(f"shared_l{i}", w[:s].contiguous())  # (s, max(k, d))
-            self.register_buffer(f"weight_ih_l{i}", w[s : s + nq, :k].contiguous())
-            self.register_buffer(f"weight_hh_l{i}", w[s + nq : s + 2 * nq, :d].contiguous())
+            w_x, w_h = w[s : s + nq, :k], w[s + nq : s + 2 * nq, :d]
+            if self.mode == "gru":  # n = tanh(a_n + r g_n) needs the x and h products apart
+                self.register_buffer(f"weight_ih_l{i}", w_x.contiguous())
+                self.register_buffer(f"weight_hh_l{i}", w_h.contiguous())
+            else:  # one product per step on [x | h]: fewer operators per step
+                self.register_buffer(f"weight_l{i}", torch.cat([w_x, w_h], 1))
             if bias is None:
                 continue
             b = bias.detach()
@@ -99,7 +104,7 @@ class CompactRNN(nn.Module):
     def _blocks(self, i: int):
         get = lambda name: getattr(self, f"{name}_l{i}", None)  # noqa: E731
         return (get("shared"), get("bias_shared"), get("weight_ih"), get("bias_ih"),
-                get("weight_hh"), get("bias_hh"))  # fmt: skip
+                get("weight_hh"), get("bias_hh"), get("weight"))  # fmt: skip
 
     @torch.no_grad()
     def forward(self, input: Tensor, hx=None):
@@ -131,26 +136,30 @@ class CompactRNN(nn.Module):
 
     def _layer(self, i: int, x: Tensor, h: Tensor, c: Tensor | None):
         """One layer over the sequence: x (T, B, k); h, c (B, d)."""
-        S, bS, Wx, bx, Wh, bh = self._blocks(i)
+        S, bS, Wx, bx, Wh, bh, W = self._blocks(i)
         s, d = self.shares[i], self.hidden_size
         q = d - s
         width = max(self.input_sizes[i], d)
         xw = _pad(x, width) if s else None  # (T, B, width): x in S's columns
-        ax = _linear(x, Wx, bx) if q else None  # (T, B, n*q): x's private products
-        if self.mode == "gru" and s:
-            axs = _linear(xw, S, bS)  # (T, B, s): a_S, x's shared products
+        gru = self.mode == "gru"
+        if gru:
+            ax = _linear(x, Wx, bx) if q else None  # (T, B, 3q): x's private products
+            axs = _linear(xw, S, bS) if s else None  # (T, B, s): a_S, x's shared products
         outs = []
         for t in range(x.shape[0]):
             hw = _pad(h, width) if s else None
-            hp = _linear(h, Wh, bh if self.mode == "gru" else None) if q else None  # (B, n*q)
-            if self.mode == "lstm":
-                h, c = _lstm_step(xw[t] + hw if s else None, S, bS, ax[t] + hp if q else None, c, s)
-            elif self.mode == "gru":
+            if gru:
+                hp = _linear(h, Wh, bh) if q else None  # (B, 3q)
                 gs = _linear(hw, S, bS) if s else None  # g_S, h's shared products
                 h = _gru_step(axs[t] if s else None, gs, ax[t] if q else None, hp, h, s)
+                outs.append(h)
+                continue
+            zp = _linear(torch.cat([x[t], h], -1), W, bx) if q else None  # (B, n*q)
+            if self.mode == "lstm":
+                h, c = _lstm_step(xw[t] + hw if s else None, S, bS, zp, c, s)
             else:
                 z = [_linear(xw[t] + hw, S, bS)] if s else []
-                z += [ax[t] + hp] if q else []
+                z += [zp] if q else []
                 z = torch.cat(z, -1) if len(z) > 1 else z[0]
                 h = torch.tanh(z) if self.mode == "tanh" else torch.relu(z)
             outs.append(h)
