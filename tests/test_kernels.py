@@ -183,9 +183,10 @@ def test_streaming_equals_sequence_forward(impl, mode, rate, batch_first, batch)
     m.kernel = "reference"
     full, final = m(x, h0)
     m.kernel = "auto"
-    # auto streams every one-step call but a GRU's without shared rows (no faster there);
-    # the stream path itself is tested on all of them
-    auto = "reference" if mode == "gru" and rate == 0.0 else "stream"
+    # auto streams the one-step calls of LSTMs and of GRUs with shared rows at small
+    # batches (kernels.STREAM_MAX_BATCH; a plain RNN's stream step is slower than
+    # torch's fused RNN); the stream path itself is tested on all of them
+    auto = "reference" if mode == "rnn" or (mode == "gru" and rate == 0.0) else "stream"
     state, steps = h0, []
     with torch.no_grad():
         for t in range(T):
@@ -263,3 +264,18 @@ def test_compile(kernel):
         warnings.simplefilter("ignore")
         out = compiled(x)[0]
     torch.testing.assert_close(out, m(x)[0])
+
+
+def test_auto_streams_only_the_batches_where_streaming_was_measured_faster():
+    from rrnn import kernels
+
+    cases = {rrnn.RestrictedLSTM: "lstm", rrnn.RestrictedGRU: "gru", rrnn.RestrictedRNN: None}
+    with torch.no_grad():
+        for cls, mode in cases.items():
+            m = cls(4, 6, 2, sharing_rate=0.5).eval()
+            limit = kernels.STREAM_MAX_BATCH.get(mode) if mode else None
+            for batch in (1, 8, 9, 32, 33):
+                streams = m.path_for(torch.randn(1, batch, 4)) == "stream"
+                assert streams == (limit is not None and batch <= limit), (cls.__name__, batch)
+            m.kernel = "stream"  # pinned, any batch still streams
+            assert m.path_for(torch.randn(1, 64, 4)) == "stream"

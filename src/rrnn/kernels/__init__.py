@@ -105,6 +105,24 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
     return any(h is not None and h.requires_grad for h in states)
 
 
+# The largest batch for which ``auto`` streams a one-step call, by cell; a cell not
+# listed is never streamed by ``auto``. Measured (stream against reference, one
+# thread, 3 x 200, r = 0.5 and 0.9, in and outside frozen(); docs/kernels.md): the
+# LSTM's stream step wins to batch 8 and loses from 16-32 (0.58-0.98x), the GRU's
+# wins to 32, and the plain RNN's loses at every batch (0.83-0.93x: torch's fused
+# multi-layer RNN beats a cell call per layer).
+STREAM_MAX_BATCH = {"lstm": 8, "gru": 32}
+
+
+def _stream_pays(module, data: Tensor) -> bool:
+    """Whether streaming this one-step call is measured faster than the other paths."""
+    limit = STREAM_MAX_BATCH.get(module._mode)
+    if limit is None:
+        return False
+    batch = data.size(0 if module.batch_first else 1) if data.dim() == 3 else 1
+    return batch <= limit
+
+
 def _gru_without_shared_rows(module, data: Tensor) -> bool:
     """A GRU on CPU whose every layer has 0 shared rows: packing saves no work, and
     its streaming step (one operator call per layer) measured 0.92x to 0.98x the
@@ -160,7 +178,8 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
             "a GRU without shared rows streams no faster than torch's own GRU "
             "(0.92x to 0.98x measured, docs/benchmarks.md)"
         )
-    if forced == "stream" or (forced == "auto" and steps == 1 and batch_sizes is None):
+    streams = forced == "auto" and steps == 1 and batch_sizes is None and _stream_pays(module, data)
+    if forced == "stream" or streams:
         if not needs_grad and not drops and steps == 1 and batch_sizes is None:
             return "stream", (
                 "pinned" if forced == "stream" else "one time step without autograd or dropout"
