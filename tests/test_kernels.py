@@ -183,9 +183,10 @@ def test_streaming_equals_sequence_forward(impl, mode, rate, batch_first, batch)
     m.kernel = "reference"
     full, final = m(x, h0)
     m.kernel = "auto"
-    # auto streams the one-step calls of LSTMs and of GRUs with shared rows at small
-    # batches (kernels.STREAM_MAX_BATCH; a plain RNN's stream step is slower than
-    # torch's fused RNN); the stream path itself is tested on all of them
+    # outside frozen(), auto streams the one-step calls of LSTMs and of GRUs with shared
+    # rows at small batches (kernels.STREAM_MAX_BATCH; a plain RNN's stream step, packed
+    # afresh per call, is slower than torch's fused RNN); the stream path itself is
+    # tested on all of them
     auto = "reference" if mode == "rnn" or (mode == "gru" and rate == 0.0) else "stream"
     state, steps = h0, []
     with torch.no_grad():
@@ -274,8 +275,10 @@ def test_auto_streams_only_the_batches_where_streaming_was_measured_faster():
         for cls, mode in cases.items():
             m = cls(4, 6, 2, sharing_rate=0.5).eval()
             limit = kernels.STREAM_MAX_BATCH.get(mode) if mode else None
-            for batch in (1, 8, 9, 32, 33):
+            for batch in (1, 16, 17, 32, 33):
                 streams = m.path_for(torch.randn(1, batch, 4)) == "stream"
                 assert streams == (limit is not None and batch <= limit), (cls.__name__, batch)
+            with m.frozen():  # the packed weights kept: streaming pays at every batch
+                assert m.path_for(torch.randn(1, 64, 4)) == "stream"
             m.kernel = "stream"  # pinned, any batch still streams
             assert m.path_for(torch.randn(1, 64, 4)) == "stream"

@@ -105,17 +105,20 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
     return any(h is not None and h.requires_grad for h in states)
 
 
-# The largest batch for which ``auto`` streams a one-step call, by cell; a cell not
-# listed is never streamed by ``auto``. Measured (stream against reference, one
-# thread, 3 x 200, r = 0.5 and 0.9, in and outside frozen(); docs/kernels.md): the
-# LSTM's stream step wins to batch 8 and loses from 16-32 (0.58-0.98x), the GRU's
-# wins to 32, and the plain RNN's loses at every batch (0.83-0.93x: torch's fused
-# multi-layer RNN beats a cell call per layer).
-STREAM_MAX_BATCH = {"lstm": 8, "gru": 32}
+# Outside module.frozen() the stream path packs its weights afresh on every call;
+# the largest batch for which ``auto`` then streams a one-step call, by cell (a cell
+# not listed is not streamed there). Measured (stream against reference, one
+# thread, 3 x 200, r = 0.5 and 0.9; docs/kernels.md): the LSTM's stream step wins
+# to batch 16 and loses at 32 (0.80x at r = 0.5), the GRU's wins to 32, and the
+# plain RNN's loses at every batch (0.84-0.93x). Inside frozen() the packed weights
+# are kept and streaming won for every cell at every batch measured (1 to 32).
+STREAM_MAX_BATCH = {"lstm": 16, "gru": 32}
 
 
 def _stream_pays(module, data: Tensor) -> bool:
     """Whether streaming this one-step call is measured faster than the other paths."""
+    if module._stream_cache.frozen:
+        return True
     limit = STREAM_MAX_BATCH.get(module._mode)
     if limit is None:
         return False
