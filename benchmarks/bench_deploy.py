@@ -17,13 +17,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
 import rrnn
+from rrnn.bench import interleaved
 from rrnn.deploy import compact
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
@@ -44,19 +44,6 @@ def _session(module, example, path: Path, threads: int):
     names = [i.name for i in session.get_inputs()]
     feeds = dict(zip(names, [example[0].numpy(), *(t.numpy() for t in example[1])]))
     return session, feeds
-
-
-def _time(runs: dict, repeats: int, block: int) -> dict:
-    for run in runs.values():
-        run()
-    seconds = {k: [] for k in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                run()
-            seconds[name].append((time.perf_counter() - start) / block)
-    return {k: statistics.median(v) for k, v in seconds.items()}
 
 
 def main() -> None:
@@ -80,7 +67,8 @@ def main() -> None:
                     session, feeds = _session(module, example, path, args.threads)
                     held[name] = held_bytes(path)
                     runs[name] = lambda s=session, f=feeds: s.run(None, f)
-                med = _time(runs, args.repeats, block=max(1, 2000 // (T * B)))
+                times = interleaved(runs, args.repeats, warmup=1, block=max(1, 2000 // (T * B)))
+                med = {k: statistics.median(v) for k, v in times.items()}
                 row = {"rate": rate, "T": T, "B": B, "held_compact": held["compact"],
                        "held_torch": held["torch"], "held_ratio": held["compact"] / held["torch"],
                        "compact_s": med["compact"], "torch_s": med["torch"],

@@ -40,6 +40,7 @@ __all__ = ["CompactRNN", "compact"]
 
 def compact(layer: nn.Module) -> CompactRNN:
     """The export form of a restricted layer (copies of its weights, eval only)."""
+    from . import kernels
     from .modules import RestrictedRNNBase
 
     if not isinstance(layer, RestrictedRNNBase):
@@ -49,16 +50,13 @@ def compact(layer: nn.Module) -> CompactRNN:
             "compact(): bidirectional layers have no export form yet; export "
             "layer.to_torch() (full-size weights) instead"
         )
-    shares = []
-    for res in layer.restrictions:
-        values = {v for row in res.shares for v in row}
-        if len(values) != 1:
-            raise ValueError(
-                "compact(): the export form needs one sharing rate per layer (every input "
-                "and gate alike); this layer has a per-gate rate table. Export "
-                "layer.to_torch() instead"
-            )
-        shares.append(values.pop())
+    shares = kernels.uniform_shares(layer)
+    if shares is None:
+        raise ValueError(
+            "compact(): the export form needs one sharing rate per layer (every input "
+            "and gate alike); this layer has a per-gate rate table. Export "
+            "layer.to_torch() instead"
+        )
     return CompactRNN(layer, shares)
 
 
@@ -143,22 +141,22 @@ class CompactRNN(nn.Module):
         xw = _pad(x, width) if s else None  # (T, B, width): x in S's columns
         gru = self.mode == "gru"
         if gru:
-            ax = _linear(x, Wx, bx) if q else None  # (T, B, 3q): x's private products
-            axs = _linear(xw, S, bS) if s else None  # (T, B, s): a_S, x's shared products
+            ax = F.linear(x, Wx, bx) if q else None  # (T, B, 3q): x's private products
+            axs = F.linear(xw, S, bS) if s else None  # (T, B, s): a_S, x's shared products
         outs = []
         for t in range(x.shape[0]):
             hw = _pad(h, width) if s else None
             if gru:
-                hp = _linear(h, Wh, bh) if q else None  # (B, 3q)
-                gs = _linear(hw, S, bS) if s else None  # g_S, h's shared products
+                hp = F.linear(h, Wh, bh) if q else None  # (B, 3q)
+                gs = F.linear(hw, S, bS) if s else None  # g_S, h's shared products
                 h = _gru_step(axs[t] if s else None, gs, ax[t] if q else None, hp, h, s)
                 outs.append(h)
                 continue
-            zp = _linear(torch.cat([x[t], h], -1), W, bx) if q else None  # (B, n*q)
+            zp = F.linear(torch.cat([x[t], h], -1), W, bx) if q else None  # (B, n*q)
             if self.mode == "lstm":
                 h, c = _lstm_step(xw[t] + hw if s else None, S, bS, zp, c, s)
             else:
-                z = [_linear(xw[t] + hw, S, bS)] if s else []
+                z = [F.linear(xw[t] + hw, S, bS)] if s else []
                 z += [zp] if q else []
                 z = torch.cat(z, -1) if len(z) > 1 else z[0]
                 h = torch.tanh(z) if self.mode == "tanh" else torch.relu(z)
@@ -170,17 +168,13 @@ def _pad(t: Tensor, width: int) -> Tensor:
     return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
 
 
-def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    return F.linear(x, w, b)
-
-
 def _lstm_step(us, S, bS, zp, c, s):
     """``us = x + h`` in S's columns (B, width) or None; ``zp`` (B, 4q) the private
     pre-activations or None. Shared columns: i = f = o = sigmoid(z_S), g = tanh(z_S),
     so c_S' = sigmoid(z_S) (c_S + tanh(z_S)); the two halves are joined once."""
     hs, cs = [], []
     if us is not None:
-        zs = _linear(us, S, bS)  # (B, s)
+        zs = F.linear(us, S, bS)  # (B, s)
         sig = torch.sigmoid(zs)
         c_s = sig * (c[..., :s] + torch.tanh(zs))
         hs.append(sig * torch.tanh(c_s))

@@ -121,8 +121,6 @@ def explain_os_error(err: OSError) -> str:
         return f"read-only file system{where}; pick a writable folder (--out)"
     if err.errno == errno.ENAMETOOLONG:
         return f"a file name is too long for the file system{where}; use a shorter name"
-    if err.errno == errno.EISDIR:
-        return f"{err.strerror}{where}"
     return f"{err.strerror or err}{where}"
 
 

@@ -162,18 +162,9 @@ def check_data(runs: list[Run], log=print) -> None:
         seen.add(key)
         dataset, corpus, root = key
         if corpus is not None:
-            missing = [s for s in D.SPLITS if not (Path(corpus) / f"{s}.txt").is_file()]
-            if missing:
-                raise D.DataError(
-                    f"corpus folder {corpus}: missing {', '.join(f'{s}.txt' for s in missing)}; "
-                    "a corpus folder needs train.txt, valid.txt and test.txt"
-                )
-        elif dataset not in D.BUILTIN:
-            raise D.DataError(
-                f"unknown dataset {dataset!r}; choose from {', '.join(D.BUILTIN)} or pass --corpus DIR"
-            )
+            D.corpus_files(Path(corpus))
         else:
-            D.ensure_dataset(D.BUILTIN[dataset], D.data_dir(root), progress=False, log=log)
+            D.ensure_dataset(D.builtin(dataset), D.data_dir(root), progress=False, log=log)
     corpora: dict[tuple, object] = {}
     for run in runs:  # pruning's window in real iterations needs the corpus's size
         if run.config.get("compress") == "prune":

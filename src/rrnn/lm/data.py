@@ -306,6 +306,27 @@ def _load_cached(name: str, paths: dict[str, Path], hashes: dict[str, str], log)
     return corpus
 
 
+def corpus_files(folder: Path) -> dict[str, Path]:
+    """The three files of a user's corpus folder; a DataError names those missing."""
+    paths = {s: Path(folder) / f"{s}.txt" for s in SPLITS}
+    missing = [f"{s}.txt" for s, p in paths.items() if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"corpus folder {folder}: missing {', '.join(missing)}; a corpus folder needs "
+            "train.txt, valid.txt and test.txt (plain text, one sentence per line)"
+        )
+    return paths
+
+
+def builtin(dataset: str | None) -> DatasetSpec:
+    """A built-in dataset's spec; a DataError for a name that is not one."""
+    if dataset not in BUILTIN:
+        raise DataError(
+            f"unknown dataset {dataset!r}; choose one of {', '.join(BUILTIN)} or pass --corpus DIR"
+        )
+    return BUILTIN[dataset]
+
+
 def load_corpus(
     dataset: str | None = None,
     corpus_dir: str | os.PathLike | None = None,
@@ -317,20 +338,10 @@ def load_corpus(
     ``corpus_dir`` holding ``train.txt``, ``valid.txt`` and ``test.txt``."""
     if corpus_dir is not None:
         folder = Path(corpus_dir).expanduser()
-        paths = {s: folder / f"{s}.txt" for s in SPLITS}
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise DataError(
-                f"corpus folder {folder}: missing {', '.join(missing)}; a corpus folder needs "
-                "train.txt, valid.txt and test.txt (plain text, one sentence per line)"
-            )
+        paths = corpus_files(folder)
         hashes = {s: sha256_file(p) for s, p in paths.items()}
         return _load_cached(folder.name or "corpus", paths, hashes, log)
-    if dataset not in BUILTIN:
-        raise DataError(
-            f"unknown dataset {dataset!r}; choose one of {', '.join(BUILTIN)} or pass --corpus DIR"
-        )
-    spec = BUILTIN[dataset]
+    spec = builtin(dataset)
     paths = ensure_dataset(spec, data_dir(data_root), download=download, log=log)
     return _load_cached(dataset, paths, spec.sha256, log)
 

@@ -93,12 +93,14 @@ def onnx_export(lm: StreamingLM, path: Path, window: int) -> None:
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "torchvision is not installed", once per operator
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(lm, (tokens, *state), path, dynamo=True, dynamic_shapes=shapes,
-                          input_names=names, output_names=outs, external_data=False,
-                          verbose=False)  # fmt: skip
-    quiet.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(lm, (tokens, *state), path, dynamo=True, dynamic_shapes=shapes,
+                              input_names=names, output_names=outs, external_data=False,
+                              verbose=False)  # fmt: skip
+    finally:
+        quiet.setLevel(level)
 
 
 def held_bytes(path: Path) -> int:
@@ -204,8 +206,9 @@ def onnx_generator(path):
         raise ValueError(f"{path} takes windows of {meta.get('rrnn.window')} tokens; generation "
                          "feeds one at a time: export it with --window 1 (the default)")  # fmt: skip
     inputs = session.get_inputs()
-    state = [np.zeros([1 if d == "batch" or not isinstance(d, int) else d for d in i.shape],
-                      dtype=np.float32) for i in inputs[1:]]  # fmt: skip
+    # the batch is the graph's one symbolic dimension: one stream here
+    state = [np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
+             for i in inputs[1:]]  # fmt: skip
 
     def step(ids):
         nonlocal state
