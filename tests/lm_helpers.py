@@ -3,6 +3,12 @@
 import random
 from pathlib import Path
 
+# a model small enough for a CLI test to train in a second
+TINY = [
+    "--layers", "1", "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "4",
+    "--eval-batch-size", "4", "--bptt", "8", "--log-interval", "50", "--threads", "1",
+]  # fmt: skip
+
 
 def write_corpus(folder: Path, train_lines=400, eval_lines=60, seed=0, extra_eval_words=()):
     """Sentences from a tiny grammar; valid/test may hold words train lacks."""

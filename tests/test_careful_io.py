@@ -16,12 +16,7 @@ from rrnn.cli import main
 from rrnn.experiments import sweep as S
 from rrnn.lm import train as T
 
-from .lm_helpers import write_corpus
-
-TINY = [
-    "--layers", "1", "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "4",
-    "--eval-batch-size", "4", "--bptt", "8", "--log-interval", "50", "--threads", "1",
-]  # fmt: skip
+from .lm_helpers import TINY, write_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +31,19 @@ def corpus(tmp_path):
 
 def _train(corpus, out, *flags):
     return main(["train", "--corpus", str(corpus), "--out", str(out), *TINY, *flags])
+
+
+def _killed_after_one_epoch(corpus, out, monkeypatch):
+    """A 2-epoch run stopped (as killed) right after its first epoch's checkpoint."""
+    end_epoch = T._Run.end_epoch
+
+    def stop_after_one(self, epoch):
+        end_epoch(self, epoch)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(T._Run, "end_epoch", stop_after_one)
+        assert _train(corpus, out, "--epochs", "2") == 130
 
 
 def _one_line(err: str, *words):
@@ -176,15 +184,7 @@ def test_a_damaged_config_is_kept_aside_and_written_again_on_resume(
     tmp_path, corpus, monkeypatch, capsys
 ):
     out = tmp_path / "run"
-    end_epoch = T._Run.end_epoch
-
-    def stop_after_one(self, epoch):
-        end_epoch(self, epoch)
-        raise KeyboardInterrupt  # killed after the first epoch's checkpoint
-
-    monkeypatch.setattr(T._Run, "end_epoch", stop_after_one)
-    assert _train(corpus, out, "--epochs", "2") == 130
-    monkeypatch.undo()
+    _killed_after_one_epoch(corpus, out, monkeypatch)
     good = (out / "config.json").read_text()
     (out / "config.json").write_bytes(b"\x00\x00garbage")
     assert main(["train", "--out", str(out), "--resume"]) == 0
@@ -259,15 +259,7 @@ def test_a_run_without_a_checkpoint_gets_one_way_forward(tmp_path, corpus, capsy
 
 def test_resume_after_the_corpus_moved_says_where_it_was(tmp_path, corpus, monkeypatch, capsys):
     out = tmp_path / "run"
-    end_epoch = T._Run.end_epoch
-
-    def stop_after_one(self, epoch):
-        end_epoch(self, epoch)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(T._Run, "end_epoch", stop_after_one)
-    assert _train(corpus, out, "--epochs", "2") == 130
-    monkeypatch.undo()
+    _killed_after_one_epoch(corpus, out, monkeypatch)
     corpus.rename(tmp_path / "moved")
     assert main(["train", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err

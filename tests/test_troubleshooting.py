@@ -20,13 +20,9 @@ from rrnn.experiments import sweep as S
 from rrnn.lm import data as D
 from rrnn.lm import train as T
 
-from .lm_helpers import write_corpus
+from .lm_helpers import TINY, write_corpus
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TINY = [
-    "--layers", "1", "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "4",
-    "--eval-batch-size", "4", "--bptt", "8", "--log-interval", "50", "--threads", "1",
-]  # fmt: skip
 PLACEHOLDERS = {"N", "X", "V", "DIR", "NAME"}  # in the table: any one word
 
 

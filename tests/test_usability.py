@@ -14,12 +14,7 @@ from rrnn.cli import main
 from rrnn.lm import train as T
 
 from .cpu_features import skip_unless_torch_autocasts
-from .lm_helpers import write_corpus
-
-TINY = [
-    "--layers", "1", "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "4",
-    "--eval-batch-size", "4", "--bptt", "8", "--log-interval", "50", "--threads", "1",
-]  # fmt: skip
+from .lm_helpers import TINY, write_corpus
 
 
 def _no_constants(name):
