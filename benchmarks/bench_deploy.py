@@ -1,13 +1,19 @@
-"""The export form in ONNX Runtime against torch.nn's LSTM exported the same way.
+"""Export forms in ONNX Runtime against torch.nn's LSTM exported the same way.
 
-For a 3 x 200 LSTM stack at each sharing rate: both exported with
-``torch.onnx.export(dynamo=True)`` for one shape (T, B) with the state as inputs,
-then timed in ONNX Runtime (one intra-op thread unless --threads), interleaved,
-medians; and the weight bytes each session holds after ORT's optimiser ran.
+For a 3 x 200 LSTM stack, each form exported with ``torch.onnx.export(dynamo=True)``
+for one shape (T, B) with the state as inputs, then timed in ONNX Runtime (one
+intra-op thread unless --threads), interleaved, medians; and the weight bytes each
+session holds after ORT's optimiser ran. ``--method``:
 
-    python benchmarks/bench_deploy.py [--rates 0.5,0.9] [--threads 1] [--json FILE]
+- ``restrict`` (each of ``--rates``): ``compact(layer)`` against ``layer.to_torch()``;
+- ``lowrank``: the factors at the budget of r = 0.5 (rank 90), as
+  :class:`~rrnn.deploy.FactoredRNN` and as trained (``A @ B`` in the graph);
+- ``projection``: ``torch.nn.LSTM(proj_size=82)`` (the same budget) as
+  :class:`~rrnn.deploy.ProjectedLSTM` (torch's own export of it does not load).
 
-Prints one row per (rate, shape): held bytes ratio and latency ratio (compact /
+    python benchmarks/bench_deploy.py [--method restrict] [--rates 0.5,0.9] [--json FILE]
+
+Prints one row per (form, shape): held bytes ratio and latency ratio (form /
 torch.nn: below 1 is smaller or faster).
 """
 
@@ -24,7 +30,8 @@ import torch
 
 import rrnn
 from rrnn.bench import interleaved
-from rrnn.deploy import compact
+from rrnn.compress.lowrank import LowRankRNN
+from rrnn.deploy import compact, export_form
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
 
@@ -46,9 +53,27 @@ def _session(module, example, path: Path, threads: int):
     return session, feeds
 
 
+def _forms(method: str, rates: list[float]):
+    """(label, {name: (module, state width)}); "torch" is the reference in each."""
+    H = 200
+    if method == "restrict":
+        for rate in rates:
+            layer = rrnn.RestrictedLSTM(H, H, 3, sharing_rate=rate).eval()
+            yield f"r={rate:g}", {"compact": (compact(layer), H), "torch": (layer.to_torch().eval(), H)}
+    elif method == "lowrank":
+        stack = LowRankRNN("lstm", H, H, 3, rank=90).eval()
+        yield "rank 90", {"factored": (export_form(stack), H), "as-trained": (stack, H),
+                          "torch": (stack.to_dense().eval(), H)}  # fmt: skip
+    else:
+        lstm = torch.nn.LSTM(H, H, 3, proj_size=82).eval()
+        yield "proj 82", {"plain-ops": (export_form(lstm), 82), "torch": (torch.nn.LSTM(H, H, 3).eval(), H)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rates", default="0.5,0.9", help="sharing rates (default 0.5,0.9)")
+    p.add_argument("--method", choices=["restrict", "lowrank", "projection"], default="restrict",
+                   help="which compressed stack to export (default restrict)")
+    p.add_argument("--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--repeats", type=int, default=15, help="timed blocks per form (default 15)")
     p.add_argument("--json", default=None, help="write the rows here")
@@ -56,28 +81,30 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in (float(r) for r in args.rates.split(",")):
-            layer = rrnn.RestrictedLSTM(200, 200, 3, sharing_rate=rate).eval()
-            forms = {"compact": compact(layer), "torch": layer.to_torch().eval()}
+        for label, forms in _forms(args.method, [float(r) for r in args.rates.split(",")]):
             for T, B in SHAPES:
-                example = (torch.randn(T, B, 200), (torch.randn(3, B, 200), torch.randn(3, B, 200)))
+                x, c = torch.randn(T, B, 200), torch.randn(3, B, 200)
                 held, runs = {}, {}
-                for name, module in forms.items():
-                    path = Path(tmp) / f"{name}-{rate}-{T}x{B}.onnx"
+                for name, (module, width) in forms.items():
+                    example = (x, (torch.randn(3, B, width), c))
+                    path = Path(tmp) / f"{name}-{T}x{B}.onnx"
                     session, feeds = _session(module, example, path, args.threads)
                     held[name] = held_bytes(path)
                     runs[name] = lambda s=session, f=feeds: s.run(None, f)
                 times = interleaved(runs, args.repeats, warmup=1, block=max(1, 2000 // (T * B)))
                 med = {k: statistics.median(v) for k, v in times.items()}
-                row = {"rate": rate, "T": T, "B": B, "held_compact": held["compact"],
-                       "held_torch": held["torch"], "held_ratio": held["compact"] / held["torch"],
-                       "compact_s": med["compact"], "torch_s": med["torch"],
-                       "latency_ratio": med["compact"] / med["torch"]}  # fmt: skip
-                rows.append(row)
-                print(f"r={rate:g} T={T:2d} B={B:2d}  held {row['held_ratio']:.3f}x "
-                      f"({held['compact']:,} / {held['torch']:,} bytes)  latency "
-                      f"{row['latency_ratio']:.2f}x ({med['compact'] * 1e6:,.0f} / "
-                      f"{med['torch'] * 1e6:,.0f} us)", flush=True)  # fmt: skip
+                for name in forms:
+                    if name == "torch":
+                        continue
+                    row = {"method": args.method, "stack": label, "form": name, "T": T, "B": B,
+                           "held": held[name], "held_torch": held["torch"],
+                           "held_ratio": held[name] / held["torch"], "form_s": med[name],
+                           "torch_s": med["torch"], "latency_ratio": med[name] / med["torch"]}  # fmt: skip
+                    rows.append(row)
+                    print(f"{label} {name:10s} T={T:2d} B={B:2d}  held {row['held_ratio']:.3f}x "
+                          f"({held[name]:,} / {held['torch']:,} bytes)  latency "
+                          f"{row['latency_ratio']:.2f}x ({med[name] * 1e6:,.0f} / "
+                          f"{med['torch'] * 1e6:,.0f} us)", flush=True)  # fmt: skip
     where = describe_machine(machine())
     print(f"{where}; onnxruntime, {args.threads} intra-op thread(s)")
     if args.json:

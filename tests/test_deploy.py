@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import rrnn
-from rrnn.deploy import CompactRNN, compact
+from rrnn.compress.lowrank import LowRankRNN
+from rrnn.deploy import CompactRNN, FactoredRNN, ProjectedLSTM, compact, export_form
 
 CELLS = [rrnn.RestrictedLSTM, rrnn.RestrictedGRU, rrnn.RestrictedRNN]
 
@@ -50,15 +51,16 @@ def test_the_export_form_takes_torch_nn_layouts(cls):
 def test_only_the_compact_blocks_are_held(cls):
     layer = cls(16, 24, 3, sharing_rate=0.5)
     form = compact(layer)
-    held = dict(form.named_buffers())
-    weights = sum(t.numel() for n, t in held.items() if not n.startswith("bias"))
+    held = dict(form.named_parameters())
+    weights = sum(t.numel() for n, t in held.items() if n.endswith("weight"))
     layer_weights = sum(p.numel() for n, p in layer.named_parameters() if "bias" not in n)
     assert weights == layer_weights  # each shared row stored once, as in the layer
     assert sum(t.numel() for t in held.values()) <= layer.num_parameters()
     assert all(t.is_contiguous() for t in held.values())
     pointers = [t.data_ptr() for t in held.values() if t.numel()]
     assert len(set(pointers)) == len(pointers)  # copies, not views of one another
-    assert not list(form.parameters())
+    assert not any(t.requires_grad for t in held.values())  # frozen: inference only
+    assert not list(form.buffers())
 
 
 def test_what_has_no_export_form_says_what_to_export_instead():
@@ -141,3 +143,102 @@ def test_onnxruntime_holds_the_compact_size(tmp_path):
     ratio = layer.num_parameters() / sum(p.numel() for p in layer.to_torch().parameters())
     assert held["compact"] / held["torch"] <= ratio * 1.02  # the layer's own ratio
     assert held["compact"] <= layer.num_parameters() * 4
+
+
+# --- the compared methods' forms ------------------------------------------------------
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn", "relu"])
+def test_the_low_rank_form_computes_the_stack_from_its_factors(mode):
+    torch.manual_seed(0)
+    kw = {"nonlinearity": "relu"} if mode == "relu" else {}
+    stack = LowRankRNN("rnn" if mode == "relu" else mode, 5, 7, 2, rank=3, **kw).eval()
+    form = export_form(stack)
+    assert isinstance(form, FactoredRNN)
+    x, h = torch.randn(4, 3, 5), torch.randn(2, 3, 7)
+    hx = (h, torch.randn(2, 3, 7)) if mode == "lstm" else h
+    with torch.no_grad():
+        for args in ((x,), (x, hx)):
+            want, got = stack(*args), form(*args)
+            torch.testing.assert_close(got[0], want[0])
+            torch.testing.assert_close(got[1], want[1])
+    held = sum(p.numel() for n, p in form.named_parameters() if n.endswith("weight"))
+    assert held == sum(p.numel() for n, p in stack.named_parameters() if "weight" in n)  # factors only
+
+
+def test_the_projected_lstm_form_computes_torch_nn():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 7, 2, proj_size=3).eval()
+    form = export_form(lstm)
+    assert isinstance(form, ProjectedLSTM)
+    x, hx = torch.randn(4, 3, 5), (torch.randn(2, 3, 3), torch.randn(2, 3, 7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "LSTM with projections is not supported with oneDNN"
+        with torch.no_grad():
+            for args in ((x,), (x, hx)):
+                want, got = lstm(*args), form(*args)
+                torch.testing.assert_close(got[0], want[0])
+                torch.testing.assert_close(got[1], want[1])
+    plain = torch.nn.GRU(5, 7)
+    assert export_form(plain) is plain  # torch.nn's own layers export as they are
+
+
+@pytest.mark.parametrize("build", ["factored", "projected"])
+def test_the_compared_forms_run_a_second_input_in_onnxruntime(build, tmp_path):
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    if build == "factored":
+        module, P = LowRankRNN("lstm", 6, 8, 2, rank=3).eval(), 8
+    else:
+        module, P = torch.nn.LSTM(6, 8, 2, proj_size=3).eval(), 3
+    form = export_form(module)
+    example = (torch.randn(3, 2, 6), (torch.randn(2, 2, P), torch.randn(2, 2, 8)))
+    path = tmp_path / "form.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(form, example, path, dynamo=True, verbose=False)
+    session = _ort_session(path)
+    x, hx = torch.randn(3, 2, 6), (torch.randn(2, 2, P), torch.randn(2, 2, 8))  # new values
+    out = session.run(None, _feeds(session, x, hx))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        want = module(x, hx)
+    torch.testing.assert_close(torch.from_numpy(out[0]), want[0])
+
+
+# --- int8 -----------------------------------------------------------------------------
+def _quantize(module):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao's own
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        return torch.ao.quantization.quantize_dynamic(module)
+
+
+def test_quantize_dynamic_warns_that_it_leaves_a_restricted_layer_in_float32():
+    model = torch.nn.Sequential(rrnn.RestrictedLSTM(8, 8, 2), torch.nn.Linear(8, 4))
+    cell = torch.nn.Sequential(rrnn.RestrictedGRUCell(8, 8))
+    with pytest.warns(UserWarning, match=r"leaves RestrictedLSTM in float32.*deploy\.compact"):
+        quantized = _quantize(model)
+    with pytest.warns(UserWarning, match=r"leaves RestrictedGRUCell in float32.*to_torch"):
+        _quantize(cell)
+    assert isinstance(quantized[0], rrnn.RestrictedLSTM)  # what it did: nothing
+    assert not hasattr(model[0], "qconfig")  # the original untouched, the attribute absent
+    layer = rrnn.RestrictedLSTM(4, 4)
+    layer.__dict__["_qconfig"] = None  # as set, without the warning
+    del layer.qconfig
+    with pytest.raises(AttributeError):
+        del layer.qconfig
+
+
+@pytest.mark.parametrize("cls", CELLS, ids=lambda c: c.__name__)
+def test_quantize_dynamic_quantizes_the_export_form(cls):
+    torch.manual_seed(0)
+    layer = cls(16, 24, 2, sharing_rate=0.5).eval()
+    form = compact(layer)
+    quantized = _quantize(form)
+    int8 = torch.ao.nn.quantized.dynamic.Linear
+    blocks = [m for m in quantized.modules() if isinstance(m, (torch.nn.Linear, int8))]
+    assert blocks and all(isinstance(m, int8) for m in blocks)  # every block int8
+    x = torch.randn(5, 3, 16)
+    with torch.no_grad():
+        want, got = layer(x)[0], quantized(x)[0]
+    error = (got - want).abs().max().item()
+    assert 0 < error < 0.05  # int8 rounding: small, and not zero (the blocks did change)

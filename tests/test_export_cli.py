@@ -21,6 +21,9 @@ METHODS = {
     "restrict": ["--sharing-rate", "0.5"],
     "dense": ["--sharing-rate", "0.5", "--compress", "dense"],
     "lowrank": ["--sharing-rate", "0.5", "--compress", "lowrank"],
+    "projection": ["--sharing-rate", "0.5", "--compress", "lowrank", "--lowrank", "projection"],
+    "projection-gru": ["--cell", "gru", "--sharing-rate", "0.5", "--compress", "lowrank",
+                       "--lowrank", "projection"],  # fmt: skip
     "prune": ["--sharing-rate", "0.5", "--compress", "prune", "--compress-start", "0.2",
               "--prune-freq", "2"],  # fmt: skip
     "iss": ["--sharing-rate", "0.5", "--compress", "iss", "--compress-end", "0.5"],
@@ -48,8 +51,9 @@ def _export(runs, name, capsys, *flags):
 def test_every_method_exports_with_parity(runs, method, capsys):
     r = _export(runs, method, capsys)
     assert r["relative"] < 1e-4, r  # float32 in ONNX Runtime against PyTorch
-    if method == "restrict":
-        assert r["recurrent"] == "CompactRNN"
+    forms = {"restrict": "CompactRNN", "lowrank": "FactoredRNN", "projection": "ProjectedLSTM"}
+    if method in forms:
+        assert r["recurrent"] == forms[method]
 
 
 def test_the_restricted_export_holds_less_than_its_classical_twin(runs, capsys):

@@ -42,6 +42,7 @@ _TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _TORCH_CELL = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
 # torch.nn's four weights of a layer (or cell), in the order layer_weights returns them
 _FULL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_MISSING = object()
 _TORCH_WEIGHT_NAME = re.compile(
     r"(?P<kind>weight|bias)_(?P<input>ih|hh)_l(?P<layer>\d+)(?P<reverse>_reverse)?"
 )
@@ -236,6 +237,35 @@ class _CompactWeights(nn.Module):
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+
+    # torch.ao.quantization (quantize_dynamic, prepare) tags every module it visits
+    # with ``qconfig`` and then swaps only the module types it knows, so a restricted
+    # layer would stay float32 without a word: the tag is where it can be told.
+    # Unset, the attribute is absent (getattr's default applies, as on any module).
+    @property
+    def qconfig(self):
+        if "_qconfig" not in self.__dict__:
+            raise AttributeError("qconfig")
+        return self.__dict__["_qconfig"]
+
+    @qconfig.setter
+    def qconfig(self, value) -> None:
+        self.__dict__["_qconfig"] = value
+        route = ("quantize_dynamic(rrnn.deploy.compact(layer)) quantizes its compact "
+                 "blocks, which are nn.Linear modules there" if isinstance(self, RestrictedRNNBase)
+                 else "quantize_dynamic(cell.to_torch()) quantizes torch.nn's cell")  # fmt: skip
+        warnings.warn(
+            f"torch.ao.quantization leaves {type(self).__name__} in float32 (it swaps only "
+            f"the module types it knows). Convert it first: {route}; for a language "
+            "model, `rrnn export --int8`",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    @qconfig.deleter
+    def qconfig(self) -> None:
+        if self.__dict__.pop("_qconfig", _MISSING) is _MISSING:
+            raise AttributeError("qconfig")
 
     def __prepare_scriptable__(self):
         raise TypeError(

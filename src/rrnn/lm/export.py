@@ -4,10 +4,12 @@ parity with PyTorch measured on held-out text.
 The exported graph takes ``tokens`` (T, B) int64 and the recurrent state and
 returns ``logits`` (T, B, V) and the new state: feeding its state back, one token
 (T = 1) at a time, it generates text. The batch size is a dynamic dimension; T
-is the window it was exported for. The recurrent stack goes in its export form:
-a restricted one as :func:`rrnn.deploy.compact` (only the compact blocks); the
-dense, pruned and torch-backend models as torch.nn layers (pruned: its masked
-dense matrices); low-rank and ISS-compacted stacks as they are.
+is the window it was exported for. The recurrent stack goes in its export form
+(:func:`rrnn.deploy.export_form`): a restricted one as its compact blocks; a
+low-rank one as its factors, two thin products per matrix (never the full
+product); the projected LSTM in plain ops; the dense, pruned and torch-backend
+models as torch.nn layers (pruned: its masked dense matrices); ISS-compacted
+stacks as they are.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ class StreamingLM(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        from ..deploy import compact
-        from ..modules import RestrictedRNNBase
+        from ..deploy import export_form
 
         cfg = model.config
         self.lstm, self.per_layer = cfg.cell == "lstm", cfg.widths is not None
@@ -45,20 +46,16 @@ class StreamingLM(nn.Module):
         if not self.tied:
             self.register_buffer("decoder_weight", model.decoder.weight.detach().clone())  # (V, H)
         self.register_buffer("decoder_bias", model.decoder.bias.detach().clone())  # (V,)
-        rnn = model.rnn
-        self.rnn = compact(rnn) if isinstance(rnn, RestrictedRNNBase) else rnn
-        self.rnn.eval()
+        self.rnn = export_form(model.rnn).eval()
 
     def init_state(self, batch: int) -> list[Tensor]:
         """The zero state as the graph's inputs."""
         if self.per_layer:
             states = self.rnn.init_state(batch, self.embedding)
             return [t for s in states for t in (s if self.lstm else (s,))]
-        cfg = self._shape(batch)
-        return [torch.zeros(cfg) for _ in range(2 if self.lstm else 1)]
-
-    def _shape(self, batch: int) -> tuple[int, int, int]:
-        return (self.rnn.num_layers, batch, self.rnn.hidden_size)
+        layers, hidden = self.rnn.num_layers, self.rnn.hidden_size
+        h = torch.zeros(layers, batch, getattr(self.rnn, "state_size", hidden))  # projected: P wide
+        return [h, torch.zeros(layers, batch, hidden)] if self.lstm else [h]
 
     @torch.no_grad()
     def forward(self, tokens: Tensor, *state: Tensor):
@@ -139,9 +136,6 @@ def export_checkpoint(path, out, window: int = 1, int8: bool = False, batch: int
     except ImportError:
         raise ValueError('rrnn export needs the export extra: pip install "rrnn[export]"') from None
     ckpt = load_checkpoint(path)
-    if ckpt["model_config"].get("lowrank") == "projection" and ckpt["model_config"]["compress"] == "lowrank":
-        raise ValueError("rrnn export: the projected LSTM (--lowrank projection) has no ONNX "
-                         "route that ONNX Runtime loads; train with --lowrank factors")  # fmt: skip
     data = checkpoint_corpus(path, ckpt, corpus, data_dir, log)
     model = model_from_checkpoint(ckpt).eval()
     lm = StreamingLM(model)
