@@ -122,7 +122,7 @@ class CompactRNN(nn.Module):
     def _add(self, name: str, weight: Tensor, bias: Tensor | None) -> None:
         """One block as a frozen ``nn.Linear`` (none for an empty block)."""
         if weight.shape[0]:
-            setattr(self, name, _linear(weight, bias))
+            setattr(self, name, frozen_linear(weight, bias))
 
     def _blocks(self, i: int):
         get = lambda name: getattr(self, f"{name}_l{i}", None)  # noqa: E731
@@ -184,7 +184,7 @@ class CompactRNN(nn.Module):
         return torch.stack(outs), h, c
 
 
-def _linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+def frozen_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
     """A frozen ``nn.Linear`` holding contiguous copies: a block ``quantize_dynamic``
     (or torchao) can swap, which an exporter records as one constant."""
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
@@ -237,10 +237,10 @@ class FactoredRNN(_Stack):
             g = lambda n, i=i: getattr(stack, f"{n}_l{i}").detach()  # noqa: E731
             gru = self.mode == "gru"
             b_ih = g("bias_ih") if gru else g("bias_ih") + g("bias_hh")
-            setattr(self, f"ih_b_l{i}", _linear(g("weight_ih_b"), None))
-            setattr(self, f"ih_a_l{i}", _linear(g("weight_ih_a"), b_ih))
-            setattr(self, f"hh_b_l{i}", _linear(g("weight_hh_b"), None))
-            setattr(self, f"hh_a_l{i}", _linear(g("weight_hh_a"), g("bias_hh") if gru else None))
+            setattr(self, f"ih_b_l{i}", frozen_linear(g("weight_ih_b"), None))
+            setattr(self, f"ih_a_l{i}", frozen_linear(g("weight_ih_a"), b_ih))
+            setattr(self, f"hh_b_l{i}", frozen_linear(g("weight_hh_b"), None))
+            setattr(self, f"hh_a_l{i}", frozen_linear(g("weight_hh_a"), g("bias_hh") if gru else None))
 
     def _layer(self, i: int, x: Tensor, h: Tensor, c: Tensor | None):
         get = lambda n: getattr(self, f"{n}_l{i}")  # noqa: E731
@@ -274,9 +274,9 @@ class ProjectedLSTM(_Stack):
         for i in range(self.num_layers):
             g = lambda n, i=i: getattr(lstm, f"{n}_l{i}", None)  # noqa: E731
             bias = None if g("bias_ih") is None else (g("bias_ih") + g("bias_hh")).detach()
-            setattr(self, f"ih_l{i}", _linear(g("weight_ih").detach(), bias))
-            setattr(self, f"hh_l{i}", _linear(g("weight_hh").detach(), None))
-            setattr(self, f"hr_l{i}", _linear(g("weight_hr").detach(), None))
+            setattr(self, f"ih_l{i}", frozen_linear(g("weight_ih").detach(), bias))
+            setattr(self, f"hh_l{i}", frozen_linear(g("weight_hh").detach(), None))
+            setattr(self, f"hr_l{i}", frozen_linear(g("weight_hr").detach(), None))
 
     def _layer(self, i: int, x: Tensor, h: Tensor, c: Tensor | None):
         get = lambda n: getattr(self, f"{n}_l{i}")  # noqa: E731

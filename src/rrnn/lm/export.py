@@ -37,15 +37,16 @@ class StreamingLM(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        from ..deploy import export_form
+        from ..deploy import export_form, frozen_linear
 
         cfg = model.config
         self.lstm, self.per_layer = cfg.cell == "lstm", cfg.widths is not None
         self.register_buffer("embedding", model.encoder.weight.detach().clone())  # (V, E)
         self.tied = cfg.tie_weights  # the decoder reads the embedding: one matrix, held once
-        if not self.tied:
-            self.register_buffer("decoder_weight", model.decoder.weight.detach().clone())  # (V, H)
-        self.register_buffer("decoder_bias", model.decoder.bias.detach().clone())  # (V,)
+        if self.tied:
+            self.register_buffer("decoder_bias", model.decoder.bias.detach().clone())  # (V,)
+        else:  # a frozen nn.Linear (V, H), which quantize_dynamic swaps for int8
+            self.decoder = frozen_linear(model.decoder.weight.detach(), model.decoder.bias.detach())
         self.rnn = export_form(model.rnn).eval()
 
     def init_state(self, batch: int) -> list[Tensor]:
@@ -66,8 +67,10 @@ class StreamingLM(nn.Module):
         else:
             hx = tuple(state) if self.lstm else state[0]
         out, new = self.rnn(emb, hx)  # (T, B, H)
-        weight = self.embedding if self.tied else self.decoder_weight
-        logits = F.linear(out, weight, self.decoder_bias)  # (T, B, V)
+        if self.tied:
+            logits = F.linear(out, self.embedding, self.decoder_bias)  # (T, B, V)
+        else:
+            logits = self.decoder(out)  # (T, B, V)
         if self.per_layer:
             flat = [t for s in new for t in (s if self.lstm else (s,))]
         else:
