@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from . import modules
+from .torch_classes import TORCH_LAYERS
 
 LAYER = {"rnn": modules.RestrictedRNN, "gru": modules.RestrictedGRU, "lstm": modules.RestrictedLSTM}
-TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 @dataclass
@@ -64,7 +63,7 @@ def _make(case: Case, device, dtype):
     ours = LAYER[case.mode](
         k, case.hidden, case.layers, sharing_rate=case.rate, device=device, dtype=dtype
     )
-    theirs = TORCH[case.mode](k, case.hidden, case.layers, device=device, dtype=dtype)
+    theirs = TORCH_LAYERS[case.mode](k, case.hidden, case.layers, device=device, dtype=dtype)
     x = torch.randn(case.steps, case.batch, k, device=device, dtype=dtype)
     h = torch.zeros(case.layers, case.batch, case.hidden, device=device, dtype=dtype)
     hx = (h, h.clone()) if case.mode == "lstm" else h

@@ -143,16 +143,27 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rrnn"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def cpu_info() -> dict[str, str]:
+    """The first value of each field of Linux's /proc/cpuinfo (``"model name"``,
+    ``"flags"``, ``"cpu family"``, ...; the first CPU's); empty elsewhere. The one
+    reader of that file: the kernels' build hash, the dispatch key and
+    :func:`machine` all read it here."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                return set(value.split())
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return set()
+        return {}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key:
+            found.setdefault(key, value)
+    return found
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``; empty elsewhere)."""
+    info = cpu_info()
+    return set((info.get("flags") or info.get("Features") or "").split())
 
 
 def machine() -> dict:
@@ -160,14 +171,7 @@ def machine() -> dict:
     often shows only a vendor name, and the vector width sets what GEMMs and the
     fused kernels can do), cores, torch version and, where one is used, the GPU
     (for run summaries, reports, benchmarks and figures)."""
-    found: dict[str, str] = {}  # the first "model name", "cpu family" and "model" lines
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key in ("model name", "cpu family", "model"):
-                found.setdefault(key, value)
-    except OSError:
-        pass
+    found = cpu_info()
     cpu = found.get("model name") or platform.processor() or platform.machine()
     flags = cpu_flags()
     family, model = found.get("cpu family"), found.get("model")

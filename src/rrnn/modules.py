@@ -37,9 +37,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import kernels
 from . import restriction as R
+from .torch_classes import TORCH_CELLS, TORCH_LAYERS
 
-_TORCH_LAYER = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
-_TORCH_CELL = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
 # torch.nn's four weights of a layer (or cell), in the order layer_weights returns them
 _FULL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _MISSING = object()
@@ -645,7 +644,7 @@ class RestrictedRNNBase(_CompactWeights):
         entry, added in both ``b_ih`` and ``b_hh``, becomes half the mean of
         ``b_ih + b_hh`` over the gates. ``sharing_rate`` is a float, or one per layer.
         """
-        expected = _TORCH_LAYER[cls._mode]
+        expected = TORCH_LAYERS[cls._mode]
         if not isinstance(module, expected):
             raise TypeError(
                 f"{cls.__name__}.from_torch needs a {expected.__name__}, got {type(module).__name__}"
@@ -772,7 +771,7 @@ class RestrictedRNNBase(_CompactWeights):
         (a copy: training it does not keep the restriction)."""
         self._flush_torch_names()
         ref = next(self.parameters())
-        cls = _TORCH_LAYER[self._mode]
+        cls = TORCH_LAYERS[self._mode]
         kwargs = dict(
             num_layers=self.num_layers,
             bias=self.bias,
@@ -1178,7 +1177,7 @@ class RestrictedCellBase(_CompactWeights):
         kwargs = dict(bias=self.bias, device=ref.device, dtype=ref.dtype)
         if self._mode == "rnn":
             kwargs["nonlinearity"] = self.nonlinearity
-        plain = _TORCH_CELL[self._mode](self.input_size, self.hidden_size, **kwargs)
+        plain = TORCH_CELLS[self._mode](self.input_size, self.hidden_size, **kwargs)
         with torch.no_grad():
             for name, t in zip(_FULL_NAMES, self.weights()):
                 if t is not None:

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..restriction import num_gates
+from ..torch_classes import TORCH_LAYERS
 from .sizes import stacked_count
 
 EPS = 1e-8
-_TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def _mode_of(rnn: nn.RNNBase) -> str:
@@ -206,7 +206,7 @@ class StackedRNN(nn.Module):
             float(dropout),
         )
         ks = [input_size] + widths[:-1]
-        self.layers = nn.ModuleList(_TORCH[mode](k, w) for k, w in zip(ks, widths))
+        self.layers = nn.ModuleList(TORCH_LAYERS[mode](k, w) for k, w in zip(ks, widths))
 
     @property
     def hidden_size(self) -> int:

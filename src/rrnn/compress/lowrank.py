@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..restriction import num_gates
+from ..torch_classes import TORCH_LAYERS
 from .sizes import check_rank
 
 _VF_NAMES = {"rnn": "rnn_tanh", "relu": "rnn_relu", "gru": "gru", "lstm": "lstm"}
@@ -127,7 +128,7 @@ class LowRankRNN(nn.Module):
 
     def to_dense(self) -> nn.RNNBase:
         """The torch.nn module with the products as its weights (same outputs)."""
-        cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[self.mode]
+        cls = TORCH_LAYERS[self.mode]
         kw = {"nonlinearity": "relu"} if self.vf_mode == "relu" else {}
         m = cls(self.input_size, self.hidden_size, self.num_layers, dropout=self.dropout, **kw)
         with torch.no_grad():

@@ -21,16 +21,15 @@ import statistics
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..bench import interleaved
 from ..compress.sparse import SparseRNN
 from ..fileio import atomic_write_text, machine, read_json
 from ..lm.train import FINISHED
+from ..torch_classes import TORCH_LAYERS
 
 LATENCY_FILE = "latency.json"
 SHAPES = {"stream": (1, 1), "batch80": (35, 80)}  # (T, B)
-_TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def _runner(module, x, hx):
@@ -51,7 +50,7 @@ def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, d
     model = model_from_checkpoint(ckpt).eval()
     t = ckpt["train_config"]
     torch.manual_seed(0)
-    reference = _TORCH[t["cell"]](t["embedding_size"], t["hidden_size"], t["layers"]).eval()
+    reference = TORCH_LAYERS[t["cell"]](t["embedding_size"], t["hidden_size"], t["layers"]).eval()
     stack = model.rnn
     forms = {"model": stack}
     if model.config.compress == "prune":

@@ -79,9 +79,9 @@ def supports_shared_row(module, data: Tensor, batch_sizes) -> str | None:
     return None
 
 
-def _functorch_active() -> bool:
+def functorch_active() -> bool:
     """True inside torch.func.grad / vmap / jacrev ... (they cannot see through
-    the C kernels, so those calls take the reference path)."""
+    the C kernels, so those calls take the reference path; the fused loss too)."""
     try:
         return torch._C._functorch.peek_interpreter_stack() is not None
     except AttributeError:  # an older torch without functorch
@@ -167,7 +167,7 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
         # torch.jit.trace and the TorchScript ONNX exporter record torch's operators;
         # the C paths and the stream cache's stored weights would become constants
         return "reference", "torch.jit.trace / torch.onnx.export record torch's own operators"
-    if forced == "auto" and _functorch_active():
+    if forced == "auto" and functorch_active():
         return "reference", "torch.func transforms trace torch's own operators"
     if forced == "auto" and torch.is_autocast_enabled(data.device.type):
         # under autocast torch picks each operation's dtype; the reference path

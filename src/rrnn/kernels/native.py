@@ -42,13 +42,12 @@ _lib = _UNSET
 
 
 def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+    """What the build hash reads of the CPU: its flags (a -march=native build is
+    only valid on CPUs with the same), else the processor's name."""
+    from ..fileio import cpu_info
+
+    info = cpu_info()
+    return info.get("flags") or info.get("Features") or platform.processor()
 
 
 def _cache_dir() -> Path:

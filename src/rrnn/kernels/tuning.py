@@ -54,18 +54,14 @@ def measuring() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _cpu() -> tuple[str, str]:
-    model, flags = "unknown", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].strip()
-    except OSError:
-        import platform
+    """(model name, flags) for the dispatch key."""
+    import platform
 
-        model = platform.processor() or platform.machine()
-    return model, flags
+    from ..fileio import cpu_info
+
+    info = cpu_info()
+    model = info.get("model name") or platform.processor() or platform.machine() or "unknown"
+    return model, info.get("flags") or info.get("Features") or ""
 
 
 def machine_key() -> tuple[str, dict]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..kernels import ops
+from ..kernels import functorch_active, ops
 from ..kernels.xent import softmax_xent_ops
 
 DEFAULT_CHUNK = 768  # PTB's 2800 rows: 4 chunks of 700 (measured: docs/benchmarks.md)
@@ -153,7 +153,7 @@ def linear_cross_entropy(
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     if h.size(0) == 0:
         raise ValueError("linear_cross_entropy needs at least one row")
-    if torch.is_autocast_enabled(h.device.type) or _functorch_active():
+    if torch.is_autocast_enabled(h.device.type) or functorch_active():
         # autocast picks the dtypes of torch's own operators (h may come in bfloat16
         # beside a float32 weight), and torch.func transforms trace them: take the
         # unfused pair there
@@ -171,10 +171,3 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(
         h.contiguous(), weight, bias, target.contiguous(), chunk, want, low
     )
-
-
-def _functorch_active() -> bool:
-    try:
-        return torch._C._functorch.peek_interpreter_stack() is not None
-    except AttributeError:
-        return False

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .. import modules
 from ..compress import METHODS, LowRankRNN, StackedRNN, projected, sizes
 from ..restriction import MODES, num_gates, resolve_sharing_rates
+from ..torch_classes import TORCH_LAYERS
 from .loss import linear_cross_entropy
 
 _RESTRICTED = {
@@ -26,7 +27,6 @@ _RESTRICTED = {
     "gru": modules.RestrictedGRU,
     "lstm": modules.RestrictedLSTM,
 }
-_TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 BACKENDS = ("rrnn", "torch")
 INITS = ("authors", "uniform")
 LOWRANK = ("factors", "projection")
@@ -221,7 +221,7 @@ def _recurrent(c: ModelConfig) -> nn.Module:
         return LowRankRNN(c.cell, *args, rank=c.rank, dropout=dropout)
     if c.compress == "restrict" and c.backend == "rrnn":
         return _RESTRICTED[c.cell](*args, sharing_rate=c.sharing_rate, dropout=dropout)
-    return _TORCH[c.cell](*args, dropout=dropout)
+    return TORCH_LAYERS[c.cell](*args, dropout=dropout)
 
 
 def detach_hidden(hidden):
