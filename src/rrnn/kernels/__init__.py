@@ -88,6 +88,14 @@ def functorch_active() -> bool:
         return False
 
 
+def _runners(module, x, h) -> dict:
+    """What the tuner times (on its own copy of the layer): both paths of one call."""
+    return {
+        "reference": lambda: module._reference(x, None, h),
+        "shared-row": lambda: shared_row_forward(module, x, h),
+    }
+
+
 def _tracing() -> bool:
     """True under torch.jit.trace (and so the TorchScript ONNX exporter) and under
     torch.export: they record operators, not what the C kernels do (torch.compile is
@@ -201,7 +209,7 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
     if why_not is not None:
         return "reference", why_not
     if tuning.enabled() and not tuning.measuring():
-        return tuning.decide(module, data, hx, steps, needs_grad)
+        return tuning.decide(module, data, hx, steps, needs_grad, _runners)
     rate = min(module._uniform_shares) / module.hidden_size
     limits = SHARED_ROW_MIN_RATE[module._mode]
     if not needs_grad:

@@ -24,41 +24,6 @@ from torch.autograd.function import once_differentiable
 from . import ops
 
 
-def _step_ops(a, g, h_prev, h, rr, zz, nn, gn, s: int, q: int) -> None:
-    """Torch-op version of the fused forward step."""
-    r0, z0, n0 = s, s + q, s + 2 * q
-    u = torch.sigmoid(a[:, :s] + g[:, :s])
-    r = torch.sigmoid(a[:, r0:z0] + g[:, r0:z0])
-    z = torch.sigmoid(a[:, z0:n0] + g[:, z0:n0])
-    rr[:, :s], rr[:, s:], zz[:] = u, r, z
-    gn[:, :s], gn[:, s:] = g[:, :s], g[:, n0:]
-    torch.tanh(torch.addcmul(a[:, :s], u, g[:, :s]), out=nn[:, :s])
-    torch.tanh(torch.addcmul(a[:, n0:], r, g[:, n0:]), out=nn[:, s:])
-    gate = torch.cat([u, z], 1)  # (B, d): the update gate of every column
-    torch.add(nn, gate * (h_prev - nn), out=h)
-
-
-def _backward_ops(rr, zz, nn, gn, h_prev, dh, da, dg, dh_direct, s: int, q: int) -> None:
-    """Torch-op version of the fused backward step."""
-    r0, z0, n0 = s, s + q, s + 2 * q
-    gate = torch.cat([rr[:, :s], zz], 1)  # update gate per column, (B, d)
-    dpn = dh * (1 - gate) * (1 - nn * nn)  # d pre-activation of n, (B, d)
-    dgate = dh * (h_prev - nn)
-    u = rr[:, :s]
-    dpu = (dgate[:, :s] + dpn[:, :s] * gn[:, :s]) * u * (1 - u)
-    da[:, :s] = dpn[:, :s] + dpu
-    dg[:, :s] = dpn[:, :s] * u + dpu
-    r = rr[:, s:]
-    dpr = dpn[:, s:] * gn[:, s:] * r * (1 - r)
-    z = zz
-    dpz = dgate[:, s:] * z * (1 - z)
-    da[:, r0:z0], dg[:, r0:z0] = dpr, dpr
-    da[:, z0:n0], dg[:, z0:n0] = dpz, dpz
-    da[:, n0:] = dpn[:, s:]
-    dg[:, n0:] = dpn[:, s:] * r
-    torch.mul(dh, gate, out=dh_direct)
-
-
 class SharedRowGRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -76,22 +41,22 @@ class SharedRowGRUFunction(torch.autograd.Function):
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
         a_all = (torch.mm(x2, px.t()) if bx is None else torch.addmm(bx, x2, px.t())).view(T, B, m)
-        rr = x.new_empty(T, B, d)
-        zz = x.new_empty(T, B, q)
-        nn = x.new_empty(T, B, d)
+        r_buf = x.new_empty(T, B, d)
+        z_buf = x.new_empty(T, B, q)
+        n_buf = x.new_empty(T, B, d)
         gn = x.new_empty(T, B, d)
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         h0 = h0.contiguous()
-        ops.gru_seq(a_all, h0, ph.contiguous(), bh, out, rr, zz, nn, gn, s)
+        ops.gru_seq(a_all, h0, ph.contiguous(), bh, out, r_buf, z_buf, n_buf, gn, s)
         ctx.s = s
         ctx.has_bias = bx is not None
-        ctx.save_for_backward(x, h0, px, ph, rr, zz, nn, gn, out)
+        ctx.save_for_backward(x, h0, px, ph, r_buf, z_buf, n_buf, gn, out)
         return out, out[T - 1].clone()
 
     @staticmethod
     @once_differentiable  # a second derivative raises instead of being silently wrong
     def backward(ctx, d_out, d_hT):
-        x, h0, px, ph, rr, zz, nn, gn, out = ctx.saved_tensors
+        x, h0, px, ph, r_buf, z_buf, n_buf, gn, out = ctx.saved_tensors
         s = ctx.s
         T, B, k = x.shape
         m, d = ph.shape
@@ -99,7 +64,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         dg_all = x.new_empty(T, B, m)
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()  # becomes dh0
         d_out = None if d_out is None else d_out.contiguous()
-        ops.gru_seq_backward(ph.contiguous(), rr, zz, nn, gn, h0, out, d_out, dh, da_all, dg_all, s)
+        ops.gru_seq_backward(ph.contiguous(), r_buf, z_buf, n_buf, gn, h0, out, d_out, dh, da_all, dg_all, s)
         da2, dg2 = da_all.view(T * B, m), dg_all.view(T * B, m)
         dx = torch.mm(da2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
         dpx = torch.mm(da2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[2] else None
@@ -132,5 +97,5 @@ def gru_step(
     else:
         a = torch.mm(x, px.t()) if bx is None else torch.addmm(bx, x, px.t())
         g = torch.mm(h, ph.t()) if bh is None else torch.addmm(bh, h, ph.t())
-    rr, zz, nn, gn = scratch
-    ops.gru_step(a.contiguous(), g.contiguous(), h, h_new, rr, zz, nn, gn, s)
+    r_buf, z_buf, n_buf, gn = scratch
+    ops.gru_step(a.contiguous(), g.contiguous(), h, h_new, r_buf, z_buf, n_buf, gn, s)

@@ -99,46 +99,6 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         return dx, dh0, dc0, dpx, dph, dbx, dbh, None
 
 
-def _step_ops(z, c_prev, c, h, sig, tan_s, tan_g, tc, s: int, q: int) -> None:
-    """Torch-op version of the fused forward step (used without a C compiler)."""
-    i0, f0, g0, o0 = s, s + q, s + 2 * q, s + 3 * q  # column starts of P_i, P_f, P_g, P_o
-    sg = torch.sigmoid(z, out=sig)
-    ts = torch.tanh(z[:, :s], out=tan_s)
-    tg = torch.tanh(z[:, g0:o0], out=tan_g)
-    torch.add(c_prev[:, :s], ts, out=c[:, :s]).mul_(sg[:, :s])
-    torch.mul(sg[:, f0:g0], c_prev[:, s:], out=c[:, s:]).addcmul_(sg[:, i0:f0], tg)
-    th = torch.tanh(c, out=tc)
-    torch.mul(sg[:, :s], th[:, :s], out=h[:, :s])
-    torch.mul(sg[:, o0:], th[:, s:], out=h[:, s:])
-
-
-def _backward_ops(sg, ts, tg, th, c_prev, dh, dc, dz, dc_prev, s: int, q: int) -> None:
-    """Torch-op version of the fused backward step: fills ``dz`` (B, m) and
-    ``dc_prev`` (B, d) from dh and dc (B, d), which it only reads, as the C kernel
-    does (the operator's contract: callers may reuse dh and dc)."""
-    i0, f0, g0, o0 = s, s + q, s + 2 * q, s + 3 * q
-    dsg = torch.addcmul(sg, sg, sg, value=-1.0)  # sigmoid' = s (1 - s), (B, m)
-    # dc_total = dc + dh * o * (1 - tanh(c)^2); o = [sig(S) | sig(P_o)]
-    u = torch.addcmul(torch.ones_like(th), th, th, value=-1.0).mul_(dh)
-    dct = dc.clone()
-    dct[:, :s].addcmul_(u[:, :s], sg[:, :s])
-    dct[:, s:].addcmul_(u[:, s:], sg[:, o0:])
-    do = dh * th
-    # shared columns: S feeds i, f, o (sigmoid) and g (tanh)
-    dct_s, dct_p = dct[:, :s], dct[:, s:]
-    a = torch.add(c_prev[:, :s], ts).mul_(dct_s).add_(do[:, :s])
-    torch.mul(a, dsg[:, :s], out=dz[:, :s])
-    ds = dct_s * sg[:, :s]  # also the shared part of dc_prev
-    dz[:, :s].addcmul_(ds, 1.0 - ts * ts)
-    # private columns
-    torch.mul(dct_p, tg, out=dz[:, i0:f0]).mul_(dsg[:, i0:f0])
-    torch.mul(dct_p, c_prev[:, s:], out=dz[:, f0:g0]).mul_(dsg[:, f0:g0])
-    torch.mul(dct_p, sg[:, i0:f0], out=dz[:, g0:o0]).mul_(1.0 - tg * tg)
-    torch.mul(do[:, s:], dsg[:, o0:], out=dz[:, o0:])
-    dc_prev[:, :s] = ds
-    torch.mul(dct_p, sg[:, f0:g0], out=dc_prev[:, s:])
-
-
 def lstm_step(
     x: Tensor,
     h: Tensor,

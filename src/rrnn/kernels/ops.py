@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib
 
 import torch
 from torch import Tensor
 
 from . import native
+from .fallbacks import gru_backward_ops, gru_step_ops, lstm_backward_ops, lstm_step_ops
+from .xent import softmax_xent_ops
 
 _lib = torch.library.Library("rrnn", "DEF")
 _lib.define(
@@ -246,12 +247,10 @@ def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
     zs, outs = xz.unbind(0), out.unbind(0)
     fn = native.kernel("lstm_fwd", dtype)
     if fn is None:
-        from .lstm import _step_ops
-
         h = h0
         for t in range(T):
             zs[t].addmm_(h, pht)
-            _step_ops(zs[t], cs[t], cs[t + 1], outs[t], sig[t], tan_s[t], tan_g[t], tanh_c[t], s, d - s)
+            lstm_step_ops(zs[t], cs[t], cs[t + 1], outs[t], sig[t], tan_s[t], tan_g[t], tanh_c[t], s, d - s)
             h = outs[t]
         return
     at = _Steps(xz, cs, out, sig, tan_s, tan_g, tanh_c).at
@@ -272,11 +271,9 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
     cur, nxt = dc, spare
     fn = native.kernel("lstm_bwd_out", dtype)
     if fn is None:
-        from .lstm import _backward_ops
-
         for t in range(T - 1, -1, -1):
             dy = dh if d_out is None else dh.add_(d_out[t])
-            _backward_ops(sig[t], tan_s[t], tan_g[t], tanh_c[t], cs[t], dy, cur, dzs[t], nxt, s, d - s)
+            lstm_backward_ops(sig[t], tan_s[t], tan_g[t], tanh_c[t], cs[t], dy, cur, dzs[t], nxt, s, d - s)
             torch.mm(dzs[t], ph, out=dh)
             cur, nxt = nxt, cur
     else:
@@ -393,11 +390,7 @@ def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
     g = torch.empty(B, m, dtype=a.dtype, device=a.device)  # h_{t-1} P_h^T + b_h, per step
     outs = out.unbind(0)
     fn = native.kernel("gru_fwd", dtype)
-    if fn is None:
-        from .gru import _step_ops
-
-    else:
-        at = _Steps(a, out, r, z, n, gn).at
+    at = None if fn is None else _Steps(a, out, r, z, n, gn).at
     h = h0
     for t in range(T):
         if bh is None:
@@ -405,7 +398,7 @@ def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
         else:
             torch.addmm(bh, h, pht, out=g)
         if fn is None:
-            _step_ops(a[t], g, h, outs[t], r[t], z[t], n[t], gn[t], s, d - s)
+            gru_step_ops(a[t], g, h, outs[t], r[t], z[t], n[t], gn[t], s, d - s)
         else:
             a_t, h_t, r_t, z_t, n_t, gn_t = at(t)
             fn(B, s, d - s, a_t, g.data_ptr(), h.data_ptr(), h_t, r_t, z_t, n_t, gn_t)
@@ -418,15 +411,12 @@ def _gru_seq_backward_cpu(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
     d = dh.shape[1]
     direct = torch.empty_like(dh)  # the part of dh_{t-1} that does not pass through P_h
     fn = native.kernel("gru_bwd_out", dtype)
-    if fn is None:
-        from .gru import _backward_ops
-    else:
-        at = _Steps(r, z, n, gn, d_out, da, dg).at
+    at = None if fn is None else _Steps(r, z, n, gn, d_out, da, dg).at
     for t in range(T - 1, -1, -1):
         h_prev = out[t - 1] if t > 0 else h0
         if fn is None:
             dy = dh if d_out is None else dh.add_(d_out[t])
-            _backward_ops(r[t], z[t], n[t], gn[t], h_prev, dy, da[t], dg[t], direct, s, d - s)
+            gru_backward_ops(r[t], z[t], n[t], gn[t], h_prev, dy, da[t], dg[t], direct, s, d - s)
         else:
             r_t, z_t, n_t, gn_t, dy_out, da_t, dg_t = at(t)
             fn(B, s, d - s, r_t, z_t, n_t, gn_t, h_prev.data_ptr(), dh.data_ptr(), dy_out or None,
@@ -467,8 +457,6 @@ def _softmax_xent_cpu(logits, target, bias, loss, dbias, scale):
         raise KernelArgumentError(f"rrnn::softmax_xent_: target holds a class outside [0, {V})")
     fn = native.kernel("xent", dtype)
     if fn is None:
-        from .xent import softmax_xent_ops
-
         softmax_xent_ops(logits, target, bias, loss, dbias, scale)
         return
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
@@ -476,11 +464,11 @@ def _softmax_xent_cpu(logits, target, bias, loss, dbias, scale):
        float(scale), loss.data_ptr(), ptr(dbias))  # fmt: skip
 
 
-def _step_kernel(c_name: str, check, fallback: str, state: int):
+def _step_kernel(c_name: str, check, fallback, state: int):
     """The CPU kernel of a step operator: ``check`` the arguments (tensors, then
     ``s``), then call ``rrnn_<c_name>`` with ``(B, s, q)`` and the tensors' pointers in
-    schema order, or, without the compiled library, the torch-op version named
-    ``fallback`` (``"lstm._step_ops"``, ...) with the same tensors and ``s, q``.
+    schema order, or, without the compiled library, the torch-op version
+    ``fallback`` (from :mod:`.fallbacks`) with the same tensors and ``s, q``.
     ``state`` is the index of a ``(B, d)`` argument that gives the sizes."""
 
     def cpu(*args):
@@ -489,8 +477,7 @@ def _step_kernel(c_name: str, check, fallback: str, state: int):
         B, d = tensors[state].shape
         fn = native.kernel(c_name, dtype)
         if fn is None:
-            module, attr = fallback.split(".")
-            getattr(importlib.import_module(f"{__package__}.{module}"), attr)(*tensors, s, d - s)
+            fallback(*tensors, s, d - s)
             return
         fn(B, s, d - s, *(t.data_ptr() for t in tensors))
 
@@ -498,13 +485,13 @@ def _step_kernel(c_name: str, check, fallback: str, state: int):
 
 
 for _name, _cpu, _args in (
-    ("lstm_step", _step_kernel("lstm_fwd", _lstm_step_args, "lstm._step_ops", 1), _lstm_step_args),
+    ("lstm_step", _step_kernel("lstm_fwd", _lstm_step_args, lstm_step_ops, 1), _lstm_step_args),
     ("lstm_step_backward",
-     _step_kernel("lstm_bwd", _lstm_step_backward_args, "lstm._backward_ops", 4),
+     _step_kernel("lstm_bwd", _lstm_step_backward_args, lstm_backward_ops, 4),
      _lstm_step_backward_args),
-    ("gru_step", _step_kernel("gru_fwd", _gru_step_args, "gru._step_ops", 2), _gru_step_args),
+    ("gru_step", _step_kernel("gru_fwd", _gru_step_args, gru_step_ops, 2), _gru_step_args),
     ("gru_step_backward",
-     _step_kernel("gru_bwd", _gru_step_backward_args, "gru._backward_ops", 4),
+     _step_kernel("gru_bwd", _gru_step_backward_args, gru_backward_ops, 4),
      _gru_step_backward_args),
     ("lstm_seq", _lstm_seq_cpu, _lstm_seq_args),
     ("lstm_seq_backward", _lstm_seq_backward_cpu, _lstm_seq_backward_args),

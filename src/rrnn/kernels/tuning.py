@@ -153,11 +153,13 @@ def lookup(module, data, steps: int, needs_grad: bool) -> dict | None:
         return table.get(cls)
 
 
-def decide(module, data, hx, steps: int, needs_grad: bool) -> tuple[str, str]:
-    """(path, reason) for a call where both paths can run."""
+def decide(module, data, hx, steps: int, needs_grad: bool, runners) -> tuple[str, str]:
+    """(path, reason) for a call where both paths can run; ``runners(layer, x, h)``
+    gives the two candidates, ``{"reference": fn, "shared-row": fn}`` (zero-argument
+    calls returning ``(output, state)``), for the tuner's private copy of the layer."""
     record = lookup(module, data, steps, needs_grad)
     if record is None:
-        record = measure(module, data, hx, steps, needs_grad)
+        record = measure(module, data, hx, steps, needs_grad, runners)
     ratio = record["reference_s"] / record["shared_row_s"]
     return record["path"], (
         f"measured on this machine for {record['class']}: shared-row {ratio:.2f}x the "
@@ -166,10 +168,8 @@ def decide(module, data, hx, steps: int, needs_grad: bool) -> tuple[str, str]:
     )
 
 
-def _time_paths(module, data, hx, needs_grad: bool, budget_s: float) -> dict[str, float]:
+def _time_paths(module, data, hx, needs_grad: bool, budget_s: float, runners) -> dict[str, float]:
     import copy
-
-    from . import shared_row_forward
 
     # a private copy: no hook of the user's module (DistributedDataParallel's
     # gradient hooks, say) can see the measurement
@@ -177,12 +177,9 @@ def _time_paths(module, data, hx, needs_grad: bool, budget_s: float) -> dict[str
     x = torch.randn_like(data).requires_grad_(needs_grad and data.requires_grad)
     states = tuple(torch.randn_like(h) for h in (hx if isinstance(hx, tuple) else (hx,)))
     h = states if len(states) == 2 else states[0]
-    params = [p for p in module._parameters.values() if p is not None and p.requires_grad]
+    params = [p for p in module.parameters() if p.requires_grad]
     wrt = params + ([x] if x.requires_grad else [])
-    runs = {
-        "reference": lambda: module._reference(x, None, h),
-        "shared-row": lambda: shared_row_forward(module, x, h),
-    }
+    runs = runners(module, x, h)
 
     def once(name):
         t0 = time.perf_counter()
@@ -205,14 +202,15 @@ def _time_paths(module, data, hx, needs_grad: bool, budget_s: float) -> dict[str
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def measure(module, data, hx, steps: int, needs_grad: bool, budget_s: float = 1.0) -> dict:
-    """Time both paths for this call's class and record the faster."""
+def measure(module, data, hx, steps: int, needs_grad: bool, runners, budget_s: float = 1.0) -> dict:
+    """Time both paths (``runners``, as :func:`decide` takes them) for this call's
+    class and record the faster."""
     key, info = machine_key()
     cls = class_key(module, data, steps, needs_grad)
     _local.busy = True
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad() if not needs_grad else _null():
-            med = _time_paths(module, data, hx, needs_grad, budget_s)
+            med = _time_paths(module, data, hx, needs_grad, budget_s, runners)
     finally:
         _local.busy = False
     record = {

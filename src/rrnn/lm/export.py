@@ -20,7 +20,6 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -185,34 +184,3 @@ def _label(path: Path, itos: list[str], window: int) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     atomic_write_bytes(path, model.SerializeToString())
-
-
-def onnx_generator(path):
-    """``(itos, step)`` for an ONNX file from ``rrnn export --window 1``: ``step(ids)``
-    feeds ids ``(T, 1)`` one at a time, carrying the state, and returns the last
-    token's logits ``(V,)``."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ValueError('running an ONNX file needs the export extra: pip install "rrnn[export]"') from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = session.get_modelmeta().custom_metadata_map
-    if "rrnn.itos" not in meta:
-        raise ValueError(f"{path} was not written by `rrnn export` (no vocabulary in its metadata)")
-    if meta.get("rrnn.window") != "1":
-        raise ValueError(f"{path} takes windows of {meta.get('rrnn.window')} tokens; generation "
-                         "feeds one at a time: export it with --window 1 (the default)")  # fmt: skip
-    inputs = session.get_inputs()
-    # the batch is the graph's one symbolic dimension: one stream here
-    state = [np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
-             for i in inputs[1:]]  # fmt: skip
-
-    def step(ids):
-        nonlocal state
-        for token in ids.view(-1).tolist():
-            feeds = {inputs[0].name: np.array([[token]], dtype=np.int64)}
-            feeds.update({i.name: s for i, s in zip(inputs[1:], state)})
-            logits, *state = session.run(None, feeds)
-        return torch.from_numpy(logits[-1, 0])
-
-    return json.loads(meta["rrnn.itos"]), step

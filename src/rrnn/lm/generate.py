@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 from . import data as D
@@ -100,8 +102,6 @@ def generate(
     if words < 0:
         raise ValueError(f"--words must be >= 0, got {words!r}")
     if str(path).endswith(".onnx"):
-        from .export import onnx_generator
-
         itos, step = onnx_generator(path)
         return _sample(step, itos, words, temperature, seed, prompt, device)
     ckpt = load_checkpoint(path)
@@ -145,3 +145,34 @@ def _sample(step, itos: list[str], words, temperature, seed, prompt, device) -> 
         logits = step(torch.tensor([[nxt]], device=device))
     text = " ".join(out)
     return text.replace(f" {D.EOS} ", "\n").replace(D.EOS, "\n").strip()
+
+
+def onnx_generator(path):
+    """``(itos, step)`` for an ONNX file from ``rrnn export --window 1``: ``step(ids)``
+    feeds ids ``(T, 1)`` one at a time, carrying the state, and returns the last
+    token's logits ``(V,)``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ValueError('running an ONNX file needs the export extra: pip install "rrnn[export]"') from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    if "rrnn.itos" not in meta:
+        raise ValueError(f"{path} was not written by `rrnn export` (no vocabulary in its metadata)")
+    if meta.get("rrnn.window") != "1":
+        raise ValueError(f"{path} takes windows of {meta.get('rrnn.window')} tokens; generation "
+                         "feeds one at a time: export it with --window 1 (the default)")  # fmt: skip
+    inputs = session.get_inputs()
+    # the batch is the graph's one symbolic dimension: one stream here
+    state = [np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
+             for i in inputs[1:]]  # fmt: skip
+
+    def step(ids):
+        nonlocal state
+        for token in ids.view(-1).tolist():
+            feeds = {inputs[0].name: np.array([[token]], dtype=np.int64)}
+            feeds.update({i.name: s for i, s in zip(inputs[1:], state)})
+            logits, *state = session.run(None, feeds)
+        return torch.from_numpy(logits[-1, 0])
+
+    return json.loads(meta["rrnn.itos"]), step

@@ -1,0 +1,80 @@
+"""The package's structure (issue 19): no import cycle, counting function-local
+imports; no import by string; the torch-op fallbacks import nothing of rrnn."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in (SRC / "rrnn").rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules) -> set[str]:
+    """Every rrnn module ``name`` imports, anywhere in its body (``from . import x``
+    counts as importing ``x`` where ``x`` is a module)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.add(sub if sub in modules else target)
+    return {m for m in out if m in modules and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    order, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            part = []
+            while not part or part[-1] != v:
+                part.append(stack.pop())
+                on.discard(part[-1])
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert graph["rrnn.kernels.ops"] >= {"rrnn.kernels.fallbacks", "rrnn.kernels.native"}
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]  # the check can fail
+
+
+def test_nothing_is_imported_by_string():
+    for path in (SRC / "rrnn").rglob("*.py"):
+        text = path.read_text()
+        assert "import_module(" not in text and "__import__(" not in text, path
+
+
+def test_the_torch_op_fallbacks_import_nothing_of_rrnn():
+    modules = _modules()
+    for name in ("rrnn.kernels.fallbacks", "rrnn.kernels.xent", "rrnn.torch_classes"):
+        assert _imports(name, modules[name], modules) == set(), name
