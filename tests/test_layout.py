@@ -78,3 +78,41 @@ def test_the_torch_op_fallbacks_import_nothing_of_rrnn():
     modules = _modules()
     for name in ("rrnn.kernels.fallbacks", "rrnn.kernels.xent", "rrnn.torch_classes"):
         assert _imports(name, modules[name], modules) == set(), name
+
+
+def _modules_loaded_by(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.splitlines()[-1].split())
+
+
+def test_help_and_params_run_without_torch():
+    help_run = "from rrnn.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    for code in (help_run, "from rrnn.cli import main\nmain(['params'])",
+                 "from rrnn.cli import build_parser\nbuild_parser()"):  # fmt: skip
+        loaded = _modules_loaded_by(code)
+        assert "torch" not in loaded, code
+    assert "torch" in _modules_loaded_by("import rrnn\nrrnn.RestrictedLSTM")  # the layers do load it
+
+
+def test_the_lazy_names_are_the_layers():
+    import rrnn
+    import rrnn.compress as compress
+    from rrnn import modules
+
+    assert rrnn.RestrictedLSTM is modules.RestrictedLSTM
+    assert compress.LowRankRNN.__module__ == "rrnn.compress.lowrank"
+    for name in rrnn.__all__:
+        assert getattr(rrnn, name) is not None
+    for name in compress.__all__:
+        assert getattr(compress, name) is not None
+
+
+def test_the_command_lines_choices_are_the_librarys():
+    from rrnn.lm import config, data
+
+    assert set(config.DATASETS) == set(data.BUILTIN)

@@ -1,5 +1,6 @@
-"""The ``rrnn`` command. Each subcommand parses its flags here and imports its
-implementation lazily, so ``rrnn --help`` stays fast."""
+"""The ``rrnn`` command. Each subcommand parses its flags here (choices and
+defaults from :mod:`rrnn.lm.config`) and imports its implementation lazily, so
+``rrnn --help`` and ``rrnn params`` run without importing torch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from .lm import config as C  # torch-free: the choices and the defaults
 from .restriction import MODES
 
 
@@ -63,9 +65,7 @@ def _axis(g, sweep: bool, flag: str, help: str, type=None, choices=None, metavar
     """A setting that `rrnn train` takes once and `rrnn sweep` as a comma-separated
     axis (``--cell`` -> ``--cells``)."""
     if sweep:
-        from .experiments.sweep import AXES
-
-        plural = next(a for a, f in AXES.items() if f == flag.replace("-", "_"))
+        plural = next(a for a, f in C.AXES.items() if f == flag.replace("-", "_"))
         values = f" from {', '.join(choices)}" if choices else ""
         g.add_argument(
             f"--{plural.replace('_', '-')}",
@@ -91,7 +91,7 @@ def _float_flag(g, flag: str, help: str, metavar: str = "X") -> None:
 def _data_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("data")
     _axis(
-        g, sweep, "dataset", f"built-in corpus (default {d.dataset})", choices=["ptb", "wikitext-2"]
+        g, sweep, "dataset", f"built-in corpus (default {d.dataset})", choices=list(C.DATASETS)
     )
     g.add_argument(
         "--corpus",
@@ -127,14 +127,14 @@ def _model_flags(p, d, sweep: bool) -> None:
         "variant",
         "plain: untied, no dropout; tied-dropout: tied embedding/decoder and dropout 0.2 "
         f"between recurrent layers (default {d.variant})",
-        choices=["plain", "tied-dropout"],
+        choices=list(C.VARIANTS),
     )
     _float_flag(
         g, "dropout", "dropout between recurrent layers (default: the variant's, 0 or 0.2)", "P"
     )
     g.add_argument(
         "--backend",
-        choices=["rrnn", "torch"],
+        choices=list(C.BACKENDS),
         default=None,
         help="rrnn: restricted layer; torch: plain torch.nn layer, needs --sharing-rate 0 (default rrnn)",
     )
@@ -145,7 +145,7 @@ def _model_flags(p, d, sweep: bool) -> None:
         f"initial weights (default {d.init}). authors: what produced the paper's numbers, "
         "PyTorch's defaults (embedding N(0, 1)); uniform: the embedding and decoder "
         "uniform(-0.1, 0.1), decoder bias 0, as the paper's text and pytorch/examples",
-        choices=["authors", "uniform"],
+        choices=list(C.INITS),
     )
 
 
@@ -160,18 +160,18 @@ def _compress_flags(p, d, sweep: bool) -> None:
         "iss: intrinsic sparse structures (group Lasso, compacted). The compared methods "
         "meet --target-params, by default the restricted model's count at --sharing-rate "
         f"(default {d.compress})",
-        choices=["restrict", "dense", "lowrank", "prune", "iss"],
+        choices=list(C.METHODS),
     )  # fmt: skip
     _int_flag(g, "target-params", "recurrent parameter budget of the compared methods "
               "(default: the restricted model's count at --sharing-rate)")  # fmt: skip
     _int_flag(g, "rank", "lowrank: the rank of the factors or the projection size (default: "
               "the one that meets the budget)")  # fmt: skip
-    g.add_argument("--lowrank", choices=["factors", "projection"], default=None,
+    g.add_argument("--lowrank", choices=list(C.LOWRANK), default=None,
                    help="lowrank: unshared factors W = A B, or one shared projection per "
                    f"layer (the LSTM's proj_size) (default {d.lowrank})")  # fmt: skip
     _float_flag(g, "sparsity", "prune: the fraction of weight entries removed, in [0, 1) "
                 "(default: the one that meets the budget)", "S")  # fmt: skip
-    g.add_argument("--prune-schedule", choices=["narang", "cubic"], default=None,
+    g.add_argument("--prune-schedule", choices=list(C.SCHEDULES), default=None,
                    help="prune: Narang et al.'s thresholds (approximately meet the sparsity) or "
                    f"Zhu and Gupta's cubic sparsity ramp (exactly) (default {d.prune_schedule})")  # fmt: skip
     _int_flag(g, "prune-freq", f"prune: iterations between mask updates (default {d.prune_freq})")
@@ -193,13 +193,13 @@ def _compress_flags(p, d, sweep: bool) -> None:
 def _optim_flags(p, d, sweep: bool) -> None:
     g = p.add_argument_group("optimisation (the paper's section IV-A by default)")
     g.add_argument(
-        "--loss", choices=["fused", "torch"], default=None,
+        "--loss", choices=list(C.LOSSES), default=None,
         help="fused: the decoder and cross-entropy in chunks, without the (T*B, V) "
         "matrices (equal within float32 rounding, faster); torch: F.cross_entropy of the "
         f"logits (default {d.loss}; runs from before it resume with torch)",
     )  # fmt: skip
     g.add_argument(
-        "--precision", choices=["fp32", "bf16"], default=None,
+        "--precision", choices=list(C.PRECISIONS), default=None,
         help="bf16: the fused decoder's three GEMMs (most of a PTB step) on bfloat16 copies "
         "of their operands, as torch.autocast would; the softmax, loss, recurrent layers and "
         "evaluation stay float32. Needs a CPU with bfloat16 instructions or a GPU; its "
@@ -265,9 +265,7 @@ def _train_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     """Flags of `rrnn train` (and, with the axes plural, of `rrnn sweep`). Defaults
     are None here, so that --resume can tell which settings the user gave; the real
     defaults are TrainConfig's."""
-    from .lm.train import TrainConfig
-
-    d = TrainConfig()
+    d = C.TrainConfig()
     _data_flags(p, d, sweep)
     _model_flags(p, d, sweep)
     _compress_flags(p, d, sweep)

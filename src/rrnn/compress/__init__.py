@@ -8,10 +8,10 @@ model with torch.nn recurrent layers:
   (a smaller dense model, a rank, a sparsity).
 """
 
-from .iss import ISSRegularizer, StackedRNN, compact, group_entries, group_norms_sq
-from .lowrank import LowRankRNN, ProjectedRNN, projected
-from .prune import GradualPruner, cubic_sparsity, narang_threshold, sparse_weights, stored_count
+from typing import TYPE_CHECKING
+
 from .sizes import (
+    METHODS,
     check_rank,
     check_target,
     dense_count,
@@ -23,7 +23,18 @@ from .sizes import (
     stacked_count,
 )
 
-METHODS = ("restrict", "lowrank", "prune", "iss", "dense")
+if TYPE_CHECKING:
+    from .iss import ISSRegularizer, StackedRNN, compact, group_entries, group_norms_sq
+    from .lowrank import LowRankRNN, ProjectedRNN, projected
+    from .prune import GradualPruner, cubic_sparsity, narang_threshold, sparse_weights, stored_count
+
+# loaded on first use (they need torch; sizes does not, and rrnn.lm.config reads it)
+_LAZY = {
+    "iss": ("ISSRegularizer", "StackedRNN", "compact", "group_entries", "group_norms_sq"),
+    "lowrank": ("LowRankRNN", "ProjectedRNN", "projected"),
+    "prune": ("GradualPruner", "cubic_sparsity", "narang_threshold", "sparse_weights", "stored_count"),
+}
+
 
 __all__ = [
     "METHODS",
@@ -50,3 +61,16 @@ __all__ = [
     "stacked_count",
     "stored_count",
 ]
+
+
+def __getattr__(name: str):
+    # absolute imports: ``from . import iss`` would ask this hook for "iss" and recurse
+    if name in _LAZY["iss"]:
+        import rrnn.compress.iss as found
+    elif name in _LAZY["lowrank"]:
+        import rrnn.compress.lowrank as found
+    elif name in _LAZY["prune"]:
+        import rrnn.compress.prune as found
+    else:
+        raise AttributeError(f"module 'rrnn.compress' has no attribute {name!r}")
+    return getattr(found, name)

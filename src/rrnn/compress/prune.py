@@ -30,7 +30,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-SCHEDULES = ("narang", "cubic")
+from .sizes import SCHEDULES, check_sparsity  # noqa: F401  re-exported
 
 
 def narang_threshold(
@@ -77,18 +77,6 @@ def check_schedule(start: int, ramp: int, end: int, freq: int) -> None:
             f"pruning needs start <= ramp <= end and start < end, got start={start}, "
             f"ramp={ramp}, end={end}"
         )
-
-
-def check_sparsity(sparsity) -> float:
-    if (
-        isinstance(sparsity, bool)
-        or not isinstance(sparsity, (int, float))
-        or not (0.0 <= sparsity < 1.0)
-    ):
-        raise ValueError(
-            f"sparsity must be in [0, 1) (the fraction of weights removed), got {sparsity!r}"
-        )
-    return float(sparsity)
 
 
 def prunable(model: nn.Module) -> dict[str, tuple[str, Tensor]]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from ..restriction import num_gates
 
+METHODS = ("restrict", "lowrank", "prune", "iss", "dense")  # rrnn train --compress
+SCHEDULES = ("narang", "cubic")  # the pruning schedules (rrnn.compress.prune)
+
 
 def _positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -139,3 +142,15 @@ def check_target(method: str, mode: str, input_size: int, hidden_size: int, laye
             f"and {hi:,} recurrent parameters (the uncompressed stack has {full:,}); target "
             f"{target:,} is outside"
         )
+
+
+def check_sparsity(sparsity) -> float:
+    if (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float))
+        or not (0.0 <= sparsity < 1.0)
+    ):
+        raise ValueError(
+            f"sparsity must be in [0, 1) (the fraction of weights removed), got {sparsity!r}"
+        )
+    return float(sparsity)

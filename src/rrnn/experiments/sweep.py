@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_write_text, load_json, read_json, set_aside
+from ..lm.config import AXES
 from ..lm.train import (
     FINISHED,
     RESUMABLE_OVERRIDES,
@@ -47,16 +48,6 @@ from ..lm.train import (
 )
 
 # sweep axis -> TrainConfig field, in the order they make up a run's name
-AXES: dict[str, str] = {
-    "datasets": "dataset",
-    "cells": "cell",
-    "sharing_rates": "sharing_rate",
-    "variants": "variant",
-    "lrs": "lr",
-    "inits": "init",
-    "seeds": "seed",
-    "compresses": "compress",
-}
 _AXIS_TYPES: dict[str, Callable] = {"sharing_rates": float, "lrs": float, "seeds": int}
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"

@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 
 from ..kernels import functorch_active, ops
 from ..kernels.xent import softmax_xent_ops
+from .config import PRECISIONS
 
 DEFAULT_CHUNK = 768  # PTB's 2800 rows: 4 chunks of 700 (measured: docs/benchmarks.md)
 
@@ -120,7 +121,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return scale(dh), scale(dw), scale(db), None, None, None, None
 
 
-PRECISIONS = ("fp32", "bf16")
 
 
 def linear_cross_entropy(

@@ -11,15 +11,14 @@ embedding and decoder matrices (needs E == H).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import modules
-from ..compress import METHODS, LowRankRNN, StackedRNN, projected, sizes
-from ..restriction import MODES, num_gates, resolve_sharing_rates
+from ..compress import LowRankRNN, StackedRNN, projected
 from ..torch_classes import TORCH_LAYERS
+from .config import BACKENDS, INITS, LOWRANK, ModelConfig  # noqa: F401  re-exported
 from .loss import linear_cross_entropy
 
 _RESTRICTED = {
@@ -27,99 +26,6 @@ _RESTRICTED = {
     "gru": modules.RestrictedGRU,
     "lstm": modules.RestrictedLSTM,
 }
-BACKENDS = ("rrnn", "torch")
-INITS = ("authors", "uniform")
-LOWRANK = ("factors", "projection")
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; stored in every checkpoint."""
-
-    vocab_size: int
-    cell: str = "lstm"
-    sharing_rate: float | list = 0.5
-    layers: int = 3
-    embedding_size: int = 200
-    hidden_size: int = 200
-    dropout: float = 0.0
-    tie_weights: bool = False
-    backend: str = "rrnn"  # "torch": a plain torch.nn layer (sharing_rate must be 0)
-    # the compression method (rrnn.compress): "restrict" is the restricted layer above;
-    # "dense", "prune" and "iss" train a classical torch.nn layer (pruning masks and the
-    # ISS regulariser live in the trainer); "lowrank" factors its matrices
-    compress: str = "restrict"
-    rank: int | None = None  # lowrank: the factors' rank or the projection's size
-    lowrank: str = "factors"  # lowrank: "factors" (unshared) or "projection" (shared)
-    widths: list | None = None  # a compacted ISS model: units per layer
-
-    def __post_init__(self) -> None:
-        if self.cell not in MODES:
-            raise ValueError(f"cell must be one of {', '.join(MODES)}, got {self.cell!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        resolve_sharing_rates(self.sharing_rate, self.layers, num_gates(self.cell))
-        self._check_compress()
-        if self.backend == "torch" and self.sharing_rate not in (0, 0.0):
-            raise ValueError(
-                f"backend='torch' builds a classical torch.nn layer; sharing_rate must be 0, "
-                f"got {self.sharing_rate!r}"
-            )
-        if self.tie_weights and self.embedding_size != self.hidden_size:
-            raise ValueError(
-                f"tied weights need embedding size == hidden size, got embedding_size="
-                f"{self.embedding_size} and hidden_size={self.hidden_size}; set them equal "
-                "or untie the weights (variant 'plain')"
-            )
-        if not 0.0 <= float(self.dropout) <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {self.dropout!r}")
-
-    def _check_compress(self) -> None:
-        if self.compress not in METHODS:
-            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
-        if self.compress != "restrict" and self.sharing_rate not in (0, 0.0):
-            raise ValueError(
-                f"compress={self.compress!r} builds a classical layer; its sharing_rate must be 0"
-            )
-        if self.compress == "lowrank":
-            if self.lowrank not in LOWRANK:
-                raise ValueError(f"lowrank must be one of {', '.join(LOWRANK)}, got {self.lowrank!r}")
-            sizes.check_rank(self.rank, self.embedding_size, self.hidden_size, self.lowrank)
-            if self.tie_weights and self.lowrank == "projection":
-                raise ValueError(
-                    "tied weights need the decoder to read hidden_size features; a projection "
-                    f"gives {self.rank}: use variant 'plain' or --lowrank factors"
-                )
-        elif self.rank is not None:
-            raise ValueError(f"rank is for compress='lowrank', not {self.compress!r}")
-        if self.widths is not None:
-            if self.compress != "iss" or len(self.widths) != self.layers:
-                raise ValueError("widths (a compacted ISS model) needs compress='iss' and one width per layer")
-            sizes.stacked_count(self.cell, self.embedding_size, self.widths)
-
-    @property
-    def output_size(self) -> int:
-        """What the decoder reads: the last layer's width."""
-        if self.widths is not None:
-            return self.widths[-1]
-        if self.compress == "lowrank" and self.lowrank == "projection":
-            return self.rank
-        return self.hidden_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"model config has unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 class RNNModel(nn.Module):

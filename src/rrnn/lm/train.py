@@ -23,16 +23,12 @@ import signal
 import sys
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..compress import METHODS, check_rank, check_target, dense_hidden_for, rank_for, sparsity_for
-from ..compress.prune import SCHEDULES, check_sparsity
 from ..fileio import (
     atomic_torch_save,
     atomic_write_text,
@@ -44,17 +40,24 @@ from ..fileio import (
     set_aside,
 )
 from ..kernels import tuning
-from ..restriction import count_parameters
 from . import compression
 from . import data as D
+from .config import (  # noqa: F401  re-exported: rrnn.lm.train's names before lm.config
+    LOSSES,
+    METHOD_OPTIONS,
+    PRECISIONS,
+    VARIANTS,
+    ModelConfig,
+    TrainConfig,
+    _positive_int,
+    _real,
+    check_method_options,
+)
 from .distributed import Group
-from .loss import PRECISIONS
-from .model import INITS, ModelConfig, RNNModel, detach_hidden
+from .model import RNNModel, detach_hidden
 
 CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
 CHECKPOINT_VERSION = 1
-VARIANTS = {"plain": (False, 0.0), "tied-dropout": (True, 0.2)}  # tie, default dropout
-LOSSES = ("fused", "torch")
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
 # (--patience too: it decides only when a run stops, never what an epoch computes)
@@ -79,239 +82,9 @@ class CheckpointError(ValueError):
     """A file is not an rrnn checkpoint, or belongs to another model or corpus."""
 
 
-@dataclass
-class TrainConfig:
-    """A training run. Defaults are the paper's section IV-A."""
-
-    dataset: str | None = "ptb"
-    corpus: str | None = None
-    data_dir: str | None = None
-    cell: str = "lstm"
-    sharing_rate: float = 0.5
-    layers: int = 3
-    embedding_size: int = 200
-    hidden_size: int = 200
-    variant: str = "plain"
-    dropout: float | None = None  # None: the variant's (plain 0, tied-dropout 0.2)
-    backend: str = "rrnn"
-    init: str = "authors"  # "uniform": the paper's text; see RNNModel.initialize
-    epochs: int = 100
-    patience: int | None = None  # stop after this many epochs without a better valid ppl
-    batch_size: int = 80
-    eval_batch_size: int = 80
-    bptt: int = 35
-    lr: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-6
-    clip: float = 0.25
-    seed: int = 1
-    log_interval: int = 100
-    device: str = "cpu"
-    threads: int | None = None
-    max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
-    loss: str = "fused"  # "fused": chunked decoder + cross-entropy; "torch": F.cross_entropy
-    precision: str = "fp32"  # "bf16": the fused decoder's GEMMs on bfloat16 operands (training only)
-    # compression (rrnn.lm.compression): the method and its options
-    compress: str = "restrict"
-    target_params: int | None = None  # None: the restricted model's count at sharing_rate
-    rank: int | None = None  # lowrank; None: the rank that meets target_params
-    lowrank: str = "factors"
-    sparsity: float | None = None  # prune; None: the sparsity that meets target_params
-    prune_schedule: str = "narang"
-    prune_freq: int = 100
-    compress_start: float = 1.0  # epochs: pruning starts after the first epoch
-    compress_ramp: float = 0.25  # fraction of training: Narang's ramp
-    compress_end: float = 0.5  # fraction of training: pruning ends / the ISS cut
-    iss_lambda: float = 7e-5
-    iss_threshold: float = 1e-4
-    iss_cut: bool = True  # False: the paper's lambda alone decides the widths
-
-    def __post_init__(self) -> None:
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-        if self.precision == "bf16" and self.loss != "fused":
-            raise ValueError(
-                "--precision bf16 runs the fused decoder's GEMMs in bfloat16: it needs --loss fused"
-            )
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
-            _positive_int(name, getattr(self, name))
-        for name in ("threads", "max_batches"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        if self.patience is not None:
-            _positive_int("patience", self.patience, hint=(
-                " (epochs without a better validation perplexity before the run stops); "
-                "leave it out to train every epoch of the schedule"))  # fmt: skip
-        if not _real(self.lr) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        for name in ("momentum", "weight_decay", "clip"):
-            value = getattr(self, name)
-            if not _real(value) or not value >= 0:
-                raise ValueError(
-                    f"{name} must be a number >= 0, got {value!r}"
-                    + ("; --clip 0 turns clipping off" if name == "clip" else "")
-                )
-        if self.corpus is None and self.dataset is None:
-            raise ValueError("pass a dataset (--dataset) or a corpus folder (--corpus)")
-        if self.corpus is not None:
-            # a run records its corpus by absolute path (and by hash, in the checkpoint),
-            # so that it can be evaluated and resumed from any folder
-            self.corpus = str(Path(self.corpus).expanduser().absolute())
-            self.dataset = None
-        self._check_compress()
-        mconf = self.model_config(vocab_size=2)  # the cell, sharing rate, sizes and dropout
-        if mconf.dropout > 0 and mconf.layers == 1:
-            warnings.warn(
-                f"dropout {mconf.dropout:g} has no effect with one recurrent layer: it falls "
-                "between recurrent layers (as in torch.nn); use --layers 2 or more",
-                UserWarning,
-                stacklevel=3,
-            )
-
-    def _check_compress(self) -> None:
-        if self.compress not in METHODS:
-            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
-        if self.prune_schedule not in SCHEDULES:
-            raise ValueError(f"prune schedule must be one of {', '.join(SCHEDULES)}, "
-                             f"got {self.prune_schedule!r}")  # fmt: skip
-        own = {"rank": "lowrank", "sparsity": "prune"}
-        for name, method in own.items():
-            if getattr(self, name) is not None and self.compress != method:
-                raise ValueError(f"--{name} is an option of --compress {method}, not {self.compress}")
-        if self.target_params is not None:
-            _positive_int("target_params", self.target_params)
-            if self.compress == "restrict":
-                raise ValueError("--target-params sizes a compared method (--compress dense, "
-                                 "lowrank, prune or iss); the restricted model's size is "
-                                 "set by --sharing-rate")  # fmt: skip
-        if self.sparsity is not None:
-            check_sparsity(self.sparsity)
-        if self.rank is not None:  # 0 is an error, not "unset"
-            check_rank(self.rank, self.embedding_size, self.hidden_size, self.lowrank)
-        if self.compress in ("dense", "lowrank", "iss") and not (
-            self.compress == "lowrank" and self.rank is not None
-        ):
-            check_target(self.compress, self.cell, self.embedding_size, self.hidden_size,
-                         self.layers, self.budget(), self.lowrank)  # fmt: skip
-        _positive_int("prune_freq", self.prune_freq)
-        self.resolved_sparsity()  # a budget a pruned model can meet
-        for name in ("iss_lambda", "iss_threshold", "compress_start"):
-            if not _real(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        if not (_real(self.compress_ramp) and _real(self.compress_end)
-                and 0 <= self.compress_ramp <= self.compress_end <= 1 and self.compress_end > 0):  # fmt: skip
-            raise ValueError(
-                "--compress-ramp and --compress-end are fractions of training with "
-                f"0 <= ramp <= end <= 1, got {self.compress_ramp!r} and {self.compress_end!r}"
-            )
-        if self.compress == "iss" and VARIANTS[self.variant][0]:
-            raise ValueError("--compress iss needs untied weights (variant 'plain'): with tied "
-                             "weights the decoder's columns are the embedding's")  # fmt: skip
-
-    def budget(self) -> int:
-        """The recurrent parameter budget of a compared method."""
-        if self.target_params is not None:
-            return self.target_params
-        return count_parameters(self.cell, self.embedding_size, self.hidden_size, self.layers,
-                                self.sharing_rate)  # fmt: skip
-
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        tie, default_dropout = VARIANTS[self.variant]
-        dropout = default_dropout if self.dropout is None else self.dropout
-        hidden, rank, rate, backend = self.hidden_size, None, self.sharing_rate, self.backend
-        if self.compress != "restrict":
-            rate, backend = 0.0, "torch"
-        if self.compress == "dense":
-            hidden = dense_hidden_for(self.cell, self.embedding_size, self.layers, self.budget())
-        elif self.compress == "lowrank":
-            rank = self.rank
-            if rank is None:
-                rank = rank_for(self.cell, self.embedding_size, self.hidden_size, self.layers,
-                                self.budget(), self.lowrank)  # fmt: skip
-        return ModelConfig(
-            vocab_size=vocab_size,
-            cell=self.cell,
-            sharing_rate=rate,
-            layers=self.layers,
-            embedding_size=self.embedding_size,
-            hidden_size=hidden,
-            dropout=dropout,
-            tie_weights=tie,
-            backend=backend,
-            compress=self.compress,
-            rank=rank,
-            lowrank=self.lowrank,
-        )
-
-    def resolved_sparsity(self) -> float | None:
-        if self.compress != "prune":
-            return None
-        if self.sparsity is not None:
-            return self.sparsity
-        return sparsity_for(self.cell, self.embedding_size, self.hidden_size, self.layers,
-                            self.budget())  # fmt: skip
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        d = dict(d)
-        d.setdefault("init", "uniform")  # runs written before --init existed used uniform
-        d.setdefault("loss", "torch")  # and before the fused loss, F.cross_entropy
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# which compression methods read each method option (the help of each flag says the same)
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "target_params": ("dense", "lowrank", "prune", "iss"),
-    "rank": ("lowrank",), "lowrank": ("lowrank",),
-    "sparsity": ("prune",), "prune_schedule": ("prune",), "prune_freq": ("prune",),
-    "compress_start": ("prune",), "compress_ramp": ("prune",), "compress_end": ("prune", "iss"),
-    "iss_lambda": ("iss",), "iss_threshold": ("iss",), "iss_cut": ("iss",),
-}  # fmt: skip
-
-
-def check_method_options(cfg: TrainConfig, given: set[str]) -> None:
-    """``rrnn train``: a method option passed for a method that would ignore it is an
-    error (a sweep's common flags apply to the runs whose method reads them)."""
-    flag = lambda name: "--iss-no-cut" if name == "iss_cut" else "--" + name.replace("_", "-")  # noqa: E731
-    for name in sorted(given & set(METHOD_OPTIONS)):
-        methods = METHOD_OPTIONS[name]
-        if cfg.compress not in methods:
-            raise ValueError(
-                f"{flag(name)} is an option of --compress {' / '.join(methods)}; this run is "
-                f"--compress {cfg.compress}, which would ignore it: leave it out"
-            )
-    if "compress_ramp" in given and cfg.prune_schedule != "narang":
-        raise ValueError("--compress-ramp sets the Narang schedule's ramp; --prune-schedule "
-                         f"{cfg.prune_schedule} has none: leave it out")  # fmt: skip
-    if "compress_end" in given and cfg.compress == "iss" and not cfg.iss_cut:
-        raise ValueError("--compress-end places the ISS budget cut, which --iss-no-cut turns "
-                         "off: leave one of them out")  # fmt: skip
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic (x86: AVX-512 BF16 or AMX; ARM: BF16)."""
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
-
-
-def _positive_int(name: str, value, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{hint}")
-
-
-def _real(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def default_threads() -> int:
