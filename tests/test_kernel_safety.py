@@ -150,7 +150,7 @@ def test_deepcopy_pickle_and_torch_save_after_a_streaming_call(cls):
         buf.seek(0)
         copies.append(torch.load(buf, weights_only=False))
         for c in copies:
-            assert c._stream_cache is not m._stream_cache
+            assert c.stream_cache is not m.stream_cache
             torch.testing.assert_close(c(x)[0], expected, rtol=0, atol=0)
         # a copy's update never reaches the original through a shared cache
         copies[0].weight_shared_l0.add_(1.0)
@@ -215,10 +215,10 @@ def test_frozen_keeps_the_packed_weights_and_refuses_changes_inside(cls):
     x = torch.randn(1, 3, 10)
     with torch.no_grad(), m.frozen():
         first = m(x)[0]
-        key = m._stream_cache.key
+        key = m.stream_cache.key
         assert key is not None and torch.equal(m(x)[0], first)
-        assert m._stream_cache.key is key  # reused, not rebuilt
-    assert m._stream_cache.key is None  # dropped on leaving
+        assert m.stream_cache.key is key  # reused, not rebuilt
+    assert m.stream_cache.key is None  # dropped on leaving
     with pytest.raises(RuntimeError, match="weights changed inside frozen"):
         with torch.no_grad(), m.frozen():
             m(x)

@@ -116,3 +116,18 @@ def test_the_command_lines_choices_are_the_librarys():
     from rrnn.lm import config, data
 
     assert set(config.DATASETS) == set(data.BUILTIN)
+
+
+def test_kernels_read_no_private_attribute_of_a_layer():
+    """kernels/ and the export forms talk to a layer through the documented
+    protocol (rrnn.kernels' docstring), never through its underscore attributes."""
+    names = ("module", "layer", "stack", "lstm")
+    files = [*(SRC / "rrnn" / "kernels").glob("*.py"), SRC / "rrnn" / "deploy.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in names and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):  # fmt: skip
+                found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert found == []

@@ -428,7 +428,7 @@ def _shape(t: Tensor) -> tuple[int, ...]:
 class RestrictedRNNBase(_CompactWeights):
     """Common code of :class:`RestrictedRNN`, :class:`RestrictedGRU`, :class:`RestrictedLSTM`."""
 
-    _mode = ""
+    cell = ""
 
     def __init__(
         self,
@@ -445,7 +445,7 @@ class RestrictedRNNBase(_CompactWeights):
         dtype=None,
     ) -> None:
         super().__init__()
-        mode = self._mode
+        mode = self.cell
         _check_common(input_size, hidden_size, bias, mode)
         if not isinstance(batch_first, bool):  # "False" would mean True
             raise TypeError(
@@ -489,8 +489,8 @@ class RestrictedRNNBase(_CompactWeights):
             mode, input_size, hidden_size, num_layers, sharing_rate, self.bidirectional
         )
         self._kernel = "auto"
-        self._stream_cache = kernels.StreamCache()
-        self._uniform_shares = kernels.uniform_shares(self)
+        self.stream_cache = kernels.StreamCache()
+        self.uniform_shares = kernels.uniform_shares(self)
         factory = {"device": device, "dtype": dtype}
         for layer, res in enumerate(self.restrictions):
             self._register_index(res, f"_l{layer}")
@@ -500,6 +500,14 @@ class RestrictedRNNBase(_CompactWeights):
 
     def _directions(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
+
+    def compact_weights(self, layer: int, direction: int = 0) -> dict[str, Tensor | None]:
+        """The compact parameters of one layer and direction, by their names without
+        suffix (``weight_shared``, ``weight_shared_tail``, ``weight_ih_private``,
+        ``weight_hh_private``, ``bias_shared``, ``bias_ih_private``,
+        ``bias_hh_private``; None where absent): what the kernels pack."""
+        self._check_layer(layer, direction)
+        return self._compact(f"_l{layer}{self._directions()[direction]}")
 
     @property
     def num_directions(self) -> int:
@@ -644,7 +652,7 @@ class RestrictedRNNBase(_CompactWeights):
         entry, added in both ``b_ih`` and ``b_hh``, becomes half the mean of
         ``b_ih + b_hh`` over the gates. ``sharing_rate`` is a float, or one per layer.
         """
-        expected = TORCH_LAYERS[cls._mode]
+        expected = TORCH_LAYERS[cls.cell]
         if not isinstance(module, expected):
             raise TypeError(
                 f"{cls.__name__}.from_torch needs a {expected.__name__}, got {type(module).__name__}"
@@ -658,19 +666,19 @@ class RestrictedRNNBase(_CompactWeights):
             dropout=module.dropout, bidirectional=module.bidirectional, sharing_rate=sharing_rate,
             device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype,
         )  # fmt: skip
-        if cls._mode == "rnn":
+        if cls.cell == "rnn":
             kwargs["nonlinearity"] = module.nonlinearity
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.nn warned about dropout already
             new = cls(module.input_size, module.hidden_size, **kwargs)
-        if new._uniform_shares is None:
+        if new.uniform_shares is None:
             raise ValueError(
                 "from_torch takes a float sharing rate, or one float per layer; per-gate "
                 "tables have no single shared block per row to average into"
             )
-        n, d = R.num_gates(cls._mode), module.hidden_size
+        n, d = R.num_gates(cls.cell), module.hidden_size
         with torch.no_grad():
-            for layer, s in enumerate(new._uniform_shares):
+            for layer, s in enumerate(new.uniform_shares):
                 for sfx in new._directions():
                     new._copy_from_torch(module, layer, sfx, s, n, d)
         new.train(module.training)
@@ -712,7 +720,7 @@ class RestrictedRNNBase(_CompactWeights):
         where a change raises, since outputs computed inside may have used the old
         weights. Nests; thread-safe for calls (not for entering and leaving)."""
         before = [p.detach().clone() for p in self.parameters()]
-        cache = self._stream_cache
+        cache = self.stream_cache
         cache.frozen += 1
         try:
             yield self
@@ -771,7 +779,7 @@ class RestrictedRNNBase(_CompactWeights):
         (a copy: training it does not keep the restriction)."""
         self._flush_torch_names()
         ref = next(self.parameters())
-        cls = TORCH_LAYERS[self._mode]
+        cls = TORCH_LAYERS[self.cell]
         kwargs = dict(
             num_layers=self.num_layers,
             bias=self.bias,
@@ -781,7 +789,7 @@ class RestrictedRNNBase(_CompactWeights):
             device=ref.device,
             dtype=ref.dtype,
         )
-        if self._mode == "rnn":
+        if self.cell == "rnn":
             kwargs["nonlinearity"] = self.nonlinearity
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the dropout/num_layers=1 warning was given already
@@ -800,7 +808,7 @@ class RestrictedRNNBase(_CompactWeights):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self._mode == "rnn" and self.nonlinearity != "tanh":
+        if self.cell == "rnn" and self.nonlinearity != "tanh":
             s += f", nonlinearity={self.nonlinearity!r}"
         if not self.bias:
             s += ", bias=False"
@@ -866,7 +874,7 @@ class RestrictedRNNBase(_CompactWeights):
                 f"got input of shape {_shape(input)}"
             )
         _check_dtype(data, self, "input", error=ValueError)
-        is_lstm = self._mode == "lstm"
+        is_lstm = self.cell == "lstm"
         if hx is None:
             zeros = torch.zeros(self._state_shape(batch), dtype=data.dtype, device=data.device)
             hx = (zeros, zeros) if is_lstm else zeros
@@ -904,10 +912,10 @@ class RestrictedRNNBase(_CompactWeights):
                 run = kernels.stream_forward if path == "stream" else kernels.shared_row_forward
             output, hidden = run(self, data, hx)
             return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
-        output, hidden = self._reference(data, batch_sizes, hx)
+        output, hidden = self.reference_forward(data, batch_sizes, hx)
         return self._finish(output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched)
 
-    def _reference(self, data, batch_sizes, hx):
+    def reference_forward(self, data, batch_sizes, hx):
         """The reference path: torch's fused recurrent kernel on the gathered weights."""
         weights = self.flat_weights()
         fn = _VF_LAYER[self.mode]
@@ -938,7 +946,7 @@ class RestrictedRNNBase(_CompactWeights):
                     self.bidirectional,
                 )
         output = result[0]
-        hidden = tuple(result[1:]) if self._mode == "lstm" else result[1]
+        hidden = tuple(result[1:]) if self.cell == "lstm" else result[1]
         return output, hidden
 
     def _finish(self, output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched):
@@ -950,7 +958,7 @@ class RestrictedRNNBase(_CompactWeights):
         elif not batched:
             output = output.squeeze(0 if self.batch_first else 1)
             states = tuple(h.squeeze(1) for h in states)
-        hidden = states if self._mode == "lstm" else states[0]
+        hidden = states if self.cell == "lstm" else states[0]
         return output, hidden
 
 
@@ -1012,7 +1020,7 @@ class RestrictedRNN(RestrictedRNNBase):
     layer. 0 is the classical RNN exactly. Parameters: see :mod:`rrnn.modules`.
     """
 
-    _mode = "rnn"
+    cell = "rnn"
 
     def __init__(
         self,
@@ -1058,7 +1066,7 @@ class RestrictedGRU(RestrictedRNNBase):
     float, a ``(2, 3)`` table (rows x, h; columns r, z, n), or one per layer.
     """
 
-    _mode = "gru"
+    cell = "gru"
 
     def __init__(
         self,
@@ -1098,7 +1106,7 @@ class RestrictedLSTM(RestrictedRNNBase):
     columns i, f, g, o), or one per layer. ``proj_size`` is not supported.
     """
 
-    _mode = "lstm"
+    cell = "lstm"
 
     def __init__(
         self,
@@ -1139,12 +1147,12 @@ class RestrictedLSTM(RestrictedRNNBase):
 # Cells
 # --------------------------------------------------------------------------
 class RestrictedCellBase(_CompactWeights):
-    _mode = ""
+    cell = ""
 
     def __init__(self, input_size, hidden_size, bias, sharing_rate, nonlinearity, device, dtype):
         super().__init__()
-        _check_common(input_size, hidden_size, bias, self._mode)
-        if self._mode == "rnn":
+        _check_common(input_size, hidden_size, bias, self.cell)
+        if self.cell == "rnn":
             _check_nonlinearity(nonlinearity)
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -1152,7 +1160,7 @@ class RestrictedCellBase(_CompactWeights):
         self.nonlinearity = nonlinearity
         self.sharing_rate = sharing_rate
         self.restriction = R.layer_restrictions(
-            self._mode, input_size, hidden_size, 1, sharing_rate
+            self.cell, input_size, hidden_size, 1, sharing_rate
         )[0]
         self._register_index(self.restriction, "")
         self._register_compact(self.restriction, "", bias, {"device": device, "dtype": dtype})
@@ -1175,9 +1183,9 @@ class RestrictedCellBase(_CompactWeights):
     def to_torch(self) -> nn.Module:
         ref = next(self.parameters())
         kwargs = dict(bias=self.bias, device=ref.device, dtype=ref.dtype)
-        if self._mode == "rnn":
+        if self.cell == "rnn":
             kwargs["nonlinearity"] = self.nonlinearity
-        plain = TORCH_CELLS[self._mode](self.input_size, self.hidden_size, **kwargs)
+        plain = TORCH_CELLS[self.cell](self.input_size, self.hidden_size, **kwargs)
         with torch.no_grad():
             for name, t in zip(_FULL_NAMES, self.weights()):
                 if t is not None:
@@ -1188,7 +1196,7 @@ class RestrictedCellBase(_CompactWeights):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if self._mode == "rnn" and self.nonlinearity != "tanh":
+        if self.cell == "rnn" and self.nonlinearity != "tanh":
             s += f", nonlinearity={self.nonlinearity!r}"
         return s + f", sharing_rate={self.sharing_rate!r}, params={self.num_parameters():,}"
 
@@ -1207,12 +1215,12 @@ class RestrictedCellBase(_CompactWeights):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         expected = (x.size(0), self.hidden_size) if batched else (self.hidden_size,)
-        names = ("h", "c") if self._mode == "lstm" else ("h",)
+        names = ("h", "c") if self.cell == "lstm" else ("h",)
         if hx is None:
             zeros = x.new_zeros(x.size(0), self.hidden_size)
             states = (zeros,) * len(names)
         else:
-            states = tuple(hx) if self._mode == "lstm" else (hx,)
+            states = tuple(hx) if self.cell == "lstm" else (hx,)
             if len(states) != len(names):
                 raise ValueError(
                     f"hx must be a tuple (h, c) for an LSTM cell, got {len(states)} tensors"
@@ -1228,9 +1236,9 @@ class RestrictedCellBase(_CompactWeights):
         """torch.nn cell contract: input (N, H_in) or (H_in,); returns h' (or (h', c'))."""
         x, states, batched = self._prepare(input, hx)
         w_ih, w_hh, b_ih, b_hh = self.weights()
-        if self._mode == "lstm":
+        if self.cell == "lstm":
             out = torch._VF.lstm_cell(x, states, w_ih, w_hh, b_ih, b_hh)
-        elif self._mode == "gru":
+        elif self.cell == "gru":
             out = (torch._VF.gru_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
         elif self.nonlinearity == "tanh":
             out = (torch._VF.rnn_tanh_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
@@ -1238,13 +1246,13 @@ class RestrictedCellBase(_CompactWeights):
             out = (torch._VF.rnn_relu_cell(x, states[0], w_ih, w_hh, b_ih, b_hh),)
         if not batched:
             out = tuple(h.squeeze(0) for h in out)
-        return tuple(out) if self._mode == "lstm" else out[0]
+        return tuple(out) if self.cell == "lstm" else out[0]
 
 
 class RestrictedRNNCell(RestrictedCellBase):
     """Drop-in for :class:`torch.nn.RNNCell` with restricted weights (see :class:`RestrictedRNN`)."""
 
-    _mode = "rnn"
+    cell = "rnn"
 
     def __init__(
         self,
@@ -1262,7 +1270,7 @@ class RestrictedRNNCell(RestrictedCellBase):
 class RestrictedGRUCell(RestrictedCellBase):
     """Drop-in for :class:`torch.nn.GRUCell` with restricted weights (see :class:`RestrictedGRU`)."""
 
-    _mode = "gru"
+    cell = "gru"
 
     def __init__(
         self,
@@ -1279,7 +1287,7 @@ class RestrictedGRUCell(RestrictedCellBase):
 class RestrictedLSTMCell(RestrictedCellBase):
     """Drop-in for :class:`torch.nn.LSTMCell` with restricted weights (see :class:`RestrictedLSTM`)."""
 
-    _mode = "lstm"
+    cell = "lstm"
 
     def __init__(
         self,

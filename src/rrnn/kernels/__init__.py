@@ -19,6 +19,23 @@ for a GRU without shared rows, where it measured no faster), ``shared-row``
 for LSTM/GRU sequences on CPU whose every layer shares at least the measured
 ``SHARED_ROW_MIN_RATE``, else ``reference``. An RNN has one gate, so sharing
 removes no rows of work there; it takes ``reference`` for sequences.
+
+What the paths read of a layer (``rrnn.modules.RestrictedRNNBase``), and nothing
+else (no underscore attribute; ``tests/test_layout.py`` checks):
+
+=============================  ====================================================
+``cell``                       ``"rnn"``, ``"gru"`` or ``"lstm"``
+``num_layers``, ``hidden_size``, ``input_size``, ``batch_first``, ``num_directions``,
+``bias``, ``dropout``, ``training``, ``nonlinearity``: torch.nn's meanings
+``restrictions``               one :class:`rrnn.restriction.Restriction` per layer
+``uniform_shares``             shared rows per layer, or None (a per-gate rate table)
+``compact_weights(l, d)``      the compact parameters of layer ``l``, direction ``d``
+``layer_weights(l, d)``        torch.nn's four full matrices, gathered
+``parameters(recurse=False)``  every compact parameter (for cache keys, autograd)
+``stream_cache``               the :class:`StreamCache` the stream path keeps
+``reference_forward(...)``     the reference path (what the tuner times against)
+``kernel``                     the path pinned on the layer (``"auto"``: none)
+=============================  ====================================================
 """
 
 from __future__ import annotations
@@ -64,7 +81,7 @@ def uniform_shares(module) -> list[int] | None:
 
 def supports_shared_row(module, data: Tensor, batch_sizes) -> str | None:
     """None if the shared-row path can run this call, else the reason it cannot."""
-    if module._mode not in SHARED_ROW_MIN_RATE:
+    if module.cell not in SHARED_ROW_MIN_RATE:
         return (
             "an RNN has one gate: sharing removes no rows of work, so it has no shared-row kernel"
         )
@@ -74,7 +91,7 @@ def supports_shared_row(module, data: Tensor, batch_sizes) -> str | None:
         return "on CUDA the reference path runs cuDNN"
     if data.dtype not in (torch.float32, torch.float64):
         return f"dtype {data.dtype} is not supported by the shared-row kernel"
-    if module._uniform_shares is None:
+    if module.uniform_shares is None:
         return "per-gate sharing-rate tables use the reference path"
     return None
 
@@ -91,7 +108,7 @@ def functorch_active() -> bool:
 def _runners(module, x, h) -> dict:
     """What the tuner times (on its own copy of the layer): both paths of one call."""
     return {
-        "reference": lambda: module._reference(x, None, h),
+        "reference": lambda: module.reference_forward(x, None, h),
         "shared-row": lambda: shared_row_forward(module, x, h),
     }
 
@@ -107,7 +124,7 @@ def _tracing() -> bool:
 def _needs_grad(module, data: Tensor, hx) -> bool:
     if not torch.is_grad_enabled():
         return False
-    if data.requires_grad or any(p.requires_grad for p in module._parameters.values()):
+    if data.requires_grad or any(p.requires_grad for p in module.parameters(recurse=False)):
         return True
     states = hx if isinstance(hx, tuple) else (hx,)
     return any(h is not None and h.requires_grad for h in states)
@@ -125,9 +142,9 @@ STREAM_MAX_BATCH = {"lstm": 16, "gru": 32}
 
 def _stream_pays(module, data: Tensor) -> bool:
     """Whether streaming this one-step call is measured faster than the other paths."""
-    if module._stream_cache.frozen:
+    if module.stream_cache.frozen:
         return True
-    limit = STREAM_MAX_BATCH.get(module._mode)
+    limit = STREAM_MAX_BATCH.get(module.cell)
     if limit is None:
         return False
     batch = data.size(0 if module.batch_first else 1) if data.dim() == 3 else 1
@@ -138,9 +155,9 @@ def _gru_without_shared_rows(module, data: Tensor) -> bool:
     """A GRU on CPU whose every layer has 0 shared rows: packing saves no work, and
     its streaming step (one operator call per layer) measured 0.92x to 0.98x the
     reference path inside ``frozen()``; so ``auto`` keeps torch's GRU there."""
-    shares = module._uniform_shares
+    shares = module.uniform_shares
     return (
-        module._mode == "gru" and data.device.type == "cpu" and shares is not None
+        module.cell == "gru" and data.device.type == "cpu" and shares is not None
         and max(shares, default=0) == 0
     )  # fmt: skip
 
@@ -210,8 +227,8 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
         return "reference", why_not
     if tuning.enabled() and not tuning.measuring():
         return tuning.decide(module, data, hx, steps, needs_grad, _runners)
-    rate = min(module._uniform_shares) / module.hidden_size
-    limits = SHARED_ROW_MIN_RATE[module._mode]
+    rate = min(module.uniform_shares) / module.hidden_size
+    limits = SHARED_ROW_MIN_RATE[module.cell]
     if not needs_grad:
         kind = "inference"
     else:
@@ -220,16 +237,16 @@ def explain(module, data: Tensor, batch_sizes, steps: int, hx=None) -> tuple[str
     path = "shared-row" if rate >= limit else "reference"
     return path, (
         f"RRNN_DISPATCH=static: sharing rate {rate:.3g} {'>=' if rate >= limit else '<'} "
-        f"the fixed threshold {limit} for {module._mode} {kind}"
+        f"the fixed threshold {limit} for {module.cell} {kind}"
     )
 
 
 # ---------------------------------------------------------------------------
-def packed(module, layer: int, sfx: str):
+def packed(module, layer: int, direction: int):
     """Differentiable ``(P_x, P_h, b_x, b_h)`` of one layer and direction: rows
     ``[shared; private of gate 0..n-1]`` (uniform sharing rate)."""
     res = module.restrictions[layer]
-    p = module._compact(f"_l{layer}{sfx}")
+    p = module.compact_weights(layer, direction)
     shared = p["weight_shared"]  # (s, max(k_x, d))
     px = torch.cat([shared[:, : res.input_size], p["weight_ih_private"]])  # (m, k_x)
     ph = torch.cat([shared[:, : res.hidden_size], p["weight_hh_private"]])  # (m, d)
@@ -244,15 +261,15 @@ def shared_row_forward(module, data: Tensor, hx):
     """Whole stack on the shared-row kernels. ``data`` is (T, B, k) or
     (B, T, k) with ``batch_first``; ``hx`` is h0, or (h0, c0) for the LSTM,
     each (L*D, B, d). Returns ``(output, h_n)`` or ``(output, (h_n, c_n))``."""
-    lstm = module._mode == "lstm"
+    lstm = module.cell == "lstm"
     x = data.transpose(0, 1) if module.batch_first else data  # (T, B, k)
     h0, c0 = hx if lstm else (hx, None)
     dirs = module.num_directions
     h_n, c_n = [], []
-    for layer, s in enumerate(module._uniform_shares):
+    for layer, s in enumerate(module.uniform_shares):
         outs = []
-        for direction, sfx in enumerate(module._directions()):
-            px, ph, bx, bh = packed(module, layer, sfx)
+        for direction in range(dirs):
+            px, ph, bx, bh = packed(module, layer, direction)
             idx = layer * dirs + direction
             inp = x if direction == 0 else x.flip(0)
             if lstm:
@@ -303,7 +320,7 @@ class StreamCache:
         # version counter, so no cache key could see it. Inside frozen() they are
         # kept while the identity, storage and version of every parameter stay.
         key = [packed_rows] + [
-            (id(p), p.data_ptr(), p._version) for p in module._parameters.values()
+            (id(p), p.data_ptr(), p._version) for p in module.parameters(recurse=False)
         ]
         if key != self.key:  # parameters replaced, moved or updated: new scratch too
             self.scratch = {}
@@ -311,7 +328,7 @@ class StreamCache:
             with torch.no_grad():
                 self.weights = []
                 for layer in range(module.num_layers):
-                    for direction, sfx in enumerate(module._directions()):
+                    for direction in range(module.num_directions):
                         if not packed_rows:
                             self.weights.append(
                                 tuple(
@@ -320,8 +337,8 @@ class StreamCache:
                                 )
                             )
                             continue
-                        px, ph, bx, bh = packed(module, layer, sfx)
-                        if module._mode == "lstm":
+                        px, ph, bx, bh = packed(module, layer, direction)
+                        if module.cell == "lstm":
                             bias = None if bx is None else bx + bh
                             self.weights.append((torch.cat([px, ph], 1).contiguous(), bias))
                         else:
@@ -351,7 +368,7 @@ _CELLS = {
 
 def stream_forward(module, data: Tensor, hx):
     """One time step of the whole stack, no autograd: ``data`` (1, B, k) or (B, 1, k)."""
-    with torch.no_grad(), module._stream_cache.lock:
+    with torch.no_grad(), module.stream_cache.lock:
         output, hidden = _stream_step(module, data, hx)
     # outputs never alias the returned state (torch.nn returns separate tensors)
     return output.clone(), hidden
@@ -361,14 +378,14 @@ def _stream_step(module, data: Tensor, hx):
     """The step itself (under the cache's lock): ``data`` (1, B, k) or (B, 1, k)."""
     x = data[:, 0] if module.batch_first else data[0]  # (B, k)
     batch, d = x.shape[0], module.hidden_size
-    lstm = module._mode == "lstm"
+    lstm = module.cell == "lstm"
     packed_rows = (
-        module._mode in SHARED_ROW_MIN_RATE
-        and module._uniform_shares is not None
+        module.cell in SHARED_ROW_MIN_RATE
+        and module.uniform_shares is not None
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
     )
-    cache = module._stream_cache
+    cache = module.stream_cache
     weights = cache.get(module, packed_rows)
     dirs = module.num_directions
     h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
@@ -382,8 +399,8 @@ def _stream_step(module, data: Tensor, hx):
     h_out = h_n.unbind(0)
     c_out = c_n.unbind(0) if lstm else None
     for layer in range(module.num_layers):
-        s = module._uniform_shares[layer] if packed_rows else 0
-        scratch = cache.buffers(module._mode, batch, x, s, d) if packed_rows else None
+        s = module.uniform_shares[layer] if packed_rows else 0
+        scratch = cache.buffers(module.cell, batch, x, s, d) if packed_rows else None
         for direction in range(dirs):
             idx = layer * dirs + direction
             w = weights[idx]
@@ -409,7 +426,7 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
     """One call of ``rrnn::lstm_stream`` for every layer of a unidirectional packed
     LSTM; writes the contiguous h_n, c_n of shape (L, B, d)."""
     batch, d = x.shape[0], module.hidden_size
-    m_max = max(s + 4 * (d - s) for s in module._uniform_shares)
+    m_max = max(s + 4 * (d - s) for s in module.uniform_shares)
     key = ("lstm-stack", batch, x.dtype)
     if key not in cache.scratch:
         cache.scratch[key] = (
@@ -423,5 +440,5 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
     ops.lstm_stream(
         x.contiguous(), hx[0].contiguous(), hx[1].contiguous(),
         [w for w, _ in cache.weights], [b for _, b in cache.weights],
-        list(module._uniform_shares), h_n, c_n, z, sig, ts, tg, tc,
+        list(module.uniform_shares), h_n, c_n, z, sig, ts, tg, tc,
     )  # fmt: skip

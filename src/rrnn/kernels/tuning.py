@@ -98,9 +98,9 @@ def _steps_bucket(steps: int) -> str:
 def class_key(module, data, steps: int, needs_grad: bool) -> str:
     batch = data.size(0 if module.batch_first else 1)
     bucket = 1 << max(0, (int(batch) - 1).bit_length())
-    shares = "-".join(str(s) for s in module._uniform_shares)
+    shares = "-".join(str(s) for s in module.uniform_shares)
     return (
-        f"{module._mode}|L{module.num_layers}|D{module.num_directions}|k{module.input_size}|"
+        f"{module.cell}|L{module.num_layers}|D{module.num_directions}|k{module.input_size}|"
         f"h{module.hidden_size}|s{shares}|{str(data.dtype).replace('torch.', '')}|"
         f"{'grad' if needs_grad else 'nograd'}|B{bucket}|T{_steps_bucket(steps)}"
     )
