@@ -131,3 +131,32 @@ def test_kernels_read_no_private_attribute_of_a_layer():
                     and not node.attr.startswith("__")):  # fmt: skip
                 found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
     assert found == []
+
+
+def test_the_c_prototypes_are_the_one_ctypes_signature():
+    """native binds each kernel with the types read from cells.c's prototypes; a
+    step operator passes (B, s, q) and then one pointer per tensor of its schema,
+    so the schema and the prototype must agree in count: checked here, never at a
+    call (where too few arguments would be undefined behaviour)."""
+    import ctypes
+
+    import torch
+
+    from rrnn.kernels import native, ops  # noqa: F401  (ops registers the schemas)
+
+    signatures = native.c_signatures(native.SOURCE.read_text())
+    step_ops = {"lstm_step": "lstm_fwd", "lstm_step_backward": "lstm_bwd",
+                "gru_step": "gru_fwd", "gru_step_backward": "gru_bwd"}  # fmt: skip
+    for op, c_name in step_ops.items():
+        schema = getattr(torch.ops.rrnn, op).default._schema
+        tensors = [a for a in schema.arguments if str(a.type) == "Tensor"]
+        assert signatures[c_name] == [ctypes.c_int64] * 3 + [ctypes.c_void_p] * len(tensors), op
+    assert signatures["xent"][6] is ctypes.c_double  # the scale, by value
+    assert set(signatures) >= {"lstm_bwd_out", "gru_bwd_out", "lstm_stream"}
+    wrong = "void rrnn_bad_##SUF(int64_t B, float scale, T *x) {"
+    try:
+        native.c_signatures(wrong)
+    except RuntimeError as err:
+        assert "float scale" in str(err)
+    else:
+        raise AssertionError("a by-value float must be refused")

@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -130,24 +131,36 @@ def _compile(cmd: list[str], target: Path) -> str | None:
             os.unlink(tmp)
 
 
-# The argument types of each C function (see cells.c): the step kernels take three
-# sizes (int64_t: c_int64 on every platform, where a C long may be 32 bits), then
-# pointers; the cross-entropy rows take sizes, pointers and a scale.
 _L, _P = ctypes.c_int64, ctypes.c_void_p
-_SIGNATURES = {
-    "lstm_fwd": [_L] * 3 + [_P] * 8,
-    "lstm_bwd": [_L] * 3 + [_P] * 9,
-    "lstm_bwd_out": [_L] * 3 + [_P] * 10,
-    "gru_fwd": [_L] * 3 + [_P] * 8,
-    "gru_bwd": [_L] * 3 + [_P] * 9,
-    "gru_bwd_out": [_L] * 3 + [_P] * 10,
-    "lstm_stream": [_L] * 3 + [_P] * 14,
-    "xent": [_L] * 3 + [_P] * 3 + [ctypes.c_double, _P, _P],
-}
+_PROTOTYPE = re.compile(r"void rrnn_(\w+?)_##SUF\(([^)]*)\)")
+
+
+def c_signatures(source: str) -> dict[str, list]:
+    """The ctypes argument types of every exported kernel, read from the C
+    prototypes themselves (``void rrnn_<name>_##SUF(...)`` in ``cells.c``), so that
+    the C source is the one place an argument list is written: a pointer is
+    ``c_void_p``, an ``int64_t`` ``c_int64`` (a C long may be 32 bits), a
+    ``double`` ``c_double``; any other by-value type is refused here."""
+    out = {}
+    for name, params in _PROTOTYPE.findall(source):
+        types = []
+        for param in params.replace("\\", " ").split(","):
+            words = param.split()
+            if "*" in param:
+                types.append(_P)
+            elif words and words[0] == "int64_t":
+                types.append(_L)
+            elif words and words[0] == "double":
+                types.append(ctypes.c_double)
+            else:
+                raise RuntimeError(f"cells.c: rrnn_{name} takes {param.strip()!r}, which "
+                                   "native.c_signatures does not map to a ctypes type")  # fmt: skip
+        out[name] = types
+    return out
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    for name, argtypes in _SIGNATURES.items():
+    for name, argtypes in c_signatures(SOURCE.read_text()).items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, f"rrnn_{name}_{suffix}")
             fn.argtypes = argtypes
