@@ -18,9 +18,14 @@ operators, never through a raw pointer taken elsewhere:
                             place, its gradient (see :mod:`rrnn.lm.loss`)
 ==========================  ==================================================
 
-Each has a schema (the tensors it writes are marked mutable: the contract of what
-it overwrites, kept by the C kernel and the torch-op version alike and checked by
-``torch.library.opcheck`` in tests/test_opcheck.py), a CPU kernel that
+Each is described once, in :data:`OPS` (schema, where its sizes come from, its
+tensors' shapes, its C function or CPU kernel, its torch-op version); the
+registration, the argument checks, the Meta kernel and a step operator's C call
+all read that entry, and the ctypes argument types come from the C prototypes
+(:func:`rrnn.kernels.native.c_signatures`). Each has a schema (the tensors it
+writes are marked mutable: the contract of what it overwrites, kept by the C
+kernel and the torch-op version alike and checked by ``torch.library.opcheck``
+in tests/test_opcheck.py), a CPU kernel that
 checks dtype (float32 or float64, all alike), device, shape and contiguity before
 any pointer is touched and then calls the C function (or the torch-op version
 of the same arithmetic where no compiler was found), and a Meta kernel with the
@@ -35,6 +40,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -44,49 +51,6 @@ from .fallbacks import gru_backward_ops, gru_step_ops, lstm_backward_ops, lstm_s
 from .xent import softmax_xent_ops
 
 _lib = torch.library.Library("rrnn", "DEF")
-_lib.define(
-    "lstm_step(Tensor z, Tensor c_prev, Tensor(a!) c, Tensor(b!) h, Tensor(c!) sig, "
-    "Tensor(d!) tan_s, Tensor(e!) tan_g, Tensor(f!) tanh_c, int s) -> ()"
-)
-_lib.define(
-    "lstm_step_backward(Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, Tensor c_prev, "
-    "Tensor dh, Tensor dc, Tensor(a!) dz, Tensor(b!) dc_prev, int s) -> ()"
-)
-_lib.define(
-    "gru_step(Tensor a, Tensor g, Tensor h, Tensor(a!) h_new, Tensor(b!) r, Tensor(c!) z, "
-    "Tensor(d!) n, Tensor(e!) gn, int s) -> ()"
-)
-_lib.define(
-    "gru_step_backward(Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h_prev, Tensor dh, "
-    "Tensor(a!) da, Tensor(b!) dg, Tensor(c!) dh_direct, int s) -> ()"
-)
-_lib.define(
-    "lstm_stream(Tensor x, Tensor h0, Tensor c0, Tensor[] weights, Tensor?[] biases, "
-    "int[] shares, Tensor(a!) h_n, Tensor(b!) c_n, Tensor(c!) z, Tensor(d!) sig, "
-    "Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c) -> ()"
-)
-
-
-_lib.define(
-    "lstm_seq(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
-    "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()"
-)
-_lib.define(
-    "lstm_seq_backward(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
-    "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()"
-)
-_lib.define(
-    "gru_seq(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
-    "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()"
-)
-_lib.define(
-    "gru_seq_backward(Tensor ph, Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h0, "
-    "Tensor out, Tensor? d_out, Tensor(a!) dh, Tensor(b!) da, Tensor(c!) dg, int s) -> ()"
-)
-_lib.define(
-    "softmax_xent_(Tensor(a!) logits, Tensor target, Tensor? bias, Tensor(b!) loss, "
-    "Tensor(c!)? dbias, float scale) -> ()"
-)
 
 
 class KernelArgumentError(ValueError):
@@ -157,6 +121,21 @@ def _lstm_shapes(B, d, s):
                "tan_s": (B, s), "tan_g": (B, q), "tanh_c": (B, d)}  # fmt: skip
 
 
+def _lstm_step_shapes(T, B, d, s):
+    """``rrnn::lstm_step`` and its backward (T unused)."""
+    m, shapes = _lstm_shapes(B, d, s)
+    return {**shapes, "dh": (B, d), "dc": (B, d), "dz": (B, m), "dc_prev": (B, d)}
+
+
+def _gru_step_shapes(T, B, d, s):
+    """``rrnn::gru_step`` and its backward (T unused)."""
+    q = d - s
+    m = s + 3 * q
+    return {"a": (B, m), "g": (B, m), "h": (B, d), "h_new": (B, d), "r": (B, d), "z": (B, q),
+            "n": (B, d), "gn": (B, d), "h_prev": (B, d), "dh": (B, d), "da": (B, m),
+            "dg": (B, m), "dh_direct": (B, d)}  # fmt: skip
+
+
 def _dims(op: str, name: str, t, rank: int) -> tuple[int, ...]:
     """``t.shape``, once ``t`` is a tensor of ``rank`` dimensions (named error otherwise)."""
     if not isinstance(t, Tensor) or t.dim() != rank:
@@ -170,25 +149,6 @@ def _check_s(op, s, d):
         raise KernelArgumentError(f"rrnn::{op}: shared rows s={s} outside [0, {d}]")
 
 
-# --- LSTM step ------------------------------------------------------------------
-def _lstm_step_args(z, c_prev, c, h, sig, tan_s, tan_g, tanh_c, s):
-    B, d = _dims("lstm_step", "c_prev", c_prev, 2)
-    _check_s("lstm_step", s, d)
-    _, shapes = _lstm_shapes(B, d, s)
-    names = ("z", "c_prev", "c", "h", "sig", "tan_s", "tan_g", "tanh_c")
-    return _check("lstm_step", dict(zip(names, (z, c_prev, c, h, sig, tan_s, tan_g, tanh_c))), shapes)
-
-
-def _lstm_step_backward_args(sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev, s):
-    B, d = _dims("lstm_step_backward", "c_prev", c_prev, 2)
-    _check_s("lstm_step_backward", s, d)
-    m, shapes = _lstm_shapes(B, d, s)
-    shapes.update(dh=(B, d), dc=(B, d), dz=(B, m), dc_prev=(B, d))
-    names = ("sig", "tan_s", "tan_g", "tanh_c", "c_prev", "dh", "dc", "dz", "dc_prev")
-    return _check("lstm_step_backward",
-                  dict(zip(names, (sig, tan_s, tan_g, tanh_c, c_prev, dh, dc, dz, dc_prev))), shapes)  # fmt: skip
-
-
 # --- LSTM layer, whole sequence ------------------------------------------------------
 def _seq_shapes(T, B, d, s):
     q = d - s
@@ -197,35 +157,6 @@ def _seq_shapes(T, B, d, s):
                "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
                "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d),
                "dz": (T, B, m)}  # fmt: skip
-
-
-def _check_sequence(op: str, shapes_of, s: int, lead: str, state: str, tensors: dict,
-                    lead_shape: str = "(T, B, m)") -> torch.dtype:
-    """The checks of a whole-sequence operator: ``tensors[lead]`` is (T, B, .) and
-    ``tensors[state]`` (B, d); then ``s`` and every given tensor (None: an optional
-    argument left out) against ``shapes_of(T, B, d, s)``."""
-    seq, st = tensors[lead], tensors[state]
-    if seq.dim() != 3 or st.dim() != 2:
-        raise KernelArgumentError(
-            f"rrnn::{op}: {lead} must be {lead_shape} and {state} (B, d), got "
-            f"{tuple(seq.shape)} and {tuple(st.shape)}"
-        )
-    (T, B, _), d = seq.shape, st.shape[1]
-    _check_s(op, s, d)
-    _, shapes = shapes_of(T, B, d, s)
-    return _check(op, {k: t for k, t in tensors.items() if t is not None}, shapes)
-
-
-def _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
-    tensors = dict(xz=xz, h0=h0, ph=ph, cs=cs, out=out, sig=sig, tan_s=tan_s, tan_g=tan_g,
-                   tanh_c=tanh_c)  # fmt: skip
-    return _check_sequence("lstm_seq", _seq_shapes, s, "xz", "h0", tensors)
-
-
-def _lstm_seq_backward_args(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
-    tensors = dict(ph=ph, sig=sig, tan_s=tan_s, tan_g=tan_g, tanh_c=tanh_c, cs=cs, d_out=d_out,
-                   dh=dh, dc=dc, dz=dz)  # fmt: skip
-    return _check_sequence("lstm_seq_backward", _seq_shapes, s, "sig", "dh", tensors)
 
 
 class _Steps:
@@ -240,7 +171,7 @@ class _Steps:
 
 
 def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
-    dtype = _lstm_seq_args(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s)
+    dtype = _check_op("lstm_seq", (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s))
     T, B, _ = xz.shape
     d = h0.shape[1]
     pht = ph.t().contiguous()  # (d, m): measured a few percent faster per step than the view
@@ -263,7 +194,7 @@ def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
 
 
 def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
-    dtype = _lstm_seq_backward_args(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s)
+    dtype = _check_op("lstm_seq_backward", (ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s))
     T, B, _ = sig.shape
     d = dh.shape[1]
     dzs = dz.unbind(0)
@@ -287,30 +218,6 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
             cur, nxt = nxt, cur
     if cur is not dc:
         dc.copy_(cur)
-
-
-# --- GRU step -------------------------------------------------------------------
-def _gru_shapes(B, d, s):
-    q = d - s
-    return {"a": (B, s + 3 * q), "g": (B, s + 3 * q), "h": (B, d), "h_new": (B, d),
-            "r": (B, d), "z": (B, q), "n": (B, d), "gn": (B, d)}  # fmt: skip
-
-
-def _gru_step_args(a, g, h, h_new, r, z, n, gn, s):
-    B, d = _dims("gru_step", "h", h, 2)
-    _check_s("gru_step", s, d)
-    names = ("a", "g", "h", "h_new", "r", "z", "n", "gn")
-    return _check("gru_step", dict(zip(names, (a, g, h, h_new, r, z, n, gn))), _gru_shapes(B, d, s))
-
-
-def _gru_step_backward_args(r, z, n, gn, h_prev, dh, da, dg, dh_direct, s):
-    B, d = _dims("gru_step_backward", "h_prev", h_prev, 2)
-    _check_s("gru_step_backward", s, d)
-    shapes = _gru_shapes(B, d, s)
-    shapes.update(h_prev=(B, d), dh=(B, d), da=shapes["a"], dg=shapes["g"], dh_direct=(B, d))
-    names = ("r", "z", "n", "gn", "h_prev", "dh", "da", "dg", "dh_direct")
-    return _check("gru_step_backward",
-                  dict(zip(names, (r, z, n, gn, h_prev, dh, da, dg, dh_direct))), shapes)  # fmt: skip
 
 
 # --- LSTM stack streaming step ----------------------------------------------------
@@ -371,19 +278,8 @@ def _gru_seq_shapes(T, B, d, s):
                "d_out": (T, B, d), "dh": (B, d), "da": (T, B, m), "dg": (T, B, m)}  # fmt: skip
 
 
-def _gru_seq_args(a, h0, ph, bh, out, r, z, n, gn, s):
-    tensors = dict(a=a, h0=h0, ph=ph, bh=bh, out=out, r=r, z=z, n=n, gn=gn)
-    return _check_sequence("gru_seq", _gru_seq_shapes, s, "a", "h0", tensors)
-
-
-def _gru_seq_backward_args(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
-    tensors = dict(ph=ph, r=r, z=z, n=n, gn=gn, h0=h0, out=out, d_out=d_out, dh=dh, da=da, dg=dg)
-    return _check_sequence("gru_seq_backward", _gru_seq_shapes, s, "r", "dh", tensors,
-                           lead_shape="(T, B, d)")  # fmt: skip
-
-
 def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
-    dtype = _gru_seq_args(a, h0, ph, bh, out, r, z, n, gn, s)
+    dtype = _check_op("gru_seq", (a, h0, ph, bh, out, r, z, n, gn, s))
     T, B, m = a.shape
     d = h0.shape[1]
     pht = ph.t().contiguous()  # (d, m)
@@ -406,7 +302,7 @@ def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
 
 
 def _gru_seq_backward_cpu(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s):
-    dtype = _gru_seq_backward_args(ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s)
+    dtype = _check_op("gru_seq_backward", (ph, r, z, n, gn, h0, out, d_out, dh, da, dg, s))
     T, B, _ = r.shape
     d = dh.shape[1]
     direct = torch.empty_like(dh)  # the part of dh_{t-1} that does not pass through P_h
@@ -464,44 +360,128 @@ def _softmax_xent_cpu(logits, target, bias, loss, dbias, scale):
        float(scale), loss.data_ptr(), ptr(dbias))  # fmt: skip
 
 
-def _step_kernel(c_name: str, check, fallback, state: int):
-    """The CPU kernel of a step operator: ``check`` the arguments (tensors, then
-    ``s``), then call ``rrnn_<c_name>`` with ``(B, s, q)`` and the tensors' pointers in
-    schema order, or, without the compiled library, the torch-op version
-    ``fallback`` (from :mod:`.fallbacks`) with the same tensors and ``s, q``.
-    ``state`` is the index of a ``(B, d)`` argument that gives the sizes."""
+# --- the operators, each described once ----------------------------------------------
+@dataclass(frozen=True)
+class _Op:
+    """One operator: its schema (argument names, types, what it writes); where its
+    sizes come from; the shapes of its tensors; and its CPU kernel: for a step
+    operator the C function ``rrnn_<c_name>`` (``(B, s, q)``, then one pointer per
+    tensor in schema order: ``tests/test_layout.py`` checks that against the C
+    prototype) or, without the compiled library, ``fallback``; otherwise ``cpu``.
+    ``check`` replaces the generic argument check where lists or scalars need
+    their own. The Meta kernel is the check alone."""
+
+    schema: str  # without the name: "(Tensor z, ...) -> ()"
+    state: str = ""  # the (B, d) argument that gives B and d
+    lead: str = ""  # sequence operators: the (T, B, .) argument that gives T
+    shapes: Callable | None = None  # (T, B, d, s) -> {argument: shape}
+    lead_shape: str = "(T, B, m)"
+    c_name: str = ""
+    fallback: Callable | None = None
+    cpu: Callable | None = None
+    check: Callable | None = None
+
+
+@functools.cache
+def _arg_names(op: str) -> tuple[str, ...]:
+    return tuple(a.name for a in getattr(torch.ops.rrnn, op).default._schema.arguments)
+
+
+def _check_op(op: str, args: tuple) -> torch.dtype:
+    """The checks of ``rrnn::<op>`` before any pointer: names from the schema,
+    sizes from the table's ``state`` (and ``lead``) argument, then ``s`` and every
+    tensor given (None: an optional argument left out) against its shape."""
+    spec = OPS[op]
+    if spec.check is not None:
+        return spec.check(*args)
+    named = dict(zip(_arg_names(op), args))
+    s = named.pop("s")
+    if spec.lead:
+        seq, st = named[spec.lead], named[spec.state]
+        if seq.dim() != 3 or st.dim() != 2:
+            raise KernelArgumentError(
+                f"rrnn::{op}: {spec.lead} must be {spec.lead_shape} and {spec.state} (B, d), "
+                f"got {tuple(seq.shape)} and {tuple(st.shape)}"
+            )
+        (T, B, _), d = seq.shape, st.shape[1]
+    else:
+        T, (B, d) = None, _dims(op, spec.state, named[spec.state], 2)
+    _check_s(op, s, d)
+    return _check(op, {k: t for k, t in named.items() if t is not None}, spec.shapes(T, B, d, s))
+
+
+def _step_kernel(op: str):
+    """The CPU kernel of a step operator (see :class:`_Op`)."""
+    spec = OPS[op]
+    state = _arg_names(op).index(spec.state)
 
     def cpu(*args):
         *tensors, s = args
-        dtype = check(*args)
+        dtype = _check_op(op, args)
         B, d = tensors[state].shape
-        fn = native.kernel(c_name, dtype)
+        fn = native.kernel(spec.c_name, dtype)
         if fn is None:
-            fallback(*tensors, s, d - s)
+            spec.fallback(*tensors, s, d - s)
             return
         fn(B, s, d - s, *(t.data_ptr() for t in tensors))
 
     return cpu
 
 
-for _name, _cpu, _args in (
-    ("lstm_step", _step_kernel("lstm_fwd", _lstm_step_args, lstm_step_ops, 1), _lstm_step_args),
-    ("lstm_step_backward",
-     _step_kernel("lstm_bwd", _lstm_step_backward_args, lstm_backward_ops, 4),
-     _lstm_step_backward_args),
-    ("gru_step", _step_kernel("gru_fwd", _gru_step_args, gru_step_ops, 2), _gru_step_args),
-    ("gru_step_backward",
-     _step_kernel("gru_bwd", _gru_step_backward_args, gru_backward_ops, 4),
-     _gru_step_backward_args),
-    ("lstm_seq", _lstm_seq_cpu, _lstm_seq_args),
-    ("lstm_seq_backward", _lstm_seq_backward_cpu, _lstm_seq_backward_args),
-    ("gru_seq", _gru_seq_cpu, _gru_seq_args),
-    ("gru_seq_backward", _gru_seq_backward_cpu, _gru_seq_backward_args),
-    ("lstm_stream", _lstm_stream_cpu, _lstm_stream_args),
-    ("softmax_xent_", _softmax_xent_cpu, _softmax_xent_args),
-):  # fmt: skip
-    _lib.impl(_name, _cpu, "CPU")
-    _lib.impl(_name, (lambda args: lambda *a: (args(*a), None)[1])(_args), "Meta")
+def _meta(op: str):
+    return lambda *args: (_check_op(op, args), None)[1]
+
+
+_SEQ = lambda T, B, d, s: _seq_shapes(T, B, d, s)[1]  # noqa: E731
+_GRU_SEQ = lambda T, B, d, s: _gru_seq_shapes(T, B, d, s)[1]  # noqa: E731
+OPS: dict[str, _Op] = {
+    "lstm_step": _Op(
+        "(Tensor z, Tensor c_prev, Tensor(a!) c, Tensor(b!) h, Tensor(c!) sig, "
+        "Tensor(d!) tan_s, Tensor(e!) tan_g, Tensor(f!) tanh_c, int s) -> ()",
+        state="c_prev", shapes=_lstm_step_shapes, c_name="lstm_fwd", fallback=lstm_step_ops),
+    "lstm_step_backward": _Op(
+        "(Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, Tensor c_prev, "
+        "Tensor dh, Tensor dc, Tensor(a!) dz, Tensor(b!) dc_prev, int s) -> ()",
+        state="c_prev", shapes=_lstm_step_shapes, c_name="lstm_bwd", fallback=lstm_backward_ops),
+    "gru_step": _Op(
+        "(Tensor a, Tensor g, Tensor h, Tensor(a!) h_new, Tensor(b!) r, Tensor(c!) z, "
+        "Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
+        state="h", shapes=_gru_step_shapes, c_name="gru_fwd", fallback=gru_step_ops),
+    "gru_step_backward": _Op(
+        "(Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h_prev, Tensor dh, "
+        "Tensor(a!) da, Tensor(b!) dg, Tensor(c!) dh_direct, int s) -> ()",
+        state="h_prev", shapes=_gru_step_shapes, c_name="gru_bwd", fallback=gru_backward_ops),
+    "lstm_stream": _Op(
+        "(Tensor x, Tensor h0, Tensor c0, Tensor[] weights, Tensor?[] biases, "
+        "int[] shares, Tensor(a!) h_n, Tensor(b!) c_n, Tensor(c!) z, Tensor(d!) sig, "
+        "Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c) -> ()",
+        cpu=_lstm_stream_cpu, check=_lstm_stream_args),
+    "lstm_seq": _Op(
+        "(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
+        "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()",
+        state="h0", lead="xz", shapes=_SEQ, cpu=_lstm_seq_cpu),
+    "lstm_seq_backward": _Op(
+        "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
+        "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()",
+        state="dh", lead="sig", shapes=_SEQ, cpu=_lstm_seq_backward_cpu),
+    "gru_seq": _Op(
+        "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
+        "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
+        state="h0", lead="a", shapes=_GRU_SEQ, cpu=_gru_seq_cpu),
+    "gru_seq_backward": _Op(
+        "(Tensor ph, Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h0, "
+        "Tensor out, Tensor? d_out, Tensor(a!) dh, Tensor(b!) da, Tensor(c!) dg, int s) -> ()",
+        state="dh", lead="r", shapes=_GRU_SEQ, lead_shape="(T, B, d)", cpu=_gru_seq_backward_cpu),
+    "softmax_xent_": _Op(
+        "(Tensor(a!) logits, Tensor target, Tensor? bias, Tensor(b!) loss, "
+        "Tensor(c!)? dbias, float scale) -> ()",
+        cpu=_softmax_xent_cpu, check=_softmax_xent_args),
+}  # fmt: skip
+
+for _name, _spec in OPS.items():
+    _lib.define(_name + _spec.schema)
+    _lib.impl(_name, _spec.cpu or _step_kernel(_name), "CPU")
+    _lib.impl(_name, _meta(_name), "Meta")
 
 lstm_step = torch.ops.rrnn.lstm_step.default
 lstm_step_backward = torch.ops.rrnn.lstm_step_backward.default
