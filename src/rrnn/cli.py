@@ -620,18 +620,7 @@ def _report_parser(sub) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="rrnn",
-        description="Restricted recurrent networks: parameter counts, language-model "
-        "training and evaluation, benchmarks.",
-    )
-    parser.add_argument("--version", action="version", version=f"rrnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _params_parser(sub) -> None:
     p = sub.add_parser(
         "params",
         help="exact recurrent parameter counts (the paper's Table II by default)",
@@ -669,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_params)
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a language model (the paper's setup by default)",
@@ -679,9 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p)
     p.set_defaults(func=cmd_train)
 
-    _sweep_parser(sub)
-    _report_parser(sub)
 
+def _bench_parser(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="speed of restricted layers against torch.nn (training, inference, streaming)",
@@ -739,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
+
+def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="perplexity of a checkpoint on a split",
@@ -779,6 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
+
+def _generate_parser(sub) -> None:
     p = sub.add_parser(
         "generate",
         help="sample text from a checkpoint",
@@ -800,14 +794,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.set_defaults(func=cmd_generate)
 
+
+def _export_parser(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to ONNX, with its parity measured",
         description="Export a trained language model to ONNX as a streaming generator "
         "(tokens and state in, logits and state out; any batch size), then measure it in "
         "ONNX Runtime: file size, the weight bytes the runtime holds, and the perplexity "
-        "on held-out text beside PyTorch's. A restricted model is exported in its compact "
-        'form (rrnn.deploy). Needs pip install "rrnn[export]".',
+        "on held-out text beside PyTorch's. The recurrent stack goes in its export form "
+        "(rrnn.deploy.export_form: a restricted layer's compact blocks, low-rank factors, "
+        'a projected LSTM in plain ops). Needs pip install "rrnn[export]".',
     )
     p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
     p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
@@ -824,6 +821,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, metavar="DIR", help="a moved copy of the run's corpus")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rrnn",
+        description="Restricted recurrent networks: parameter counts, language-model "
+        "training and evaluation, benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"rrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_params_parser, _train_parser, _sweep_parser, _report_parser, _bench_parser,
+                _eval_parser, _generate_parser, _export_parser):  # fmt: skip
+        add(sub)
     return parser
 
 
