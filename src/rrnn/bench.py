@@ -249,7 +249,6 @@ def bench_lm(
 fused decoder bfloat16 GEMMs (the torch.nn model stays float32). With ``parts``, also the milliseconds of
     the recurrent stack's forward+backward and of the decoder+loss forward+backward
     of each."""
-    import torch.nn.functional as F
 
     from .lm.model import ModelConfig, RNNModel
 
@@ -262,31 +261,11 @@ fused decoder bfloat16 GEMMs (the torch.nn model stays float32). With ``parts``,
     if precision != "fp32" and loss != "fused":
         raise ValueError("precision bf16 applies to the fused loss only")
     precision = {"torch": "fp32", "rrnn": precision}
-    optims = {
-        k: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
-        for k, m in models.items()
-    }
     data = torch.randint(vocab, (bptt, batch))  # (T, B)
     targets = torch.randint(vocab, (bptt * batch,))  # (T*B,)
     hidden = {k: m.init_hidden(batch) for k, m in models.items()}
-
-    def step(name):
-        model, opt = models[name], optims[name]
-
-        def run():
-            opt.zero_grad(set_to_none=True)
-            if losses[name] == "fused":
-                value, _ = model(data, hidden[name], targets=targets, precision=precision[name])
-            else:
-                logits, _ = model(data, hidden[name])
-                value = F.cross_entropy(logits, targets)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            opt.step()
-
-        return run
-
-    times = interleaved({k: step(k) for k in models}, repeats, warmup)
+    steps = {k: _lm_step(m, data, targets, hidden[k], losses[k], precision[k]) for k, m in models.items()}
+    times = interleaved(steps, repeats, warmup)
     t_torch, t_ours = statistics.median(times["torch"]), statistics.median(times["rrnn"])
     tokens = batch * bptt
     result = {
@@ -312,6 +291,27 @@ fused decoder bfloat16 GEMMs (the torch.nn model stays float32). With ``parts``,
             for k, m in models.items()
         }
     return result
+
+
+def _lm_step(model, data, targets, hidden, loss: str, precision: str):
+    """One training step of ``model`` (SGD with momentum and clipping, as rrnn
+    train's), as a call to time."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        if loss == "fused":
+            value, _ = model(data, hidden, targets=targets, precision=precision)
+        else:
+            logits, _ = model(data, hidden)
+            value = F.cross_entropy(logits, targets)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+
+    return run
 
 
 def _lm_parts(model, data, targets, hidden, loss, repeats, warmup, precision="fp32") -> dict:

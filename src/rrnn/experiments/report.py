@@ -657,16 +657,7 @@ def write_report(
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir
-    skipped: list[str] = []
-    every = load_sweep(sweep_dir, skipped)  # before any folder is made
-    for why in skipped:
-        log(f"rrnn report: left out, unreadable: {why}")
-    out.mkdir(parents=True, exist_ok=True)
-    for run in every:  # measured for this report (`rrnn report --latency --out`)
-        run.latency = read_json(out / "latency" / f"{run.name}.json") or run.latency
-    if machine:
-        for run in every:
-            run.machine = run.machine or {"text": machine}
+    every, skipped = _load_runs(sweep_dir, out, machine, log)
     # the paper's tables, figures and claims are about restricted runs; the
     # compared methods get their own section and Pareto figures
     runs = [r for r in every if r.method == "restrict"]
@@ -675,61 +666,12 @@ def write_report(
     # lr, schedule), not with every run of the sweep
     like = {c.group() for c in compressed}
     compared = [r for r in every if r.group() in like and r.train["cell"] == "lstm"]
-
-    buf = io.StringIO()
-    rows = csv_rows(every, rule)
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "report.csv", buf.getvalue())
-
-    try:
-        pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
-        if compressed:
-            pngs += compression.pareto_figures(compared, rule, out)
-        fig_note = ""
-    except ImportError:
-        pngs = []
-        fig_note = 'Figures need matplotlib: pip install "rrnn[plot]", then run rrnn report again.'
-        log(f"rrnn report: {fig_note}")
-
+    atomic_write_text(out / "report.csv", _csv_text(every, rule))
+    pngs, fig_note = _write_figures(runs, every, compared, rule, out, log)
     found = claims(runs, rule)
-    finished = sum(r.finished for r in every)
-    machines = sorted({describe_machine(r.machine) for r in every if r.machine})
-    budget = sorted({r.train["epochs"] for r in every})
-    patience = sorted({r.train.get("patience") or 0 for r in every})
-    stopping = (
-        f" (cosine schedules of that length; runs with --patience {', '.join(str(p) for p in patience if p)} "
-        "stop once validation has not improved for that many epochs, so the epochs each "
-        "trained are in the table below)"
-        if any(patience)
-        else ""
-    )
     # a report rebuilt from a results folder's runs/ is named after the folder
     name = sweep_dir.parent.name if sweep_dir.name == "runs" else sweep_dir.name
-    md = [
-        f"# Sweep report: {name}",
-        "",
-        f"{len(every)} runs, {finished} finished. **Selection rule ({rule})**: {RULE_TEXT[rule]}. "
-        "The paper's numbers are Tables III/IV as printed (100 epochs, the authors' min-test "
-        "convention); they are shown wherever a run has the paper's dataset, sizes and "
-        "variant, whatever its budget.",
-        "",
-        f"Budget: {', '.join(str(e) for e in budget)} epochs per run{stopping}"
-        + (
-            "; the paper trained 100, so the perplexities here are not its numbers at its "
-            "budget, and a claim judged here is judged at this budget."
-            if max(budget) < 100
-            else "."
-        ),
-        "",
-        "Measured on: " + ("; ".join(machines) if machines else "not recorded by these runs") + ".",
-        "",
-        "## Runs",
-        "",
-        runs_table(every, rule),
-        "",
-        *(["**Left out, unreadable:**", "", *[f"- {w}" for w in skipped], ""] if skipped else []),
+    md = _report_head(name, every, rule, skipped) + [
         "## Recurrent parameters (Table II)",
         "",
         "The paper's Table II prints the exact recurrent count plus V - E = 9,800 (a slip "
@@ -757,3 +699,80 @@ def write_report(
         "figures": pngs,
         "claims": found,
     }
+
+
+def _load_runs(sweep_dir: Path, out: Path, machine: str | None, log) -> tuple[list, list[str]]:
+    """Every readable run (and why the others were left out), with the latency
+    measured for this report and the machine given by hand where a run has none."""
+    skipped: list[str] = []
+    every = load_sweep(sweep_dir, skipped)  # before any folder is made
+    for why in skipped:
+        log(f"rrnn report: left out, unreadable: {why}")
+    out.mkdir(parents=True, exist_ok=True)
+    for run in every:  # measured for this report (`rrnn report --latency --out`)
+        run.latency = read_json(out / "latency" / f"{run.name}.json") or run.latency
+    if machine:
+        for run in every:
+            run.machine = run.machine or {"text": machine}
+    return every, skipped
+
+
+def _csv_text(every: list, rule: str) -> str:
+    buf = io.StringIO()
+    rows = csv_rows(every, rule)
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_figures(runs, every, compared, rule, out: Path, log) -> tuple[list, str]:
+    """The figures' paths and, where matplotlib is missing, the note that says so."""
+    try:
+        pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
+        if any(r.method != "restrict" for r in every):
+            pngs += compression.pareto_figures(compared, rule, out)
+        return pngs, ""
+    except ImportError:
+        note = 'Figures need matplotlib: pip install "rrnn[plot]", then run rrnn report again.'
+        log(f"rrnn report: {note}")
+        return [], note
+
+
+def _report_head(name: str, every: list, rule: str, skipped: list[str]) -> list[str]:
+    """The title, what was run at which budget and on what, and the runs' table."""
+    finished = sum(r.finished for r in every)
+    machines = sorted({describe_machine(r.machine) for r in every if r.machine})
+    budget = sorted({r.train["epochs"] for r in every})
+    patience = sorted({r.train.get("patience") or 0 for r in every})
+    stopping = (
+        f" (cosine schedules of that length; runs with --patience {', '.join(str(p) for p in patience if p)} "
+        "stop once validation has not improved for that many epochs, so the epochs each "
+        "trained are in the table below)"
+        if any(patience)
+        else ""
+    )
+    return [
+        f"# Sweep report: {name}",
+        "",
+        f"{len(every)} runs, {finished} finished. **Selection rule ({rule})**: {RULE_TEXT[rule]}. "
+        "The paper's numbers are Tables III/IV as printed (100 epochs, the authors' min-test "
+        "convention); they are shown wherever a run has the paper's dataset, sizes and "
+        "variant, whatever its budget.",
+        "",
+        f"Budget: {', '.join(str(e) for e in budget)} epochs per run{stopping}"
+        + (
+            "; the paper trained 100, so the perplexities here are not its numbers at its "
+            "budget, and a claim judged here is judged at this budget."
+            if max(budget) < 100
+            else "."
+        ),
+        "",
+        "Measured on: " + ("; ".join(machines) if machines else "not recorded by these runs") + ".",
+        "",
+        "## Runs",
+        "",
+        runs_table(every, rule),
+        "",
+        *(["**Left out, unreadable:**", "", *[f"- {w}" for w in skipped], ""] if skipped else []),
+    ]
