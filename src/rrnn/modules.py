@@ -425,113 +425,10 @@ def _shape(t: Tensor) -> tuple[int, ...]:
 # --------------------------------------------------------------------------
 # Layers
 # --------------------------------------------------------------------------
-class RestrictedRNNBase(_CompactWeights):
-    """Common code of :class:`RestrictedRNN`, :class:`RestrictedGRU`, :class:`RestrictedLSTM`."""
-
-    cell = ""
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        sharing_rate=0.5,
-        nonlinearity: str = "tanh",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        mode = self.cell
-        _check_common(input_size, hidden_size, bias, mode)
-        if not isinstance(batch_first, bool):  # "False" would mean True
-            raise TypeError(
-                f"batch_first should be of type bool, got: {type(batch_first).__name__}"
-            )
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, numbers.Number)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(
-                f"dropout must be a number in [0, 1] (the probability of zeroing an "
-                f"element between layers), got {dropout!r}"
-            )
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"dropout={dropout} has no effect with num_layers=1: dropout is applied "
-                "between recurrent layers, after every layer but the last",
-                stacklevel=2,
-            )
-        if mode == "rnn":
-            _check_nonlinearity(nonlinearity)
-        self.mode = {
-            "rnn": "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
-            "gru": "GRU",
-            "lstm": "LSTM",
-        }[mode]
-        self.nonlinearity = nonlinearity
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.proj_size = 0
-        self.sharing_rate = sharing_rate
-        self.restrictions = R.layer_restrictions(
-            mode, input_size, hidden_size, num_layers, sharing_rate, self.bidirectional
-        )
-        self._kernel = "auto"
-        self.stream_cache = kernels.StreamCache()
-        self.uniform_shares = kernels.uniform_shares(self)
-        factory = {"device": device, "dtype": dtype}
-        for layer, res in enumerate(self.restrictions):
-            self._register_index(res, f"_l{layer}")
-            for sfx in self._directions():
-                self._register_compact(res, f"_l{layer}{sfx}", bias, factory)
-        self.reset_parameters()
-
-    def _directions(self) -> tuple[str, ...]:
-        return ("", "_reverse") if self.bidirectional else ("",)
-
-    def compact_weights(self, layer: int, direction: int = 0) -> dict[str, Tensor | None]:
-        """The compact parameters of one layer and direction, by their names without
-        suffix (``weight_shared``, ``weight_shared_tail``, ``weight_ih_private``,
-        ``weight_hh_private``, ``bias_shared``, ``bias_ih_private``,
-        ``bias_hh_private``; None where absent): what the kernels pack."""
-        self._check_layer(layer, direction)
-        return self._compact(f"_l{layer}{self._directions()[direction]}")
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def kernel(self) -> str:
-        """Which forward path to use: "auto" (default; chosen per call),
-        "reference", "shared-row" or "stream". See :mod:`rrnn.kernels`."""
-        return self._kernel
-
-    @kernel.setter
-    def kernel(self, value: str) -> None:
-        if value not in kernels.KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(kernels.KERNELS)}, got {value!r}")
-        self._kernel = value
-
-    def path_for(self, input, hx=None) -> str:
-        """The path a call ``self(input, hx)`` would take now: a ``str`` whose
-        ``.reason`` says why (measured on this machine, pinned, or why a path
-        cannot run). May time the candidate paths once, as the call itself would."""
-        data, batch_sizes, hx_, *_ = self._prepare(input, hx)
-        steps = data.size(1 if self.batch_first else 0)
-        return PathChoice(*kernels.explain(self, data, batch_sizes, steps, hx_))
+class _TorchWeights(_CompactWeights):
+    """A layer's weights as torch.nn has them: the full matrices by layer and
+    direction, torch.nn's weight names (read and written), and the shared pools
+    (:meth:`pool`, :meth:`load_pool`). Part of :class:`RestrictedRNNBase`."""
 
     def layer_weights(
         self, layer: int, direction: int = 0
@@ -642,6 +539,38 @@ class RestrictedRNNBase(_CompactWeights):
                 _Watch(self, layer, direction, i, tensor)
             return tensor
 
+    def _check_layer(self, layer: int, direction: int) -> None:
+        if not isinstance(layer, int) or not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must be in [0, {self.num_layers - 1}], got {layer!r}")
+        if direction not in range(self.num_directions):
+            raise ValueError(
+                f"direction must be 0{' or 1' if self.bidirectional else ''} for this "
+                f"{'bi' if self.bidirectional else 'uni'}directional module, got {direction!r}"
+            )
+
+    def pool(self, layer: int, direction: int = 0) -> tuple[Tensor, Tensor | None]:
+        """One layer's parameters in the interchange layout (the authors' pool):
+        ``weight`` of shape ``(d_r, k_r)`` and ``bias`` of shape ``(d_r,)`` (None
+        without bias); rows: shared, then private rows of (x, gate 0..n-1),
+        then of (h, gate 0..n-1); unused entries are zero. Returns copies."""
+        self._flush_torch_names()
+        self._check_layer(layer, direction)
+        sfx = self._directions()[direction]
+        return self._pool(self.restrictions[layer], f"_l{layer}{sfx}")
+
+    def load_pool(
+        self, layer: int, weight: Tensor, bias: Tensor | None = None, direction: int = 0
+    ) -> None:
+        """Set one layer's parameters from the interchange layout (see :meth:`pool`).
+        Entries that no matrix reads are ignored."""
+        self._check_layer(layer, direction)
+        sfx = self._directions()[direction]
+        self._load_pool(self.restrictions[layer], f"_l{layer}{sfx}", weight, bias)
+
+
+class _Conversions:
+    """From and to torch.nn's layers. Part of :class:`RestrictedRNNBase`."""
+
     @classmethod
     def from_torch(cls, module: nn.RNNBase, sharing_rate=0.5):
         """A restricted layer built from a ``torch.nn`` one of the same kind.
@@ -711,69 +640,6 @@ class RestrictedRNNBase(_CompactWeights):
                 p["bias_ih_private"].copy_(bx[:, s:].reshape(-1))
                 p["bias_hh_private"].copy_(bh[:, s:].reshape(-1))
 
-    @contextlib.contextmanager
-    def frozen(self):
-        """Fast streaming for inference: inside ``with module.frozen():`` one-step
-        calls keep their packed weights between calls instead of packing them
-        afresh each time (measured on the README's 3 x 200 LSTM: about 3x lower
-        latency). The weights must not change inside; that is checked on exit,
-        where a change raises, since outputs computed inside may have used the old
-        weights. Nests; thread-safe for calls (not for entering and leaving)."""
-        before = [p.detach().clone() for p in self.parameters()]
-        cache = self.stream_cache
-        cache.frozen += 1
-        try:
-            yield self
-        finally:
-            cache.frozen -= 1
-            if not cache.frozen:
-                cache.key = None
-        if any(not torch.equal(a, p) for a, p in zip(before, self.parameters())):
-            raise RuntimeError(
-                f"{type(self).__name__}: weights changed inside frozen(); streaming "
-                "outputs computed inside may have used the old weights. Change weights "
-                "outside frozen()."
-            )
-
-    def flatten_parameters(self) -> None:
-        """No-op, for code written against torch.nn: the full weights are
-        gathered afresh on every forward call."""
-
-    def _check_layer(self, layer: int, direction: int) -> None:
-        if not isinstance(layer, int) or not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer must be in [0, {self.num_layers - 1}], got {layer!r}")
-        if direction not in range(self.num_directions):
-            raise ValueError(
-                f"direction must be 0{' or 1' if self.bidirectional else ''} for this "
-                f"{'bi' if self.bidirectional else 'uni'}directional module, got {direction!r}"
-            )
-
-    def pool(self, layer: int, direction: int = 0) -> tuple[Tensor, Tensor | None]:
-        """One layer's parameters in the interchange layout (the authors' pool):
-        ``weight`` of shape ``(d_r, k_r)`` and ``bias`` of shape ``(d_r,)`` (None
-        without bias); rows: shared, then private rows of (x, gate 0..n-1),
-        then of (h, gate 0..n-1); unused entries are zero. Returns copies."""
-        self._flush_torch_names()
-        self._check_layer(layer, direction)
-        sfx = self._directions()[direction]
-        return self._pool(self.restrictions[layer], f"_l{layer}{sfx}")
-
-    def load_pool(
-        self, layer: int, weight: Tensor, bias: Tensor | None = None, direction: int = 0
-    ) -> None:
-        """Set one layer's parameters from the interchange layout (see :meth:`pool`).
-        Entries that no matrix reads are ignored."""
-        self._check_layer(layer, direction)
-        sfx = self._directions()[direction]
-        self._load_pool(self.restrictions[layer], f"_l{layer}{sfx}", weight, bias)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def state_dict(self, *args, **kwargs):
-        self._flush_torch_names()  # a write through a torch.nn name is in the saved state
-        return super().state_dict(*args, **kwargs)
-
     def to_torch(self) -> nn.RNNBase:
         """The equivalent plain torch.nn module, with the weights materialized
         (a copy: training it does not keep the restriction)."""
@@ -804,24 +670,12 @@ class RestrictedRNNBase(_CompactWeights):
         plain.train(self.training)
         return plain
 
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.cell == "rnn" and self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        s += f", sharing_rate={self.sharing_rate!r}, params={self.num_parameters():,}"
-        return s
 
-    # ---- forward ---------------------------------------------------------
+class _Inputs:
+    """torch.nn's input contract: shapes, batch_first, unbatched input, packed
+    sequences and the initial state, checked and normalised for the paths, and
+    the outputs put back. Part of :class:`RestrictedRNNBase`."""
+
     def _state_shape(self, batch: int) -> tuple[int, int, int]:
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
 
@@ -895,6 +749,184 @@ class RestrictedRNNBase(_CompactWeights):
             hx = tuple(states) if is_lstm else states[0]
         return data, batch_sizes, hx, sorted_indices, unsorted_indices, batched
 
+    def _finish(self, output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched):
+        states = hidden if isinstance(hidden, tuple) else (hidden,)
+        if batch_sizes is not None:
+            output = PackedSequence(output, batch_sizes, sorted_idx, unsorted_idx)
+            if unsorted_idx is not None:
+                states = tuple(h.index_select(1, unsorted_idx) for h in states)
+        elif not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            states = tuple(h.squeeze(1) for h in states)
+        hidden = states if self.cell == "lstm" else states[0]
+        return output, hidden
+
+
+class RestrictedRNNBase(_Inputs, _Conversions, _TorchWeights):
+    """Common code of :class:`RestrictedRNN`, :class:`RestrictedGRU`, :class:`RestrictedLSTM`:
+    construction, the path each call takes (:mod:`rrnn.kernels`), the reference
+    path and the streaming lifecycle (:meth:`frozen`). The rest by job:
+    :class:`_TorchWeights` (torch.nn's weights and names, the pools),
+    :class:`_Conversions` (from and to torch.nn), :class:`_Inputs` (torch.nn's
+    input contract); the compact parameters themselves: :class:`_CompactWeights`."""
+
+    cell = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        sharing_rate=0.5,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        mode = self.cell
+        _check_common(input_size, hidden_size, bias, mode)
+        if not isinstance(batch_first, bool):  # "False" would mean True
+            raise TypeError(
+                f"batch_first should be of type bool, got: {type(batch_first).__name__}"
+            )
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, numbers.Number)
+            or not 0 <= dropout <= 1
+        ):
+            raise ValueError(
+                f"dropout must be a number in [0, 1] (the probability of zeroing an "
+                f"element between layers), got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: dropout is applied "
+                "between recurrent layers, after every layer but the last",
+                stacklevel=2,
+            )
+        if mode == "rnn":
+            _check_nonlinearity(nonlinearity)
+        self.mode = {
+            "rnn": "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            "gru": "GRU",
+            "lstm": "LSTM",
+        }[mode]
+        self.nonlinearity = nonlinearity
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.proj_size = 0
+        self.sharing_rate = sharing_rate
+        self.restrictions = R.layer_restrictions(
+            mode, input_size, hidden_size, num_layers, sharing_rate, self.bidirectional
+        )
+        self._kernel = "auto"
+        self.stream_cache = kernels.StreamCache()
+        self.uniform_shares = kernels.uniform_shares(self)
+        factory = {"device": device, "dtype": dtype}
+        for layer, res in enumerate(self.restrictions):
+            self._register_index(res, f"_l{layer}")
+            for sfx in self._directions():
+                self._register_compact(res, f"_l{layer}{sfx}", bias, factory)
+        self.reset_parameters()
+
+    def _directions(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def compact_weights(self, layer: int, direction: int = 0) -> dict[str, Tensor | None]:
+        """The compact parameters of one layer and direction, by their names without
+        suffix (``weight_shared``, ``weight_shared_tail``, ``weight_ih_private``,
+        ``weight_hh_private``, ``bias_shared``, ``bias_ih_private``,
+        ``bias_hh_private``; None where absent): what the kernels pack."""
+        self._check_layer(layer, direction)
+        return self._compact(f"_l{layer}{self._directions()[direction]}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def kernel(self) -> str:
+        """Which forward path to use: "auto" (default; chosen per call),
+        "reference", "shared-row" or "stream". See :mod:`rrnn.kernels`."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, value: str) -> None:
+        if value not in kernels.KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(kernels.KERNELS)}, got {value!r}")
+        self._kernel = value
+
+    def path_for(self, input, hx=None) -> str:
+        """The path a call ``self(input, hx)`` would take now: a ``str`` whose
+        ``.reason`` says why (measured on this machine, pinned, or why a path
+        cannot run). May time the candidate paths once, as the call itself would."""
+        data, batch_sizes, hx_, *_ = self._prepare(input, hx)
+        steps = data.size(1 if self.batch_first else 0)
+        return PathChoice(*kernels.explain(self, data, batch_sizes, steps, hx_))
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Fast streaming for inference: inside ``with module.frozen():`` one-step
+        calls keep their packed weights between calls instead of packing them
+        afresh each time (measured on the README's 3 x 200 LSTM: about 3x lower
+        latency). The weights must not change inside; that is checked on exit,
+        where a change raises, since outputs computed inside may have used the old
+        weights. Nests; thread-safe for calls (not for entering and leaving)."""
+        before = [p.detach().clone() for p in self.parameters()]
+        cache = self.stream_cache
+        cache.frozen += 1
+        try:
+            yield self
+        finally:
+            cache.frozen -= 1
+            if not cache.frozen:
+                cache.key = None
+        if any(not torch.equal(a, p) for a, p in zip(before, self.parameters())):
+            raise RuntimeError(
+                f"{type(self).__name__}: weights changed inside frozen(); streaming "
+                "outputs computed inside may have used the old weights. Change weights "
+                "outside frozen()."
+            )
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against torch.nn: the full weights are
+        gathered afresh on every forward call."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def state_dict(self, *args, **kwargs):
+        self._flush_torch_names()  # a write through a torch.nn name is in the saved state
+        return super().state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.cell == "rnn" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        s += f", sharing_rate={self.sharing_rate!r}, params={self.num_parameters():,}"
+        return s
+
     def forward(self, input, hx=None):
         """Same contract as the torch.nn module: ``input`` of shape (L, N, H_in)
         (``batch_first``: (N, L, H_in)), (L, H_in) unbatched, or a PackedSequence;
@@ -947,18 +979,6 @@ class RestrictedRNNBase(_CompactWeights):
                 )
         output = result[0]
         hidden = tuple(result[1:]) if self.cell == "lstm" else result[1]
-        return output, hidden
-
-    def _finish(self, output, hidden, batch_sizes, sorted_idx, unsorted_idx, batched):
-        states = hidden if isinstance(hidden, tuple) else (hidden,)
-        if batch_sizes is not None:
-            output = PackedSequence(output, batch_sizes, sorted_idx, unsorted_idx)
-            if unsorted_idx is not None:
-                states = tuple(h.index_select(1, unsorted_idx) for h in states)
-        elif not batched:
-            output = output.squeeze(0 if self.batch_first else 1)
-            states = tuple(h.squeeze(1) for h in states)
-        hidden = states if self.cell == "lstm" else states[0]
         return output, hidden
 
 
