@@ -411,7 +411,7 @@ def train(
     """
     group = Group(cfg.device)
     try:
-        run = _Run.open(cfg, Path(out), resume, overwrite, explicit or set(), log, group)
+        run = _open_run(cfg, Path(out), resume, overwrite, explicit or set(), log, group)
         show_bar = (sys.stderr.isatty() if progress is None else progress) and group.main
         if run.early_stopped():
             run.log(
@@ -449,141 +449,10 @@ def train(
         group.close()
 
 
-class _Run:
-    """One training run: its model, optimizer, data, run directory and progress."""
+class _RunRecord:
+    """What a run leaves on disk: its checkpoint (every rank's state, written by
+    rank 0) and summary.json; a compared method's budget check. Part of :class:`_Run`."""
 
-    def __init__(self, cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group):
-        self.cfg, self.out, self.corpus, self.group = cfg, out, corpus, group
-        self.log = log if group.main else (lambda message: None)
-        self.model, self.optimizer, self.state, self.threads = model, optimizer, state, threads
-        self.net = group.wrap(model)  # DistributedDataParallel under torchrun
-        self.mconf = model.config
-        device = next(model.parameters()).device
-        lines = ckpt["metrics_lines"] if ckpt else None
-        self.metrics = _Metrics(out / "metrics.jsonl", lines, group.main)
-        cols = group.columns(cfg.batch_size)
-        self.train_data = D.batchify(corpus.train, cfg.batch_size)[:, cols].to(device)  # (N/B, B/W)
-        self.eval_data = {
-            s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device)
-            for s in ("valid", "test")
-        }
-        self.windows = D.num_windows(self.train_data, cfg.bptt)
-        if cfg.max_batches:
-            self.windows = min(self.windows, cfg.max_batches)
-        self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
-        self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
-        self.method = compression.build(cfg, model, self.windows)  # pruning, ISS: their state
-        if ckpt is not None and ckpt.get("compress"):
-            self.method.load_state_dict(ckpt["compress"])
-
-    # --- setting up --------------------------------------------------------
-    @classmethod
-    def open(cls, cfg, out: Path, resume, overwrite, explicit, log, group: Group) -> _Run:
-        """Check everything, then create (or reopen) the run directory (rank 0)."""
-        replace = _check_out(out, resume, overwrite)
-        group.barrier()  # every rank has looked at `out` before rank 0 writes to it
-        ckpt = None
-        if resume:
-            ckpt = load_checkpoint(out / "checkpoint.pt")
-            cfg = _check_resume_config(ckpt["train_config"], cfg, explicit)
-        device = group.device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        group.columns(cfg.batch_size)  # divisible, before anything is written
-        # the thread count of a run stays what it was, so that a resumed run is exact;
-        # under torchrun the processes of a machine divide the default between them
-        threads = (
-            cfg.threads
-            or (ckpt or {}).get("threads")
-            or max(1, default_threads() // group.local_world)
-        )
-        torch.set_num_threads(threads)
-        if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-            raise ValueError(
-                "--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16 "
-                "or ARM bf16), so bfloat16 GEMMs would run slower than float32; train with "
-                "--precision fp32 (the default)"
-            )
-
-        try:
-            corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
-        except D.DataError as err:
-            if ckpt is None:
-                raise
-            where, flag = ((f"the corpus in {cfg.corpus}", "--corpus DIR") if cfg.corpus
-                           else (f"the dataset {cfg.dataset}", "--data-dir DIR"))  # fmt: skip
-            raise D.DataError(
-                f"{err}. {out} was trained on {where}; pass {flag} with --resume to point "
-                "at a copy"
-            ) from None
-        D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
-        D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
-        check_prune_window(cfg, corpus)
-        torch.manual_seed(cfg.seed)
-        mconf = cfg.model_config(corpus.vocab_size)
-        model = RNNModel(mconf)
-        model.initialize(cfg.init)
-        model = model.to(device)
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-        state = {"epoch": 0, "batch": 0, "history": [], "best": None, "elapsed": 0.0,
-                 "loss_sum": 0.0, "tokens": 0, "hidden": None}  # fmt: skip
-        if ckpt is not None:
-            cls._restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
-        if group.main:
-            _create_out(out, replace)
-            if ckpt is None or _damaged_config(out / "config.json", log):
-                atomic_write_text(
-                    out / "config.json",
-                    _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
-                )
-        group.barrier()
-        run = cls(cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group)
-        if state["epoch"] == 0 and state["batch"] == 0:
-            run.log(
-                f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
-                f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
-                f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
-                f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
-                + (f" x {group.world} processes" if group.world > 1 else "")
-            )
-            if cfg.compress != "restrict":
-                run.log(f"compression: {run.method.describe()}")
-            if cfg.compress in ("prune", "iss") and run.method.schedule.adjusted:
-                run.log(f"the run is shorter than --compress-start: starting at iteration "
-                        f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
-        return run
-
-    @staticmethod
-    def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log) -> None:
-        if ckpt.get("fingerprint") != corpus.fingerprint:
-            raise CheckpointError(
-                f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
-                f"{str(ckpt.get('fingerprint'))[:12]}..., this corpus {corpus.fingerprint[:12]}...)"
-            )
-        if ckpt["model_config"] != mconf.to_dict():
-            raise CheckpointError(
-                f"{out / 'checkpoint.pt'} holds another model: {ckpt['model_config']} "
-                f"!= {mconf.to_dict()}"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        tuning.preload(ckpt.get("dispatch") or {})
-        torch.set_rng_state(ckpt["rng"])
-        for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
-            state[key] = ckpt[key]
-        if ckpt["hidden"] is not None:  # (L, B, H): this rank's columns
-            device = next(model.parameters()).device
-            cols = group.columns(cfg.batch_size)
-            hidden = [h[:, cols].to(device) for h in ckpt["hidden"]]
-            state["hidden"] = _hidden_from_list(hidden, cfg.cell)
-        if group.main:
-            log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
-
-    # --- files -------------------------------------------------------------
     def checkpoint(self, epoch: int, batch: int, hidden) -> None:
         """Rank 0 writes the whole state (the hidden state of every rank's columns)."""
         if hidden is not None:
@@ -640,13 +509,6 @@ class _Run:
                     f"off its budget of {budget:,}")  # fmt: skip
         return {"budget": budget, "budget_off": off, "budget_note": note}
 
-    def early_stopped(self) -> bool:
-        """Patience counts only epochs at the model's final size (after pruning)."""
-        best = self.state["best"]
-        return self.method.at_final_size() and early_stop_due(
-            self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
-        )
-
     def summary(self, status: str, write: bool = True, reason: str | None = None) -> dict:
         """The run's numbers; written to summary.json unless ``write`` is False
         (a no-op resume leaves the file as the run left it)."""
@@ -685,6 +547,44 @@ class _Run:
         if write and self.group.main:
             atomic_write_text(self.out / "summary.json", _strict_json(result))
         return result
+
+
+class _Run(_RunRecord):
+    """One training run: its model, optimizer, data, run directory and progress,
+    and the loop of one epoch (what it writes: :class:`_RunRecord`)."""
+
+    def __init__(self, cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group):
+        self.cfg, self.out, self.corpus, self.group = cfg, out, corpus, group
+        self.log = log if group.main else (lambda message: None)
+        self.model, self.optimizer, self.state, self.threads = model, optimizer, state, threads
+        self.net = group.wrap(model)  # DistributedDataParallel under torchrun
+        self.mconf = model.config
+        device = next(model.parameters()).device
+        lines = ckpt["metrics_lines"] if ckpt else None
+        self.metrics = _Metrics(out / "metrics.jsonl", lines, group.main)
+        cols = group.columns(cfg.batch_size)
+        self.train_data = D.batchify(corpus.train, cfg.batch_size)[:, cols].to(device)  # (N/B, B/W)
+        self.eval_data = {
+            s: D.batchify(corpus.split(s), cfg.eval_batch_size).to(device)
+            for s in ("valid", "test")
+        }
+        self.windows = D.num_windows(self.train_data, cfg.bptt)
+        if cfg.max_batches:
+            self.windows = min(self.windows, cfg.max_batches)
+        self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
+        self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
+        self.method = compression.build(cfg, model, self.windows)  # pruning, ISS: their state
+        if ckpt is not None and ckpt.get("compress"):
+            self.method.load_state_dict(ckpt["compress"])
+
+
+
+    def early_stopped(self) -> bool:
+        """Patience counts only epochs at the model's final size (after pruning)."""
+        best = self.state["best"]
+        return self.method.at_final_size() and early_stop_due(
+            self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
+        )
 
     # --- one epoch -----------------------------------------------------------
     def _diverged(self, why: str, epoch: int, batch: int, lr: float) -> TrainingDiverged:
@@ -827,6 +727,112 @@ class _Run:
             f"{perplexity(losses['test']):8.2f} | {state['elapsed']:.0f}s"
             + ("  *best" if improved else "")
         )
+
+
+def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) -> _Run:
+    """Check everything, then create (or reopen) the run directory (rank 0)."""
+    replace = _check_out(out, resume, overwrite)
+    group.barrier()  # every rank has looked at `out` before rank 0 writes to it
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "checkpoint.pt")
+        cfg = _check_resume_config(ckpt["train_config"], cfg, explicit)
+    device = group.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    group.columns(cfg.batch_size)  # divisible, before anything is written
+    # the thread count of a run stays what it was, so that a resumed run is exact;
+    # under torchrun the processes of a machine divide the default between them
+    threads = (
+        cfg.threads
+        or (ckpt or {}).get("threads")
+        or max(1, default_threads() // group.local_world)
+    )
+    torch.set_num_threads(threads)
+    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ValueError(
+            "--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16 "
+            "or ARM bf16), so bfloat16 GEMMs would run slower than float32; train with "
+            "--precision fp32 (the default)"
+        )
+
+    try:
+        corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+    except D.DataError as err:
+        if ckpt is None:
+            raise
+        where, flag = ((f"the corpus in {cfg.corpus}", "--corpus DIR") if cfg.corpus
+                       else (f"the dataset {cfg.dataset}", "--data-dir DIR"))  # fmt: skip
+        raise D.DataError(
+            f"{err}. {out} was trained on {where}; pass {flag} with --resume to point "
+            "at a copy"
+        ) from None
+    D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
+    D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
+    check_prune_window(cfg, corpus)
+    torch.manual_seed(cfg.seed)
+    mconf = cfg.model_config(corpus.vocab_size)
+    model = RNNModel(mconf)
+    model.initialize(cfg.init)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    state = {"epoch": 0, "batch": 0, "history": [], "best": None, "elapsed": 0.0,
+             "loss_sum": 0.0, "tokens": 0, "hidden": None}  # fmt: skip
+    if ckpt is not None:
+        _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
+    if group.main:
+        _create_out(out, replace)
+        if ckpt is None or _damaged_config(out / "config.json", log):
+            atomic_write_text(
+                out / "config.json",
+                _strict_json({"train": cfg.to_dict(), "model": mconf.to_dict()}),
+            )
+    group.barrier()
+    run = _Run(cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group)
+    if state["epoch"] == 0 and state["batch"] == 0:
+        run.log(
+            f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
+            f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
+            f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
+            f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
+            + (f" x {group.world} processes" if group.world > 1 else "")
+        )
+        if cfg.compress != "restrict":
+            run.log(f"compression: {run.method.describe()}")
+        if cfg.compress in ("prune", "iss") and run.method.schedule.adjusted:
+            run.log(f"the run is shorter than --compress-start: starting at iteration "
+                    f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
+    return run
+
+
+def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log) -> None:
+    if ckpt.get("fingerprint") != corpus.fingerprint:
+        raise CheckpointError(
+            f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
+            f"{str(ckpt.get('fingerprint'))[:12]}..., this corpus {corpus.fingerprint[:12]}...)"
+        )
+    if ckpt["model_config"] != mconf.to_dict():
+        raise CheckpointError(
+            f"{out / 'checkpoint.pt'} holds another model: {ckpt['model_config']} "
+            f"!= {mconf.to_dict()}"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    tuning.preload(ckpt.get("dispatch") or {})
+    torch.set_rng_state(ckpt["rng"])
+    for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
+        state[key] = ckpt[key]
+    if ckpt["hidden"] is not None:  # (L, B, H): this rank's columns
+        device = next(model.parameters()).device
+        cols = group.columns(cfg.batch_size)
+        hidden = [h[:, cols].to(device) for h in ckpt["hidden"]]
+        state["hidden"] = _hidden_from_list(hidden, cfg.cell)
+    if group.main:
+        log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
 
 
 def _stop_reason(status: str, state: dict, cfg: TrainConfig) -> str | None:
