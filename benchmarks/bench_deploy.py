@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 import rrnn
-from rrnn.bench import interleaved
 from rrnn.compress.lowrank import LowRankRNN
 from rrnn.deploy import compact, export_form
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
+from rrnn.timing import interleaved
 
 SHAPES = [(1, 1), (1, 16), (35, 80)]  # (T, B): streaming, a batch of streams, a window
 

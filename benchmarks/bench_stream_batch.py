@@ -12,8 +12,8 @@ import statistics
 import torch
 
 import rrnn
-from rrnn.bench import interleaved
 from rrnn.fileio import describe_machine, machine
+from rrnn.timing import interleaved
 
 torch.set_num_threads(1)
 for frozen in (False, True):

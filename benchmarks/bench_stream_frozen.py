@@ -5,23 +5,17 @@ rrnn outside frozen() (weights packed afresh each call) and inside frozen().
 """
 
 import argparse
-import time
 
 import torch
 
 import rrnn
+from rrnn.timing import interleaved
 
 
 def best_us(fn, calls=300, repeats=5, warmup=20):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1e6)
-    return min(times)
+    """The fastest of ``repeats`` blocks of ``calls`` calls, in microseconds per call."""
+    times = interleaved({"fn": fn}, repeats, warmup=max(1, warmup // calls), block=calls)
+    return min(times["fn"]) * 1e6
 
 
 def main():

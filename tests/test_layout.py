@@ -76,7 +76,7 @@ def test_nothing_is_imported_by_string():
 
 def test_the_torch_op_fallbacks_import_nothing_of_rrnn():
     modules = _modules()
-    for name in ("rrnn.kernels.fallbacks", "rrnn.kernels.xent", "rrnn.torch_classes"):
+    for name in ("rrnn.kernels.fallbacks", "rrnn.kernels.xent", "rrnn.torch_classes", "rrnn.timing"):
         assert _imports(name, modules[name], modules) == set(), name
 
 

@@ -11,12 +11,12 @@ import contextlib
 import copy
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from . import modules
+from .timing import interleaved  # noqa: F401  (rrnn.bench.interleaved, as before)
 from .torch_classes import TORCH_LAYERS
 
 LAYER = {"rnn": modules.RestrictedRNN, "gru": modules.RestrictedGRU, "lstm": modules.RestrictedLSTM}
@@ -35,27 +35,6 @@ class Case:
     @property
     def label(self) -> str:
         return f"{self.mode} r={self.rate:g} B={self.batch} T={self.steps} H={self.hidden} L={self.layers}"
-
-
-def interleaved(
-    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 1
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, timed alternately, ``repeats`` times:
-    each measurement is the mean over ``block`` consecutive calls. Blocks keep a
-    fast call's working set in cache as in real use (streaming calls one model
-    repeatedly); alternating single short calls would time cold caches."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            for _ in range(block):
-                fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                fn()
-            times[name].append((time.perf_counter() - start) / block)
-    return times
 
 
 def _make(case: Case, device, dtype):

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ..bench import interleaved
 from ..compress.sparse import SparseRNN
 from ..fileio import atomic_write_text, machine, read_json
 from ..lm.train import FINISHED
+from ..timing import interleaved
 from ..torch_classes import TORCH_LAYERS
 
 LATENCY_FILE = "latency.json"

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from ..timing import interleaved
+
 FORMAT = 1
 _lock = threading.Lock()
 _local = threading.local()
@@ -181,24 +183,17 @@ def _time_paths(module, data, hx, needs_grad: bool, budget_s: float, runners) ->
     wrt = params + ([x] if x.requires_grad else [])
     runs = runners(module, x, h)
 
-    def once(name):
-        t0 = time.perf_counter()
-        with torch.set_grad_enabled(needs_grad):
-            out, _ = runs[name]()
-            if needs_grad and wrt:
-                torch.autograd.grad(out.sum(), wrt, allow_unused=True)
-        return time.perf_counter() - t0
+    def timed(name):
+        def call():
+            with torch.set_grad_enabled(needs_grad):
+                out, _ = runs[name]()
+                if needs_grad and wrt:
+                    torch.autograd.grad(out.sum(), wrt, allow_unused=True)
 
-    times: dict[str, list[float]] = {n: [] for n in runs}
-    for name in runs:  # warm-up: first calls pay for allocation and the compiled kernel
-        once(name)
-    start = time.perf_counter()
-    while True:
-        for name in runs:  # interleaved, so that drift hits both
-            times[name].append(once(name))
-        n = len(times["reference"])
-        if n >= 15 or (n >= 3 and time.perf_counter() - start > budget_s):
-            break
+        return call
+
+    # warm-up: first calls pay for allocation and the compiled kernel
+    times = interleaved({name: timed(name) for name in runs}, 15, warmup=1, budget_s=budget_s)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
