@@ -149,7 +149,7 @@ def test_dropout_falls_between_layers_at_the_rate(monkeypatch):
         calls.append((tuple(x.shape), p, training, float((out == 0).float().mean())))
         return out
 
-    monkeypatch.setattr(kernels.F, "dropout", spy)
+    monkeypatch.setattr(torch.nn.functional, "dropout", spy)  # what the paths call
     m = rrnn.RestrictedLSTM(6, 64, 3, dropout=0.3, bidirectional=True, sharing_rate=0.5).train()
     m.kernel = "shared-row"
     m(torch.randn(20, 16, 6))
@@ -268,8 +268,6 @@ def test_compile(kernel):
 
 
 def test_auto_streams_only_the_batches_where_streaming_was_measured_faster():
-    from rrnn import kernels
-
     cases = {rrnn.RestrictedLSTM: "lstm", rrnn.RestrictedGRU: "gru", rrnn.RestrictedRNN: None}
     with torch.no_grad():
         for cls, mode in cases.items():
@@ -282,3 +280,25 @@ def test_auto_streams_only_the_batches_where_streaming_was_measured_faster():
                 assert m.path_for(torch.randn(1, 64, 4)) == "stream"
             m.kernel = "stream"  # pinned, any batch still streams
             assert m.path_for(torch.randn(1, 64, 4)) == "stream"
+
+
+def test_each_dispatch_rule_answers_on_its_own():
+    """kernel="auto" is an ordered table of rules (rrnn.kernels.dispatch.AUTO_RULES),
+    each a function of the call that answers (path, why) or passes."""
+    from rrnn.kernels import dispatch as D
+
+    lstm = rrnn.RestrictedLSTM(4, 8, 2, sharing_rate=0.5).eval()
+    step = D.Call(lstm, torch.randn(1, 2, 4), None, 1, None, needs_grad=False, drops=False)
+    seq = D.Call(lstm, torch.randn(5, 2, 4), None, 5, None, needs_grad=True, drops=False)
+    assert D._stream(step)[0] == "stream" and D._stream(seq) is None
+    assert D._compiling(step) is None and D._traced(step) is None and D._transformed(step) is None
+    with torch.autocast("cpu"):
+        assert D._autocast(step)[0] == "reference"
+    assert D._autocast(step) is None
+    gru = rrnn.RestrictedGRU(4, 8, 2, sharing_rate=0.0).eval()
+    assert D._gru_step_without_sharing(D.Call(gru, step.data, None, 1, None, False, False))[0] == "reference"
+    rnn = D.Call(rrnn.RestrictedRNN(4, 8, 2), seq.data, None, 5, None, True, False)
+    assert D._no_shared_row(rnn)[0] == "reference" and D._no_shared_row(seq) is None
+    path, why = D._static(seq)  # r = 0.5 against the LSTM's training threshold 0.15
+    assert path == "shared-row" and "0.15" in why
+    assert D.AUTO_RULES[-1] is D._static  # the last rule always answers
