@@ -242,3 +242,29 @@ def test_quantize_dynamic_quantizes_the_export_form(cls):
         want, got = layer(x)[0], quantized(x)[0]
     error = (got - want).abs().max().item()
     assert 0 < error < 0.05  # int8 rounding: small, and not zero (the blocks did change)
+
+
+@pytest.mark.parametrize("cls", CELLS, ids=lambda c: c.__name__)
+def test_executorch_runs_the_form_on_a_second_input(cls):
+    """Lowered with XNNPACK where ExecuTorch installs (pip install "rrnn[executorch]";
+    not in the dev extra, so CI skips this): the program holds the compact blocks
+    and computes the layer on an input it was not traced with."""
+    pytest.importorskip("executorch.runtime")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    torch.manual_seed(0)
+    layer = cls(6, 8, 2, sharing_rate=0.5).eval()
+    example = (torch.randn(3, 2, 6), _state(cls, 2, 2, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(compact(layer), example)
+        buffer = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    loaded = Runtime.get().load_program(buffer)  # reads `buffer` in place: both stay alive
+    method = loaded.load_method("forward")
+    x, hx = _second_input(cls)
+    out = method.execute([x, *hx] if isinstance(hx, tuple) else [x, hx])
+    with torch.no_grad():
+        want = layer(x, hx)
+    torch.testing.assert_close(out[0], want[0])

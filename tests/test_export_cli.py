@@ -89,3 +89,21 @@ def test_the_exported_file_alone_generates_the_same_text(runs, capsys):
     _export(runs, "restrict", capsys, "--window", "5")
     assert main(["generate", str(runs / "restrict--window-5.onnx")]) == 2
     assert "export it with --window 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["restrict", "lowrank"])
+def test_executorch_export_with_parity(runs, method, capsys):
+    """Where ExecuTorch installs (not in the dev extra: CI skips this)."""
+    pytest.importorskip("executorch.runtime")
+    out = runs / f"{method}.pte"
+    assert main(["export", str(runs / method / "best.pt"), "--out", str(out), "--format",
+                 "executorch", "--batch-size", "4", "--window", "2", "--json"]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    assert r["runtime"].startswith("ExecuTorch") and r["relative"] < 1e-4, r
+    assert r["file_bytes"] == out.stat().st_size
+
+
+def test_int8_is_an_onnx_route(runs, tmp_path, capsys):
+    assert main(["export", str(runs / "restrict" / "best.pt"), "--out", str(tmp_path / "x.pte"),
+                 "--format", "executorch", "--int8"]) == 2  # fmt: skip
+    assert "--int8 quantises through ONNX Runtime" in capsys.readouterr().err

@@ -489,16 +489,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     r = export_checkpoint(args.checkpoint, args.out, window=args.window, int8=args.int8,
                           batch=args.batch_size, split=args.split, corpus=args.corpus,
-                          data_dir=args.data_dir)  # fmt: skip
+                          data_dir=args.data_dir, format=args.format)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     what = "int8 cost" if r["int8"] else "parity"
     print(
-        f"wrote {r['file']}: {r['file_bytes']:,} bytes, {r['held_bytes']:,} held by ONNX Runtime "
-        f"({r['recurrent']}); {r['split']} ppl {r['onnx_ppl']:.4f} in ONNX Runtime, "
-        f"{r['torch_ppl']:.4f} in PyTorch ({what}: {r['relative']:.2e} relative; batch "
-        f"{r['batch']}, windows of {r['window']})"
+        f"wrote {r['file']}: {r['file_bytes']:,} bytes, {r['held_bytes']:,} held by "
+        f"{r['runtime']} ({r['recurrent']}); {r['split']} ppl {r['runtime_ppl']:.4f} in "
+        f"{r['runtime']}, {r['torch_ppl']:.4f} in PyTorch ({what}: {r['relative']:.2e} "
+        f"relative; batch {r['batch']}, windows of {r['window']})"
     )
     return 0
 
@@ -808,8 +808,9 @@ def _export_parser(sub) -> None:
     )
     p.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
     p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
-    p.add_argument("--format", choices=["onnx"], default="onnx",
-                   help="onnx (default; the only format so far)")  # fmt: skip
+    p.add_argument("--format", choices=["onnx", "executorch"], default="onnx",
+                   help="onnx (default; any batch size) or executorch (XNNPACK, a .pte for "
+                   "--batch-size streams; pip install \"rrnn[executorch]\")")  # fmt: skip
     p.add_argument("--window", type=int, default=1, metavar="T",
                    help="tokens per call the graph is exported for (default 1: streaming)")  # fmt: skip
     p.add_argument("--int8", action="store_true",

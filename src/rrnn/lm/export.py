@@ -1,5 +1,6 @@
-"""``rrnn export``: a trained language model as an ONNX streaming generator, and its
-parity with PyTorch measured on held-out text.
+"""``rrnn export``: a trained language model as an ONNX streaming generator (or an
+ExecuTorch program, ``--format executorch``), and its parity with PyTorch measured
+on held-out text.
 
 The exported graph takes ``tokens`` (T, B) int64 and the recurrent state and
 returns ``logits`` (T, B, V) and the new state: feeding its state back, one token
@@ -102,6 +103,35 @@ def onnx_export(lm: StreamingLM, path: Path, window: int) -> None:
         quiet.setLevel(level)
 
 
+def executorch_export(lm: StreamingLM, path: Path, window: int, batch: int):
+    """Export ``lm`` for windows of ``window`` tokens and ``batch`` streams (static:
+    XNNPACK lowers fixed shapes), lowered with the XNNPACK partitioner, to ``path``
+    (.pte); returns ``step(tokens, state) -> [logits, *state]`` on the loaded program."""
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise ValueError('rrnn export --format executorch needs ExecuTorch: pip install '
+                         '"rrnn[executorch]"') from None  # fmt: skip
+    from ..fileio import atomic_write_bytes
+
+    example = (torch.zeros(window, batch, dtype=torch.long), *lm.init_state(batch))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(lm, example)
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        buffer = edge.to_executorch().buffer
+    atomic_write_bytes(path, buffer)
+    loaded = Runtime.get().load_program(buffer)  # reads `buffer` in place: kept with it
+    method = loaded.load_method("forward")
+
+    def step(x, state, _keep=(buffer, loaded)):
+        return list(method.execute([x, *state]))
+
+    return step
+
+
 def held_bytes(path: Path) -> int:
     """Bytes of constants ONNX Runtime holds once its optimiser has run."""
     import onnx
@@ -131,8 +161,14 @@ def _perplexity(step, source: Tensor, window: int, state: list) -> float:
 
 
 def export_checkpoint(path, out, window: int = 1, int8: bool = False, batch: int = 80,
-                      split: str = "test", corpus=None, data_dir=None, log=print) -> dict:  # fmt: skip
-    """Export a checkpoint to ONNX; returns sizes and the measured parity."""
+                      split: str = "test", corpus=None, data_dir=None, log=print,
+                      format: str = "onnx") -> dict:  # fmt: skip
+    """Export a checkpoint to ONNX (or an ExecuTorch program); returns sizes and the
+    measured parity."""
+    if format == "executorch":
+        if int8:
+            raise ValueError("--int8 quantises through ONNX Runtime: use it with --format onnx")
+        return _executorch_checkpoint(path, Path(out), window, batch, split, corpus, data_dir, log)
     try:
         import onnxruntime as ort
     except ImportError:
@@ -167,9 +203,26 @@ def export_checkpoint(path, out, window: int = 1, int8: bool = False, batch: int
     ours = _perplexity(lambda x, s: lm(x, *s), source, window, lm.init_state(batch))
     theirs = _perplexity(ort_step, source, window, lm.init_state(batch))
     return {"file": str(out), "file_bytes": out.stat().st_size, "held_bytes": held_bytes(out),
-            "torch_ppl": ours, "onnx_ppl": theirs, "relative": abs(theirs - ours) / ours,
-            "split": split, "batch": batch, "window": window, "int8": int8,
-            "recurrent": type(lm.rnn).__name__}  # fmt: skip
+            "torch_ppl": ours, "onnx_ppl": theirs, "runtime_ppl": theirs, "runtime": "ONNX Runtime",
+            "relative": abs(theirs - ours) / ours, "split": split, "batch": batch,
+            "window": window, "int8": int8, "recurrent": type(lm.rnn).__name__}  # fmt: skip
+
+
+def _executorch_checkpoint(path, out: Path, window, batch, split, corpus, data_dir, log) -> dict:
+    """``rrnn export --format executorch``: the program for ``batch`` streams and its
+    parity on ``split`` in the ExecuTorch runtime."""
+    ckpt = load_checkpoint(path)
+    data = checkpoint_corpus(path, ckpt, corpus, data_dir, log)
+    lm = StreamingLM(model_from_checkpoint(ckpt).eval())
+    step = executorch_export(lm, out, window, batch)
+    source = D.batchify(data.split(split), batch)  # (N, B)
+    ours = _perplexity(lambda x, s: lm(x, *s), source, window, lm.init_state(batch))
+    theirs = _perplexity(step, source, window, lm.init_state(batch))
+    size = out.stat().st_size
+    return {"file": str(out), "file_bytes": size, "held_bytes": size,  # weights in the program
+            "torch_ppl": ours, "runtime_ppl": theirs, "runtime": "ExecuTorch (XNNPACK)",
+            "relative": abs(theirs - ours) / ours, "split": split, "batch": batch,
+            "window": window, "int8": False, "recurrent": type(lm.rnn).__name__}  # fmt: skip
 
 
 def _label(path: Path, itos: list[str], window: int) -> None:
