@@ -130,7 +130,7 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     done = [r for r in runs if r.selected(rule)[0] is not None]
-    machine = "; ".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
+    machine = "\n".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
     epochs = ", ".join(sorted({str(r.train["epochs"]) for r in done}))
     written = []
     panels = [("params", "recurrent parameters stored", lambda r: r.rnn_params)]

@@ -503,18 +503,21 @@ def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
 # ---------------------------------------------------------------------------
 def _curve_style(run: RunResult) -> dict:
     """Colour by cell and sharing rate (darker = more sharing), or by compression
-    method; a marker per method: every curve of a panel tells itself apart."""
+    method; a marker per method and the classical layer dashed: every curve of a
+    panel tells itself apart."""
     from matplotlib import colormaps
 
     from .compression import style
 
     t = run.train
     marker, color = style(run)
+    line = "-"
     if run.method == "restrict":
         cmap = colormaps[{"rnn": "Blues", "gru": "Greens", "lstm": "Reds"}[t["cell"]]]
         color = cmap(0.35 + 0.65 * float(t["sharing_rate"]))
         marker = {"rnn": "v", "gru": "s", "lstm": "o"}[t["cell"]]
-    return {"color": color, "marker": marker, "markersize": 3}
+        line = "--" if not t["sharing_rate"] else "-"  # the classical layer: dashed
+    return {"color": color, "marker": marker, "markersize": 3, "linestyle": line}
 
 
 def _over_seeds(points: list[tuple[float, float]]):
@@ -572,8 +575,8 @@ def learning_curves(runs: list[RunResult], out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, ncol=2)
     axes[-1, 0].set_xlabel("epoch")
-    where = "; ".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
-    fig.suptitle("learning curves" + (f"\n{where}" if where else ""), fontsize=9)
+    where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))  # one line each
+    fig.suptitle("learning curves" + (f"\n{where}" if where else ""), fontsize=8)
     path = out / "learning-curves.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -627,10 +630,10 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
                             label=f"paper R{cell.upper()} {variant} (100 ep)")  # fmt: skip
         ax.set_xlabel("recurrent parameters (exact)")
         ax.set_ylabel(f"test perplexity ({rule})")
-        where = "; ".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
+        where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
         ax.set_title(
             f"{dataset}: perplexity against recurrent parameters" + (f"\n{where}" if where else ""),
-            fontsize=10,
+            fontsize=9,
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
