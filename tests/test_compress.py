@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rrnn import count_parameters
-from rrnn.compress import (
+from rrnn.baselines import (
     GradualPruner,
     ISSRegularizer,
     LowRankRNN,
@@ -34,8 +34,8 @@ from rrnn.compress import (
     stacked_count,
 )
 from rrnn.lm import train as T
-from rrnn.lm.compression import compact_model
 from rrnn.lm.generate import evaluate_checkpoint, generate
+from rrnn.lm.methods import compact_model
 
 from .lm_helpers import epochs_without_time, small_config, write_corpus
 
@@ -486,7 +486,7 @@ def test_sweep_names_the_method(corpus):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["rnn", "gru", "lstm"])
 def test_sparse_rnn_equals_the_pruned_dense_module(mode):
-    from rrnn.compress.sparse import SparseRNN
+    from rrnn.baselines.sparse import SparseRNN
 
     torch.manual_seed(0)
     rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[mode](6, 9, 2).double()
@@ -631,7 +631,7 @@ def test_a_method_that_ends_off_its_budget_says_so(tmp_path):
 def test_sparse_rnn_round_trips_through_a_state_dict(mode, tmp_path):
     import warnings
 
-    from rrnn.compress.sparse import SparseRNN
+    from rrnn.baselines.sparse import SparseRNN
 
     torch.manual_seed(0)
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[mode]

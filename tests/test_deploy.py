@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rrnn
-from rrnn.compress.lowrank import LowRankRNN
+from rrnn.baselines.lowrank import LowRankRNN
 from rrnn.deploy import CompactRNN, FactoredRNN, ProjectedLSTM, compact, export_form
 
 CELLS = [rrnn.RestrictedLSTM, rrnn.RestrictedGRU, rrnn.RestrictedRNN]

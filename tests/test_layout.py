@@ -101,15 +101,37 @@ def test_help_and_params_run_without_torch():
 
 def test_the_lazy_names_are_the_layers():
     import rrnn
-    import rrnn.compress as compress
+    import rrnn.baselines as compress
     from rrnn import modules
 
     assert rrnn.RestrictedLSTM is modules.RestrictedLSTM
-    assert compress.LowRankRNN.__module__ == "rrnn.compress.lowrank"
+    assert compress.LowRankRNN.__module__ == "rrnn.baselines.lowrank"
     for name in rrnn.__all__:
         assert getattr(rrnn, name) is not None
     for name in compress.__all__:
         assert getattr(compress, name) is not None
+
+
+def test_the_old_name_of_the_baselines_is_an_alias_that_warns():
+    import subprocess
+    import sys
+
+    probe = (
+        "import warnings\nwarnings.simplefilter('error')\n"
+        "try:\n    import rrnn.compress\nexcept DeprecationWarning as w:\n    print(w)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "rrnn.compress is now rrnn.baselines" in done.stdout, done.stderr
+    import warnings
+
+    import rrnn.baselines as new
+
+    with warnings.catch_warnings():  # the warning itself is checked above, in a fresh process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import rrnn.compress as old
+        from rrnn.compress.prune import GradualPruner
+    assert old.LowRankRNN is new.LowRankRNN and old.dense_count is new.dense_count
+    assert GradualPruner is new.GradualPruner and set(old.__all__) == set(new.__all__)
 
 
 def test_the_command_lines_choices_are_the_librarys():

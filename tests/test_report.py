@@ -159,7 +159,7 @@ def test_paper_tables_ship_with_the_package_and_match_the_paper_text():
 
 
 def test_compression_figures_compare_like_with_like_and_tell_methods_apart(tmp_path):
-    from rrnn.experiments import compression as C
+    from rrnn.experiments import pareto as C
 
     root = tmp_path / "sweep"
     plain = dict(variant="plain")

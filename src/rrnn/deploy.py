@@ -53,7 +53,7 @@ def export_form(rnn: nn.Module) -> nn.Module:
     (:class:`FactoredRNN`), a projected LSTM in plain ops (:class:`ProjectedLSTM`);
     any other module as it is (torch.nn's layers export as the runtimes' own RNN
     operators)."""
-    from .compress.lowrank import LowRankRNN
+    from .baselines.lowrank import LowRankRNN
     from .modules import RestrictedRNNBase
 
     if isinstance(rnn, RestrictedRNNBase):
@@ -221,7 +221,7 @@ class _Stack(nn.Module):
 
 
 class FactoredRNN(_Stack):
-    """A :class:`~rrnn.compress.lowrank.LowRankRNN` for inference: each factor pair
+    """A :class:`~rrnn.baselines.lowrank.LowRankRNN` for inference: each factor pair
     ``W = A @ B`` as two frozen ``nn.Linear`` applied in turn, ``(x B^T) A^T``, so
     the graph holds ``rank * (G*H + K)`` weights per matrix and never forms the
     ``(G*H, K)`` product. Layer l: ``ih_b_l{l} (rank, K_l)``, ``ih_a_l{l} (G*H,

@@ -1,76 +1,22 @@
-"""The compression methods the restricted RNN is compared with, usable on any
-model with torch.nn recurrent layers:
+"""The old name of :mod:`rrnn.baselines` (rrnn 0.1), kept for one release: the
+same objects under the old import paths (``rrnn.compress.LowRankRNN``,
+``rrnn.compress.prune.GradualPruner``, ...). Importing it warns; import
+:mod:`rrnn.baselines` instead."""
 
-- :mod:`~rrnn.compress.lowrank`: low-rank factors and shared projections (Lu et al. 2016);
-- :mod:`~rrnn.compress.prune`: gradual magnitude pruning (Narang et al. 2017; cubic schedule);
-- :mod:`~rrnn.compress.iss`: intrinsic sparse structures with group Lasso (Wen et al. 2018);
-- :mod:`~rrnn.compress.sizes`: parameter counts and the sizes that meet a budget
-  (a smaller dense model, a rank, a sparsity).
-"""
+import warnings
 
-from typing import TYPE_CHECKING
+from .. import baselines as _baselines
 
-from .sizes import (
-    METHODS,
-    check_rank,
-    check_target,
-    dense_count,
-    dense_hidden_for,
-    lowrank_count,
-    projection_count,
-    rank_for,
-    sparsity_for,
-    stacked_count,
+warnings.warn(
+    "rrnn.compress is now rrnn.baselines (the methods the restricted layers are compared "
+    "with); the old name will be removed after rrnn 0.1: import rrnn.baselines instead",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
-if TYPE_CHECKING:
-    from .iss import ISSRegularizer, StackedRNN, compact, group_entries, group_norms_sq
-    from .lowrank import LowRankRNN, ProjectedRNN, projected
-    from .prune import GradualPruner, cubic_sparsity, narang_threshold, sparse_weights, stored_count
-
-# loaded on first use (they need torch; sizes does not, and rrnn.lm.config reads it)
-_LAZY = {
-    "iss": ("ISSRegularizer", "StackedRNN", "compact", "group_entries", "group_norms_sq"),
-    "lowrank": ("LowRankRNN", "ProjectedRNN", "projected"),
-    "prune": ("GradualPruner", "cubic_sparsity", "narang_threshold", "sparse_weights", "stored_count"),
-}
-
-
-__all__ = [
-    "METHODS",
-    "check_rank",
-    "check_target",
-    "GradualPruner",
-    "ISSRegularizer",
-    "LowRankRNN",
-    "ProjectedRNN",
-    "StackedRNN",
-    "compact",
-    "cubic_sparsity",
-    "dense_count",
-    "dense_hidden_for",
-    "group_entries",
-    "group_norms_sq",
-    "lowrank_count",
-    "narang_threshold",
-    "projected",
-    "projection_count",
-    "rank_for",
-    "sparse_weights",
-    "sparsity_for",
-    "stacked_count",
-    "stored_count",
-]
+__all__ = list(_baselines.__all__)
 
 
 def __getattr__(name: str):
-    # absolute imports: ``from . import iss`` would ask this hook for "iss" and recurse
-    if name in _LAZY["iss"]:
-        import rrnn.compress.iss as found
-    elif name in _LAZY["lowrank"]:
-        import rrnn.compress.lowrank as found
-    elif name in _LAZY["prune"]:
-        import rrnn.compress.prune as found
-    else:
-        raise AttributeError(f"module 'rrnn.compress' has no attribute {name!r}")
-    return getattr(found, name)
+    # the names stay lazy, as in rrnn.baselines (the layers load torch)
+    return getattr(_baselines, name)

@@ -6,7 +6,7 @@ Two shapes, forward only under ``no_grad``: batch 1 streaming (one token per cal
 timed in blocks of consecutive calls) and batch 80 sequences of 35 steps, inside the layer's ``frozen()`` where it has one
 (restricted layers keep their packed weights, low-rank layers their products). A
 pruned model is timed both dense (its masked
-matrices) and in CSR form (:class:`~rrnn.compress.sparse.SparseRNN`); the faster
+matrices) and in CSR form (:class:`~rrnn.baselines.sparse.SparseRNN`); the faster
 is its latency, and both are recorded. The result goes to ``latency.json`` in the
 run directory, with the machine and thread count; for a report written elsewhere
 (``rrnn report --out``), to ``OUT/latency/RUN.json``, leaving the run folders as
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..compress.sparse import SparseRNN
+from ..baselines.sparse import SparseRNN
 from ..fileio import atomic_write_text, machine, read_json
 from ..lm.train import FINISHED
 from ..timing import interleaved

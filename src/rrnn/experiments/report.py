@@ -30,8 +30,8 @@ from .. import paper
 from ..fileio import describe_machine, read_json
 from ..lm.train import FINISHED
 from ..restriction import count_parameters
-from . import compression
-from .compression import describe
+from . import pareto
+from .pareto import describe
 
 RULES = ("best-valid", "min-test")
 RULE_TEXT = {
@@ -507,7 +507,7 @@ def _curve_style(run: RunResult) -> dict:
     panel tells itself apart."""
     from matplotlib import colormaps
 
-    from .compression import style
+    from .pareto import style
 
     t = run.train
     marker, color = style(run)
@@ -690,7 +690,7 @@ def write_report(
         "",
         claims_markdown(found, runs),
         "",
-        *([compression.section(compared, rule), ""] if compressed else []),
+        *([pareto.section(compared, rule), ""] if compressed else []),
         "## Figures",
         "",
     ]
@@ -734,7 +734,7 @@ def _write_figures(runs, every, compared, rule, out: Path, log) -> tuple[list, s
     try:
         pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
         if any(r.method != "restrict" for r in every):
-            pngs += compression.pareto_figures(compared, rule, out)
+            pngs += pareto.pareto_figures(compared, rule, out)
         return pngs, ""
     except ImportError:
         note = 'Figures need matplotlib: pip install "rrnn[plot]", then run rrnn report again.'

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..compress.sizes import (
+from ..baselines.sizes import (
     METHODS,
     SCHEDULES,
     check_rank,
@@ -78,7 +78,7 @@ class TrainConfig:
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
     loss: str = "fused"  # "fused": chunked decoder + cross-entropy; "torch": F.cross_entropy
     precision: str = "fp32"  # "bf16": the fused decoder's GEMMs on bfloat16 operands (training only)
-    # compression (rrnn.lm.compression): the method and its options
+    # compression (rrnn.lm.methods): the method and its options
     compress: str = "restrict"
     target_params: int | None = None  # None: the restricted model's count at sharing_rate
     rank: int | None = None  # lowrank; None: the rank that meets target_params
@@ -289,7 +289,7 @@ class ModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     backend: str = "rrnn"  # "torch": a plain torch.nn layer (sharing_rate must be 0)
-    # the compression method (rrnn.compress): "restrict" is the restricted layer above;
+    # the compression method (rrnn.baselines): "restrict" is the restricted layer above;
     # "dense", "prune" and "iss" train a classical torch.nn layer (pruning masks and the
     # ISS regulariser live in the trainer); "lowrank" factors its matrices
     compress: str = "restrict"

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import modules
-from ..compress import LowRankRNN, StackedRNN, projected
+from ..baselines import LowRankRNN, StackedRNN, projected
 from ..torch_classes import TORCH_LAYERS
 from .config import BACKENDS, INITS, LOWRANK, ModelConfig  # noqa: F401  re-exported
 from .loss import linear_cross_entropy

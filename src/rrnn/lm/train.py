@@ -40,8 +40,8 @@ from ..fileio import (
     set_aside,
 )
 from ..kernels import tuning
-from . import compression
 from . import data as D
+from . import methods
 from .config import (  # noqa: F401  re-exported: rrnn.lm.train's names before lm.config
     LOSSES,
     METHOD_OPTIONS,
@@ -193,7 +193,7 @@ def model_from_checkpoint(ckpt: dict, device="cpu") -> RNNModel:
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint weights do not fit its model config: {err}") from None
     # an ISS run's units whose groups are all zero are removed: the smaller real model
-    return compression.compact_model(model)
+    return methods.compact_model(model)
 
 
 def _hidden_to_list(hidden):
@@ -282,7 +282,7 @@ def check_prune_window(cfg: TrainConfig, corpus) -> None:
     windows = D.num_windows(D.batchify(corpus.train, cfg.batch_size), cfg.bptt)
     if cfg.max_batches:
         windows = min(windows, cfg.max_batches)
-    sched = compression.Schedule(cfg, windows)
+    sched = methods.Schedule(cfg, windows)
     if sched.end - sched.start < cfg.prune_freq:
         raise ValueError(
             f"--compress prune: pruning runs from iteration {sched.start} to {sched.end} of "
@@ -573,7 +573,7 @@ class _Run(_RunRecord):
             self.windows = min(self.windows, cfg.max_batches)
         self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
         self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
-        self.method = compression.build(cfg, model, self.windows)  # pruning, ISS: their state
+        self.method = methods.build(cfg, model, self.windows)  # pruning, ISS: their state
         if ckpt is not None and ckpt.get("compress"):
             self.method.load_state_dict(ckpt["compress"])
 

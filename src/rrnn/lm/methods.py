@@ -7,7 +7,7 @@ restrict      the restricted layer at ``--sharing-rate`` (nothing added to the l
 dense         a classical layer with the hidden size that meets the budget
 lowrank       factored matrices (``--lowrank factors``) or a shared projection
               (``--lowrank projection``), ``--rank`` or the rank that meets the budget
-prune         a classical layer pruned during training (:class:`~rrnn.compress.GradualPruner`)
+prune         a classical layer pruned during training (:class:`~rrnn.baselines.GradualPruner`)
 iss           a classical layer with the ISS group Lasso; compacted when loaded
 ============  =====================================================================
 
@@ -15,7 +15,7 @@ The budget (``--target-params``) defaults to the recurrent parameter count of th
 restricted model at ``--sharing-rate``, so ``--compress dense --sharing-rate 0.5``
 is "a classical model as small as the restricted one at r = 0.5". ISS meets it by
 cutting the weakest units at ``--compress-end`` (see
-:meth:`~rrnn.compress.ISSRegularizer.cut`); ``--iss-no-cut`` leaves the widths to
+:meth:`~rrnn.baselines.ISSRegularizer.cut`); ``--iss-no-cut`` leaves the widths to
 the group Lasso alone, as in the paper.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..compress import GradualPruner, ISSRegularizer, compact, stored_count
+from ..baselines import GradualPruner, ISSRegularizer, compact, stored_count
 from .model import ModelConfig, RNNModel
 
 
