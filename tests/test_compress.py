@@ -419,8 +419,8 @@ def test_iss_checkpoint_loads_as_the_compacted_model(tmp_path, corpus):
     # and the compacted model gives the large masked one's numbers (double precision)
     from rrnn.lm.model import ModelConfig, RNNModel
 
-    big = RNNModel(ModelConfig.from_dict(ckpt["model_config"])).double()
-    big.load_state_dict(ckpt["model"])
+    big = RNNModel(ModelConfig.from_dict(ckpt.model_config)).double()
+    big.load_state_dict(ckpt.model)
     small = compact_model(big)
     tokens = torch.randint(0, big.config.vocab_size, (9, 3))
     a, _ = big.eval()(tokens, big.init_hidden(3))

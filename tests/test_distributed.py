@@ -175,6 +175,25 @@ def test_lm_checkpoint_of_rrnn_0_1_0_still_loads():
     assert logits.shape == (10, model.config.vocab_size) and torch.isfinite(logits).all()
 
 
+def test_the_typed_checkpoint_keeps_the_files_format():
+    """Checkpoint.to_dict writes back exactly the dict the file holds (the same
+    keys and values), so files written before the typed object and after it are
+    one format."""
+    path = FIXTURES / "lm_checkpoint_lstm_r0_v0.1.0.pt"
+    raw = torch.load(path, weights_only=True)
+    ckpt = load_checkpoint(path)
+    assert ckpt.progress.epoch == raw["epoch"] and ckpt.progress.history == raw["history"]
+    back = ckpt.to_dict()
+    assert set(back) == set(raw) | {"compress", "dispatch"}  # keys later versions added
+    assert back["compress"] == {} and back["dispatch"] == {}
+    for key in raw:
+        if isinstance(raw[key], torch.Tensor):
+            assert torch.equal(back[key], raw[key]), key
+        elif key not in ("model", "optimizer", "hidden"):
+            assert back[key] == raw[key], key
+    torch.testing.assert_close(back["model"], raw["model"], rtol=0, atol=0)
+
+
 # --- rrnn train under torchrun -------------------------------------------------
 def _torchrun_cmd(corpus, out, epochs, nproc=2):
     flags = [

@@ -203,7 +203,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus, monkeypatc
     with pytest.raises(T.TrainingDiverged, match="epoch 2.*after epoch 1\\) is intact"):
         T.train(small_config(corpus, epochs=3, clip=1e30), out, **QUIET)
     ckpt = T.load_checkpoint(out / "checkpoint.pt")
-    assert ckpt["epoch"] == 1 and all(torch.isfinite(p).all() for p in ckpt["model"].values())
+    assert ckpt.progress.epoch == 1 and all(torch.isfinite(p).all() for p in ckpt.model.values())
 
 
 def test_divergence_in_the_first_epoch_cites_no_checkpoint(tmp_path, corpus, monkeypatch):

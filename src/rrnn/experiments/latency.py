@@ -43,12 +43,12 @@ def _runner(module, x, hx):
 def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, dest=None) -> dict:
     """Time ``run_dir``'s best checkpoint; writes the latency record to ``dest``
     (default ``run_dir/latency.json``) and returns it."""
-    from ..lm.train import load_checkpoint, model_from_checkpoint
+    from ..lm.checkpoint import load_checkpoint, model_from_checkpoint
 
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / "best.pt")
     model = model_from_checkpoint(ckpt).eval()
-    t = ckpt["train_config"]
+    t = ckpt.train_config
     torch.manual_seed(0)
     reference = TORCH_LAYERS[t["cell"]](t["embedding_size"], t["hidden_size"], t["layers"]).eval()
     stack = model.rnn

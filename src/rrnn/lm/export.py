@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as D
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .generate import checkpoint_corpus
-from .train import load_checkpoint, model_from_checkpoint
 
 
 class StreamingLM(nn.Module):
@@ -191,7 +191,7 @@ def export_checkpoint(path, out, window: int = 1, int8: bool = False, batch: int
         finally:
             root.setLevel(level)
             full.unlink()
-    _label(out, ckpt["itos"], window)
+    _label(out, ckpt.itos, window)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 

@@ -10,13 +10,9 @@ import numpy as np
 import torch
 
 from . import data as D
-from .train import (
-    CheckpointError,
-    TrainConfig,
-    load_checkpoint,
-    model_from_checkpoint,
-    split_perplexity,
-)
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, model_from_checkpoint
+from .config import TrainConfig
+from .evaluation import split_perplexity
 
 
 def evaluate_checkpoint(
@@ -40,7 +36,7 @@ def evaluate_checkpoint(
         ):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    cfg = TrainConfig.from_dict(ckpt.train_config)
     data = checkpoint_corpus(path, ckpt, corpus, data_dir, log)
     model = model_from_checkpoint(ckpt, device)
     batch_size = batch_size or cfg.eval_batch_size
@@ -55,14 +51,14 @@ def evaluate_checkpoint(
         "bptt": bptt,
         "ppl": ppl,
         "tokens": (source.size(0) - 1) * source.size(1),
-        "epoch": ckpt["epoch"],
+        "epoch": ckpt.progress.epoch,
     }
 
 
-def checkpoint_corpus(path, ckpt: dict, corpus=None, data_dir=None, log=print) -> D.Corpus:
+def checkpoint_corpus(path, ckpt: Checkpoint, corpus=None, data_dir=None, log=print) -> D.Corpus:
     """The corpus a checkpoint was trained on (or a moved copy with the same files),
     with errors that say which flag points at it."""
-    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    cfg = TrainConfig.from_dict(ckpt.train_config)
     if corpus is not None and cfg.corpus is None:
         raise ValueError(
             f"{path} was trained on the built-in dataset {cfg.dataset}; use --data-dir to "
@@ -77,7 +73,7 @@ def checkpoint_corpus(path, ckpt: dict, corpus=None, data_dir=None, log=print) -
         raise D.DataError(
             f"{err}. {path} was trained on {where}; pass {flag} to point at a copy"
         ) from None
-    if data.fingerprint != ckpt["fingerprint"]:
+    if data.fingerprint != ckpt.fingerprint:
         raise CheckpointError(
             f"{path} was trained on other data than {data.name} found now (its files' hashes "
             "differ); evaluate it on the corpus it was trained on"
@@ -113,7 +109,7 @@ def generate(
         return logits[-1]
 
     with model.rnn.frozen() if hasattr(model.rnn, "frozen") else nullcontext():
-        return _sample(step, ckpt["itos"], words, temperature, seed, prompt, device)
+        return _sample(step, ckpt.itos, words, temperature, seed, prompt, device)
 
 
 def _sample(step, itos: list[str], words, temperature, seed, prompt, device) -> str:

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from ..fileio import (
-    atomic_torch_save,
     atomic_write_text,
     copy_file,
     cpu_flags,
@@ -42,6 +41,17 @@ from ..fileio import (
 from ..kernels import tuning
 from . import data as D
 from . import methods
+from .checkpoint import (  # noqa: F401  re-exported: rrnn.lm.train's names before lm.checkpoint
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    Progress,
+    hidden_from_list,
+    hidden_to_list,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from .config import (  # noqa: F401  re-exported: rrnn.lm.train's names before lm.config
     LOSSES,
     METHOD_OPTIONS,
@@ -54,10 +64,9 @@ from .config import (  # noqa: F401  re-exported: rrnn.lm.train's names before l
     check_method_options,
 )
 from .distributed import Group
+from .evaluation import evaluate, json_ppl, perplexity, split_perplexity  # noqa: F401
 from .model import RNNModel, detach_hidden
 
-CHECKPOINT_FORMAT = "rrnn-lm-checkpoint"
-CHECKPOINT_VERSION = 1
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "summary.json")
 # fields that may differ when resuming: where things are and how fast they run
 # (--patience too: it decides only when a run stops, never what an epoch computes)
@@ -76,10 +85,6 @@ DIVERGENCE_FACTOR = 3.0
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-class CheckpointError(ValueError):
-    """A file is not an rrnn checkpoint, or belongs to another model or corpus."""
 
 
 def cpu_has_bf16() -> bool:
@@ -115,93 +120,8 @@ def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else float("inf")
-
-
-def json_ppl(loss: float) -> float | None:
-    """A perplexity for a JSON file: None where it overflows or the loss is not
-    finite (strict JSON has no Infinity or NaN; the loss is written beside it)."""
-    if not math.isfinite(loss) or loss >= 700:
-        return None
-    return math.exp(loss)
-
-
 def _strict_json(obj) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
-
-
-@torch.no_grad()
-def evaluate(
-    model: RNNModel, source: torch.Tensor, bptt: int, max_batches: int | None = None
-) -> tuple[float, int]:
-    """Token-weighted loss over a whole batchified split, including the last
-    short window, from a zero state. Returns ``(sum of losses, tokens)``."""
-    model.eval()
-    hidden = model.init_hidden(source.size(1))
-    total, count = 0.0, 0
-    for n, i in enumerate(range(0, source.size(0) - 1, bptt)):
-        if max_batches is not None and n >= max_batches:
-            break
-        data, targets = D.get_batch(source, i, bptt)
-        logits, hidden = model(data, hidden)
-        total += F.cross_entropy(logits, targets, reduction="sum").item()
-        count += targets.numel()
-    return total, count
-
-
-def split_perplexity(model, source, bptt, max_batches=None) -> float:
-    total, count = evaluate(model, source, bptt, max_batches)
-    return perplexity(total / count)
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint (``weights_only=True``), with a clear error for files
-    that are missing or are not rrnn language-model checkpoints."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable rrnn checkpoint: torch.load could not read it as "
-            f"tensors and plain data ({type(err).__name__}). It may be truncated (a copy "
-            "that did not finish), or not written by `rrnn train`; use the run's "
-            "checkpoint.pt or best.pt. rrnn never unpickles arbitrary objects."
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an rrnn language-model checkpoint (written by `rrnn train`)"
-        )
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {ckpt.get('version')!r}; this rrnn reads "
-            f"version {CHECKPOINT_VERSION}"
-        )
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, device="cpu") -> RNNModel:
-    config = ModelConfig.from_dict(ckpt["model_config"])
-    model = RNNModel(config).to(device)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint weights do not fit its model config: {err}") from None
-    # an ISS run's units whose groups are all zero are removed: the smaller real model
-    return methods.compact_model(model)
-
-
-def _hidden_to_list(hidden):
-    return [hidden] if isinstance(hidden, torch.Tensor) else list(hidden)
-
-
-def _hidden_from_list(items, cell):
-    return (items[0], items[1]) if cell == "lstm" else items[0]
 
 
 # ---------------------------------------------------------------------------
@@ -415,8 +335,8 @@ def train(
         show_bar = (sys.stderr.isatty() if progress is None else progress) and group.main
         if run.early_stopped():
             run.log(
-                f"{out} stopped by patience after epoch {run.state['epoch']} (best validation "
-                f"at epoch {run.state['best']['epoch']}, patience {run.cfg.patience}); "
+                f"{out} stopped by patience after epoch {run.state.epoch} (best validation "
+                f"at epoch {run.state.best['epoch']}, patience {run.cfg.patience}); "
                 "nothing to resume. A larger --patience continues it"
             )
             # a kill between the checkpoint and summary.json leaves the file one epoch behind
@@ -424,7 +344,7 @@ def train(
             stale = not isinstance(stored, dict) or stored.get("status") != "early-stopped"
             return run.summary("early-stopped", write=stale)
         with _StopFlag() as flag:
-            for epoch in range(run.state["epoch"], run.cfg.epochs):
+            for epoch in range(run.state.epoch, run.cfg.epochs):
                 if run.train_epoch(epoch, flag, show_bar) == "interrupted":
                     return run.summary("interrupted")
                 run.end_epoch(epoch)
@@ -432,7 +352,7 @@ def train(
                     run.log(
                         f"early stop after epoch {epoch + 1} of {run.cfg.epochs}: no better "
                         f"validation perplexity for {run.cfg.patience} epochs (best at epoch "
-                        f"{run.state['best']['epoch']}); the schedule's lr was kept throughout"
+                        f"{run.state.best['epoch']}); the schedule's lr was kept throughout"
                     )
                     run.log_budget()
                     return run.summary("early-stopped", write=False)  # end_epoch wrote it
@@ -456,40 +376,30 @@ class _RunRecord:
     def checkpoint(self, epoch: int, batch: int, hidden) -> None:
         """Rank 0 writes the whole state (the hidden state of every rank's columns)."""
         if hidden is not None:
-            hidden = [self.group.gather_columns(h) for h in _hidden_to_list(hidden)]
+            hidden = [self.group.gather_columns(h) for h in hidden_to_list(hidden)]
         if not self.group.main:
             return
         with _uninterrupted():
             self._save(epoch, batch, hidden)
 
     def _save(self, epoch: int, batch: int, hidden) -> None:
-        atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "train_config": self.cfg.to_dict(),
-                "model_config": self.mconf.to_dict(),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "batch": batch,
-                "hidden": None if hidden is None else [h.cpu() for h in hidden],
-                "history": self.state["history"],
-                "best": self.state["best"],
-                "elapsed": self.state["elapsed"],
-                "loss_sum": self.state["loss_sum"],
-                "tokens": self.state["tokens"],
-                "metrics_lines": self.metrics.count,
-                "itos": self.corpus.itos,
-                "fingerprint": self.corpus.fingerprint,
-                "threads": self.threads,
-                "compress": self.method.state_dict(),
-                # the kernel paths this run measured: a resume takes the same ones
-                "dispatch": tuning.snapshot(),
-            },
-            self.out / "checkpoint.pt",
-        )
+        progress = Progress(**{k: getattr(self.state, k) for k in Progress.SAVED})
+        progress.epoch, progress.batch = epoch, batch
+        Checkpoint(
+            train_config=self.cfg.to_dict(),
+            model_config=self.mconf.to_dict(),
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            rng=torch.get_rng_state(),
+            progress=progress,
+            hidden=None if hidden is None else [h.cpu() for h in hidden],
+            metrics_lines=self.metrics.count,
+            itos=self.corpus.itos,
+            fingerprint=self.corpus.fingerprint,
+            threads=self.threads,
+            compress=self.method.state_dict(),
+            dispatch=tuning.snapshot(),  # the kernel paths this run measured: a resume takes them
+        ).save(self.out / "checkpoint.pt")
 
     def log_budget(self) -> None:
         note = self._budget().get("budget_note")
@@ -512,26 +422,26 @@ class _RunRecord:
     def summary(self, status: str, write: bool = True, reason: str | None = None) -> dict:
         """The run's numbers; written to summary.json unless ``write`` is False
         (a no-op resume leaves the file as the run left it)."""
-        state, best = self.state, self.state["best"]
-        record = next((h for h in state["history"] if best and h["epoch"] == best["epoch"]), None)
-        tokens = sum(h["train_tokens"] for h in state["history"])
+        state, best = self.state, self.state.best
+        record = state.best_record()
+        tokens = sum(h["train_tokens"] for h in state.history)
         result = {
             "status": status,
             "test_ppl": record["test_ppl"] if record else None,
             "valid_ppl": record["valid_ppl"] if record else None,
             "best_epoch": best["epoch"] if best else None,
-            "epochs": len(state["history"]),
+            "epochs": len(state.history),
             "epochs_planned": self.cfg.epochs,
             "patience": self.cfg.patience,
-            "stopped_epoch": state["epoch"] if status == "early-stopped" else None,
+            "stopped_epoch": state.epoch if status == "early-stopped" else None,
             "stop_reason": reason or _stop_reason(status, state, self.cfg),
             "rnn_params": self.rnn_params,
             "total_params": self.total_params,
             "compress": self.cfg.compress,
             **self.method.counts(),
             **self._budget(),
-            "train_seconds": round(state["elapsed"], 3),
-            "train_tokens_per_s": tokens / max(state["elapsed"], 1e-9) if tokens else None,
+            "train_seconds": round(state.elapsed, 3),
+            "train_tokens_per_s": tokens / max(state.elapsed, 1e-9) if tokens else None,
             "dataset": self.corpus.name if self.cfg.corpus is None else None,
             "corpus": self.cfg.corpus,
             "fingerprint": self.corpus.fingerprint,
@@ -542,7 +452,7 @@ class _RunRecord:
                 processes=self.group.world,
                 device=str(next(self.model.parameters()).device),
             ),
-            "history": state["history"],
+            "history": state.history,
         }
         if write and self.group.main:
             atomic_write_text(self.out / "summary.json", _strict_json(result))
@@ -560,7 +470,7 @@ class _Run(_RunRecord):
         self.net = group.wrap(model)  # DistributedDataParallel under torchrun
         self.mconf = model.config
         device = next(model.parameters()).device
-        lines = ckpt["metrics_lines"] if ckpt else None
+        lines = ckpt.metrics_lines if ckpt else None
         self.metrics = _Metrics(out / "metrics.jsonl", lines, group.main)
         cols = group.columns(cfg.batch_size)
         self.train_data = D.batchify(corpus.train, cfg.batch_size)[:, cols].to(device)  # (N/B, B/W)
@@ -574,16 +484,16 @@ class _Run(_RunRecord):
         self.max_loss = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
         self.rnn_params, self.total_params = model.rnn_parameters(), model.total_parameters()
         self.method = methods.build(cfg, model, self.windows)  # pruning, ISS: their state
-        if ckpt is not None and ckpt.get("compress"):
-            self.method.load_state_dict(ckpt["compress"])
+        if ckpt is not None and ckpt.compress:
+            self.method.load_state_dict(ckpt.compress)
 
 
 
     def early_stopped(self) -> bool:
         """Patience counts only epochs at the model's final size (after pruning)."""
-        best = self.state["best"]
+        best = self.state.best
         return self.method.at_final_size() and early_stop_due(
-            self.state["epoch"], best and best["epoch"], self.cfg.patience, self.cfg.epochs
+            self.state.epoch, best and best["epoch"], self.cfg.patience, self.cfg.epochs
         )
 
     # --- one epoch -----------------------------------------------------------
@@ -591,7 +501,7 @@ class _Run(_RunRecord):
         self.summary("diverged", reason=f"diverged: {why} at epoch {epoch + 1}, batch {batch + 1}")
         ckpt = self.out / "checkpoint.pt"
         where = (
-            f"The last good checkpoint ({ckpt}, after epoch {self.state['epoch']}) is intact. "
+            f"The last good checkpoint ({ckpt}, after epoch {self.state.epoch}) is intact. "
             if ckpt.is_file()
             else "It diverged before its first checkpoint, so there is none to go back to. "
         )
@@ -611,13 +521,13 @@ class _Run(_RunRecord):
             group["lr"] = lr
         model.train()
         local_batch = self.train_data.size(1)
-        hidden = state["hidden"] if state["hidden"] is not None else model.init_hidden(local_batch)
-        state["hidden"] = None
-        bar = tqdm(total=self.windows, initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        hidden = state.hidden if state.hidden is not None else model.init_hidden(local_batch)
+        state.hidden = None
+        bar = tqdm(total=self.windows, initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not show_bar, file=sys.stderr, dynamic_ncols=True, leave=False)  # fmt: skip
         interval = [0.0, 0, time.perf_counter()]  # loss sum, tokens, start
         max_norm = cfg.clip if cfg.clip > 0 else float("inf")
-        for batch in range(state["batch"], self.windows):
+        for batch in range(state.batch, self.windows):
             data, targets = D.get_batch(self.train_data, batch * cfg.bptt, cfg.bptt)
             hidden = detach_hidden(hidden)
             self.optimizer.zero_grad(set_to_none=True)
@@ -641,8 +551,8 @@ class _Run(_RunRecord):
             self.optimizer.step()
             self.method.after_step()  # pruning masks, ISS zeroing
             n_tok = targets.numel() * self.group.world
-            state["loss_sum"] += value * n_tok
-            state["tokens"] += n_tok
+            state.loss_sum += value * n_tok
+            state.tokens += n_tok
             interval[0] += value * n_tok
             interval[1] += n_tok
             bar.update(1)
@@ -650,7 +560,7 @@ class _Run(_RunRecord):
                 self._log_interval(epoch, batch, lr, interval, bar, show_bar)
                 interval = [0.0, 0, time.perf_counter()]
             if stop and batch + 1 < self.windows:
-                state["elapsed"] += time.perf_counter() - interval[2]
+                state.elapsed += time.perf_counter() - interval[2]
                 self.checkpoint(epoch, batch + 1, hidden)
                 bar.close()
                 self.log(
@@ -664,14 +574,14 @@ class _Run(_RunRecord):
     def _log_interval(self, epoch, batch, lr, interval, bar, show_bar) -> None:
         loss_sum, tokens, tick = interval
         dt = time.perf_counter() - tick
-        self.state["elapsed"] += dt
+        self.state.elapsed += dt
         rate = tokens / max(dt, 1e-9)
         mean = loss_sum / tokens
         eta = (self.windows - batch - 1) * self.cfg.bptt * self.cfg.batch_size / max(rate, 1e-9)
         self.metrics.write({
             "kind": "log", "epoch": epoch + 1, "batch": batch + 1, "batches": self.windows,
             "loss": mean, "ppl": json_ppl(mean), "lr": lr, "tokens_per_s": rate,
-            "elapsed": self.state["elapsed"],
+            "elapsed": self.state.elapsed,
         })  # fmt: skip
         bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{perplexity(mean):.1f}", tok_s=f"{rate:,.0f}")
         if not show_bar:
@@ -684,7 +594,7 @@ class _Run(_RunRecord):
         """Evaluate, record, checkpoint; a non-finite validation loss is divergence."""
         cfg, state = self.cfg, self.state
         lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
-        train_loss = state["loss_sum"] / max(state["tokens"], 1)
+        train_loss = state.loss_sum / max(state.tokens, 1)
         losses = {}
         for split in ("valid", "test"):
             total, count = evaluate(self.model, self.eval_data[split], cfg.bptt, cfg.max_batches)
@@ -697,24 +607,24 @@ class _Run(_RunRecord):
             "kind": "epoch", "epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
             "train_ppl": json_ppl(train_loss), "valid_loss": losses["valid"],
             "valid_ppl": json_ppl(losses["valid"]), "test_loss": losses["test"],
-            "test_ppl": json_ppl(losses["test"]), "train_tokens": state["tokens"],
-            "elapsed": state["elapsed"],
+            "test_ppl": json_ppl(losses["test"]), "train_tokens": state.tokens,
+            "elapsed": state.elapsed,
         }  # fmt: skip
         sized = self.method.at_final_size()
         if not sized:
             record["at_final_size"] = False  # pruning or the ISS cut still to come
-        state["history"].append(record)
-        best = state["best"]
+        state.history.append(record)
+        best = state.best
         improved = (
             sized
             and record["valid_ppl"] is not None
             and (best is None or record["valid_ppl"] < best["valid_ppl"])
         )
         if improved:
-            state["best"] = {"epoch": epoch + 1, "valid_ppl": record["valid_ppl"]}
+            state.best = {"epoch": epoch + 1, "valid_ppl": record["valid_ppl"]}
         self.metrics.write(record)
-        state["loss_sum"], state["tokens"], state["batch"] = 0.0, 0, 0
-        state["epoch"] = epoch + 1
+        state.loss_sum, state.tokens, state.batch = 0.0, 0, 0
+        state.epoch = epoch + 1
         self.checkpoint(epoch + 1, 0, None)
         if improved and self.group.main:
             with _uninterrupted():
@@ -724,7 +634,7 @@ class _Run(_RunRecord):
         self.log(
             f"epoch {epoch + 1:3d} | lr {lr:.4f} | train ppl {perplexity(train_loss):8.2f} | "
             f"valid ppl {perplexity(losses['valid']):8.2f} | test ppl "
-            f"{perplexity(losses['test']):8.2f} | {state['elapsed']:.0f}s"
+            f"{perplexity(losses['test']):8.2f} | {state.elapsed:.0f}s"
             + ("  *best" if improved else "")
         )
 
@@ -736,7 +646,7 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out / "checkpoint.pt")
-        cfg = _check_resume_config(ckpt["train_config"], cfg, explicit)
+        cfg = _check_resume_config(ckpt.train_config, cfg, explicit)
     device = group.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
@@ -747,7 +657,7 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     # under torchrun the processes of a machine divide the default between them
     threads = (
         cfg.threads
-        or (ckpt or {}).get("threads")
+        or (ckpt.threads if ckpt else None)
         or max(1, default_threads() // group.local_world)
     )
     torch.set_num_threads(threads)
@@ -780,8 +690,7 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    state = {"epoch": 0, "batch": 0, "history": [], "best": None, "elapsed": 0.0,
-             "loss_sum": 0.0, "tokens": 0, "hidden": None}  # fmt: skip
+    state = Progress()
     if ckpt is not None:
         _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
     if group.main:
@@ -793,7 +702,7 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
             )
     group.barrier()
     run = _Run(cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group)
-    if state["epoch"] == 0 and state["batch"] == 0:
+    if state.epoch == 0 and state.batch == 0:
         run.log(
             f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
             f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
@@ -810,37 +719,37 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
 
 
 def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log) -> None:
-    if ckpt.get("fingerprint") != corpus.fingerprint:
+    if ckpt.fingerprint != corpus.fingerprint:
         raise CheckpointError(
             f"{out / 'checkpoint.pt'} was trained on other data (fingerprint "
-            f"{str(ckpt.get('fingerprint'))[:12]}..., this corpus {corpus.fingerprint[:12]}...)"
+            f"{str(ckpt.fingerprint)[:12]}..., this corpus {corpus.fingerprint[:12]}...)"
         )
-    if ckpt["model_config"] != mconf.to_dict():
+    if ckpt.model_config != mconf.to_dict():
         raise CheckpointError(
-            f"{out / 'checkpoint.pt'} holds another model: {ckpt['model_config']} "
+            f"{out / 'checkpoint.pt'} holds another model: {ckpt.model_config} "
             f"!= {mconf.to_dict()}"
         )
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    tuning.preload(ckpt.get("dispatch") or {})
-    torch.set_rng_state(ckpt["rng"])
-    for key in ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens"):
-        state[key] = ckpt[key]
-    if ckpt["hidden"] is not None:  # (L, B, H): this rank's columns
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.optimizer)
+    tuning.preload(ckpt.dispatch)
+    torch.set_rng_state(ckpt.rng)
+    for key in Progress.SAVED:
+        setattr(state, key, getattr(ckpt.progress, key))
+    if ckpt.hidden is not None:  # (L, B, H): this rank's columns
         device = next(model.parameters()).device
         cols = group.columns(cfg.batch_size)
-        hidden = [h[:, cols].to(device) for h in ckpt["hidden"]]
-        state["hidden"] = _hidden_from_list(hidden, cfg.cell)
+        hidden = [h[:, cols].to(device) for h in ckpt.hidden]
+        state.hidden = hidden_from_list(hidden, cfg.cell)
     if group.main:
-        log(f"resuming {out} at epoch {state['epoch'] + 1}, batch {state['batch']}")
+        log(f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch}")
 
 
-def _stop_reason(status: str, state: dict, cfg: TrainConfig) -> str | None:
+def _stop_reason(status: str, state: Progress, cfg: TrainConfig) -> str | None:
     """Why a run is where it is, in words the report prints."""
     if status == "early-stopped":
         return (
             f"patience {cfg.patience}: no better validation perplexity after epoch "
-            f"{state['best']['epoch']}"
+            f"{state.best['epoch']}"
         )
     if status == "completed":
         return f"the schedule's {cfg.epochs} epochs"
