@@ -654,3 +654,28 @@ def test_sparse_rnn_round_trips_through_a_state_dict(mode, tmp_path):
         wrong = SparseRNN(cls(5, 7, 2))
         with pytest.raises(RuntimeError, match="expected a torch.sparse_csr tensor of shape"):
             wrong.load_state_dict(sparse.state_dict())
+
+
+def test_compression_options_are_their_own_object_and_the_files_stay_flat():
+    """TrainConfig.compression is the method and its options alone (checked and
+    sized against a stack shape); config.json keeps one flat namespace, so a
+    committed run's config loads into the same settings and writes back the same keys."""
+    from pathlib import Path
+
+    from rrnn.lm.config import CompressionOptions, StackShape, TrainConfig
+
+    cfg = TrainConfig(compress="prune", prune_schedule="cubic", sharing_rate=0.5)
+    opts = cfg.compression
+    assert type(opts) is CompressionOptions and opts.prune_schedule == "cubic"
+    shape = StackShape("lstm", 200, 200, 3, 0.5)
+    assert opts.budget(shape) == cfg.budget() == count_parameters("lstm", 200, 200, 3, 0.5) == 542_700
+    assert opts.resolved_sparsity(shape) == cfg.resolved_sparsity()
+    with pytest.raises(ValueError, match="--rank is an option of --compress lowrank"):
+        CompressionOptions(compress="prune", rank=4).check(shape, tied=False)
+    with pytest.raises(ValueError, match="--compress iss needs untied weights"):
+        CompressionOptions(compress="iss").check(shape, tied=True)
+    with pytest.raises(ValueError, match="--iss-lambda is an option of --compress iss"):
+        opts.check_given({"iss_lambda"})
+    run = Path(__file__).resolve().parents[1] / "docs/results/ptb-paper-schedule/runs"
+    stored = json.loads((run / "ptb-lstm-r0-plain-lr10-authors-seed1/config.json").read_text())
+    assert TrainConfig.from_dict(stored["train"]).to_dict().keys() == stored["train"].keys()

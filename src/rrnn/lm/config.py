@@ -46,8 +46,127 @@ AXES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class StackShape:
+    """The recurrent stack a compared method is sized against."""
+
+    cell: str
+    embedding_size: int
+    hidden_size: int
+    layers: int
+    sharing_rate: float
+
+
+# which compression methods read each method option (the help of each flag says the same)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "target_params": ("dense", "lowrank", "prune", "iss"),
+    "rank": ("lowrank",), "lowrank": ("lowrank",),
+    "sparsity": ("prune",), "prune_schedule": ("prune",), "prune_freq": ("prune",),
+    "compress_start": ("prune",), "compress_ramp": ("prune",), "compress_end": ("prune", "iss"),
+    "iss_lambda": ("iss",), "iss_threshold": ("iss",), "iss_cut": ("iss",),
+}  # fmt: skip
+
+
 @dataclass
-class TrainConfig:
+class CompressionOptions:
+    """The compared method of a run (``--compress``; rrnn.lm.methods adds it to the
+    loop) and every method's options (docs/compression.md). :class:`TrainConfig`
+    inherits these fields, so that the flags, config.json and checkpoints keep one
+    flat namespace (every earlier run's files load unchanged);
+    ``TrainConfig.compression`` gives them as this object alone."""
+
+    compress: str = "restrict"
+    target_params: int | None = None  # None: the restricted model's count at sharing_rate
+    rank: int | None = None  # lowrank; None: the rank that meets target_params
+    lowrank: str = "factors"
+    sparsity: float | None = None  # prune; None: the sparsity that meets target_params
+    prune_schedule: str = "narang"
+    prune_freq: int = 100
+    compress_start: float = 1.0  # epochs: pruning starts after the first epoch
+    compress_ramp: float = 0.25  # fraction of training: Narang's ramp
+    compress_end: float = 0.5  # fraction of training: pruning ends / the ISS cut
+    iss_lambda: float = 7e-5
+    iss_threshold: float = 1e-4
+    iss_cut: bool = True  # False: the paper's lambda alone decides the widths
+
+    def check(self, shape: StackShape, tied: bool) -> None:
+        """Every option valid, and a budget the method can meet on ``shape``."""
+        if self.compress not in METHODS:
+            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
+        if self.prune_schedule not in SCHEDULES:
+            raise ValueError(f"prune schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.prune_schedule!r}")  # fmt: skip
+        own = {"rank": "lowrank", "sparsity": "prune"}
+        for name, method in own.items():
+            if getattr(self, name) is not None and self.compress != method:
+                raise ValueError(f"--{name} is an option of --compress {method}, not {self.compress}")
+        if self.target_params is not None:
+            _positive_int("target_params", self.target_params)
+            if self.compress == "restrict":
+                raise ValueError("--target-params sizes a compared method (--compress dense, "
+                                 "lowrank, prune or iss); the restricted model's size is "
+                                 "set by --sharing-rate")  # fmt: skip
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
+        if self.rank is not None:  # 0 is an error, not "unset"
+            check_rank(self.rank, shape.embedding_size, shape.hidden_size, self.lowrank)
+        if self.compress in ("dense", "lowrank", "iss") and not (
+            self.compress == "lowrank" and self.rank is not None
+        ):
+            check_target(self.compress, shape.cell, shape.embedding_size, shape.hidden_size,
+                         shape.layers, self.budget(shape), self.lowrank)  # fmt: skip
+        _positive_int("prune_freq", self.prune_freq)
+        self.resolved_sparsity(shape)  # a budget a pruned model can meet
+        for name in ("iss_lambda", "iss_threshold", "compress_start"):
+            if not _real(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if not (_real(self.compress_ramp) and _real(self.compress_end)
+                and 0 <= self.compress_ramp <= self.compress_end <= 1 and self.compress_end > 0):  # fmt: skip
+            raise ValueError(
+                "--compress-ramp and --compress-end are fractions of training with "
+                f"0 <= ramp <= end <= 1, got {self.compress_ramp!r} and {self.compress_end!r}"
+            )
+        if self.compress == "iss" and tied:
+            raise ValueError("--compress iss needs untied weights (variant 'plain'): with tied "
+                             "weights the decoder's columns are the embedding's")  # fmt: skip
+
+    def budget(self, shape: StackShape) -> int:
+        """The recurrent parameter budget of a compared method: --target-params, else
+        the restricted stack's count at the sharing rate."""
+        if self.target_params is not None:
+            return self.target_params
+        return count_parameters(shape.cell, shape.embedding_size, shape.hidden_size,
+                                shape.layers, shape.sharing_rate)  # fmt: skip
+
+    def resolved_sparsity(self, shape: StackShape) -> float | None:
+        if self.compress != "prune":
+            return None
+        if self.sparsity is not None:
+            return self.sparsity
+        return sparsity_for(shape.cell, shape.embedding_size, shape.hidden_size, shape.layers,
+                            self.budget(shape))  # fmt: skip
+
+    def check_given(self, given: set[str]) -> None:
+        """``rrnn train``: a method option passed for a method that would ignore it is an
+        error (a sweep's common flags apply to the runs whose method reads them)."""
+        flag = lambda name: "--iss-no-cut" if name == "iss_cut" else "--" + name.replace("_", "-")  # noqa: E731
+        for name in sorted(given & set(METHOD_OPTIONS)):
+            methods = METHOD_OPTIONS[name]
+            if self.compress not in methods:
+                raise ValueError(
+                    f"{flag(name)} is an option of --compress {' / '.join(methods)}; this run is "
+                    f"--compress {self.compress}, which would ignore it: leave it out"
+                )
+        if "compress_ramp" in given and self.prune_schedule != "narang":
+            raise ValueError("--compress-ramp sets the Narang schedule's ramp; --prune-schedule "
+                             f"{self.prune_schedule} has none: leave it out")  # fmt: skip
+        if "compress_end" in given and self.compress == "iss" and not self.iss_cut:
+            raise ValueError("--compress-end places the ISS budget cut, which --iss-no-cut turns "
+                             "off: leave one of them out")  # fmt: skip
+
+
+@dataclass
+class TrainConfig(CompressionOptions):
     """A training run. Defaults are the paper's section IV-A."""
 
     dataset: str | None = "ptb"
@@ -78,20 +197,6 @@ class TrainConfig:
     max_batches: int | None = None  # cap on batches per split and epoch (dry runs)
     loss: str = "fused"  # "fused": chunked decoder + cross-entropy; "torch": F.cross_entropy
     precision: str = "fp32"  # "bf16": the fused decoder's GEMMs on bfloat16 operands (training only)
-    # compression (rrnn.lm.methods): the method and its options
-    compress: str = "restrict"
-    target_params: int | None = None  # None: the restricted model's count at sharing_rate
-    rank: int | None = None  # lowrank; None: the rank that meets target_params
-    lowrank: str = "factors"
-    sparsity: float | None = None  # prune; None: the sparsity that meets target_params
-    prune_schedule: str = "narang"
-    prune_freq: int = 100
-    compress_start: float = 1.0  # epochs: pruning starts after the first epoch
-    compress_ramp: float = 0.25  # fraction of training: Narang's ramp
-    compress_end: float = 0.5  # fraction of training: pruning ends / the ISS cut
-    iss_lambda: float = 7e-5
-    iss_threshold: float = 1e-4
-    iss_cut: bool = True  # False: the paper's lambda alone decides the widths
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -143,52 +248,23 @@ class TrainConfig:
                 stacklevel=3,
             )
 
+    @property
+    def shape(self) -> StackShape:
+        """The recurrent stack a compared method is sized against."""
+        return StackShape(self.cell, self.embedding_size, self.hidden_size, self.layers,
+                          self.sharing_rate)  # fmt: skip
+
+    @property
+    def compression(self) -> CompressionOptions:
+        """The compared method and its options, as their own object."""
+        return CompressionOptions(**{f.name: getattr(self, f.name) for f in fields(CompressionOptions)})
+
     def _check_compress(self) -> None:
-        if self.compress not in METHODS:
-            raise ValueError(f"compress must be one of {', '.join(METHODS)}, got {self.compress!r}")
-        if self.prune_schedule not in SCHEDULES:
-            raise ValueError(f"prune schedule must be one of {', '.join(SCHEDULES)}, "
-                             f"got {self.prune_schedule!r}")  # fmt: skip
-        own = {"rank": "lowrank", "sparsity": "prune"}
-        for name, method in own.items():
-            if getattr(self, name) is not None and self.compress != method:
-                raise ValueError(f"--{name} is an option of --compress {method}, not {self.compress}")
-        if self.target_params is not None:
-            _positive_int("target_params", self.target_params)
-            if self.compress == "restrict":
-                raise ValueError("--target-params sizes a compared method (--compress dense, "
-                                 "lowrank, prune or iss); the restricted model's size is "
-                                 "set by --sharing-rate")  # fmt: skip
-        if self.sparsity is not None:
-            check_sparsity(self.sparsity)
-        if self.rank is not None:  # 0 is an error, not "unset"
-            check_rank(self.rank, self.embedding_size, self.hidden_size, self.lowrank)
-        if self.compress in ("dense", "lowrank", "iss") and not (
-            self.compress == "lowrank" and self.rank is not None
-        ):
-            check_target(self.compress, self.cell, self.embedding_size, self.hidden_size,
-                         self.layers, self.budget(), self.lowrank)  # fmt: skip
-        _positive_int("prune_freq", self.prune_freq)
-        self.resolved_sparsity()  # a budget a pruned model can meet
-        for name in ("iss_lambda", "iss_threshold", "compress_start"):
-            if not _real(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        if not (_real(self.compress_ramp) and _real(self.compress_end)
-                and 0 <= self.compress_ramp <= self.compress_end <= 1 and self.compress_end > 0):  # fmt: skip
-            raise ValueError(
-                "--compress-ramp and --compress-end are fractions of training with "
-                f"0 <= ramp <= end <= 1, got {self.compress_ramp!r} and {self.compress_end!r}"
-            )
-        if self.compress == "iss" and VARIANTS[self.variant][0]:
-            raise ValueError("--compress iss needs untied weights (variant 'plain'): with tied "
-                             "weights the decoder's columns are the embedding's")  # fmt: skip
+        self.compression.check(self.shape, tied=VARIANTS[self.variant][0])
 
     def budget(self) -> int:
         """The recurrent parameter budget of a compared method."""
-        if self.target_params is not None:
-            return self.target_params
-        return count_parameters(self.cell, self.embedding_size, self.hidden_size, self.layers,
-                                self.sharing_rate)  # fmt: skip
+        return self.compression.budget(self.shape)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         tie, default_dropout = VARIANTS[self.variant]
@@ -219,12 +295,7 @@ class TrainConfig:
         )
 
     def resolved_sparsity(self) -> float | None:
-        if self.compress != "prune":
-            return None
-        if self.sparsity is not None:
-            return self.sparsity
-        return sparsity_for(self.cell, self.embedding_size, self.hidden_size, self.layers,
-                            self.budget())  # fmt: skip
+        return self.compression.resolved_sparsity(self.shape)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -238,33 +309,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# which compression methods read each method option (the help of each flag says the same)
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "target_params": ("dense", "lowrank", "prune", "iss"),
-    "rank": ("lowrank",), "lowrank": ("lowrank",),
-    "sparsity": ("prune",), "prune_schedule": ("prune",), "prune_freq": ("prune",),
-    "compress_start": ("prune",), "compress_ramp": ("prune",), "compress_end": ("prune", "iss"),
-    "iss_lambda": ("iss",), "iss_threshold": ("iss",), "iss_cut": ("iss",),
-}  # fmt: skip
-
-
 def check_method_options(cfg: TrainConfig, given: set[str]) -> None:
     """``rrnn train``: a method option passed for a method that would ignore it is an
     error (a sweep's common flags apply to the runs whose method reads them)."""
-    flag = lambda name: "--iss-no-cut" if name == "iss_cut" else "--" + name.replace("_", "-")  # noqa: E731
-    for name in sorted(given & set(METHOD_OPTIONS)):
-        methods = METHOD_OPTIONS[name]
-        if cfg.compress not in methods:
-            raise ValueError(
-                f"{flag(name)} is an option of --compress {' / '.join(methods)}; this run is "
-                f"--compress {cfg.compress}, which would ignore it: leave it out"
-            )
-    if "compress_ramp" in given and cfg.prune_schedule != "narang":
-        raise ValueError("--compress-ramp sets the Narang schedule's ramp; --prune-schedule "
-                         f"{cfg.prune_schedule} has none: leave it out")  # fmt: skip
-    if "compress_end" in given and cfg.compress == "iss" and not cfg.iss_cut:
-        raise ValueError("--compress-end places the ISS budget cut, which --iss-no-cut turns "
-                         "off: leave one of them out")  # fmt: skip
+    cfg.compression.check_given(given)
 
 
 def _positive_int(name: str, value, hint: str = "") -> None:
