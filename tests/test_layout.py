@@ -182,3 +182,23 @@ def test_the_c_prototypes_are_the_one_ctypes_signature():
         assert "float scale" in str(err)
     else:
         raise AssertionError("a by-value float must be refused")
+
+
+def test_no_function_over_80_lines_and_no_class_over_250():
+    """Issue 19's limits on the package (a function reads in one screen, a class
+    holds one job); the check is shown failing on a made-up long function."""
+
+    def too_long(source: str) -> list[str]:
+        found = []
+        for node in ast.walk(ast.parse(source)):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > 80:
+                found.append(f"def {node.name}: {size} lines")
+            elif isinstance(node, ast.ClassDef) and size > 250:
+                found.append(f"class {node.name}: {size} lines")
+        return found
+
+    assert too_long("def f():\n" + "    x = 1\n" * 80) == ["def f: 81 lines"]
+    found = [f"{p.relative_to(SRC)} {item}" for p in sorted((SRC / "rrnn").rglob("*.py"))
+             for item in too_long(p.read_text())]  # fmt: skip
+    assert found == []
