@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import rrnn
-from rrnn.compress.lowrank import LowRankRNN
+from rrnn.baselines.lowrank import LowRankRNN
 from rrnn.deploy import compact, export_form
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
