@@ -119,6 +119,20 @@ def test_claims_can_fail(tmp_path):
     assert found[2]["verdict"] == "does not hold"
 
 
+def test_a_claim_judged_on_one_of_its_parts_says_so(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.9, [(150, 150)])
+    make_run(root, "rnn", 0.0, [(160, 160)])
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[3]["verdict"] == (
+        "holds (only in part: RLSTM r = 0.3 against the GRU not in this sweep)"
+    )
+    make_run(root, "lstm", 0.3, [(140, 140)])
+    make_run(root, "gru", 0.0, [(145, 145)])
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[3]["verdict"] == "holds"
+
+
 def test_figures_are_png_files(sweep, tmp_path):
     pytest.importorskip("matplotlib")
     result = R.write_report(sweep, tmp_path / "out")
