@@ -425,11 +425,15 @@ def _claim_phase_transition(groups, rule) -> list[dict]:
     return checks
 
 
+# claim 3's two parts: the restricted LSTM's rate and the classical cell it beats
+SMALLER_CELL_PARTS = ((0.9, "rnn"), (0.3, "gru"))
+
+
 def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
     """3. RLSTM r = 0.9 beats the classical RNN; r = 0.3 the classical GRU."""
     checks = []
     for key, members in groups.items():
-        for rate, other in ((0.9, "rnn"), (0.3, "gru")):
+        for rate, other in SMALLER_CELL_PARTS:
             a = _lookup(members, "lstm", rate, rule=rule)
             b = _lookup(members, other, 0.0, rule=rule)
             if a is not None and b is not None:
@@ -441,7 +445,7 @@ def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
 def _uncovered_parts(checks: list[dict]) -> str:
     """Claim 3 has two parts; a verdict on one of them says the other is missing."""
     seen = {c.get("part") for c in checks}
-    missing = [f"RLSTM r = {r:g} against the {o.upper()}" for r, o in ((0.9, "rnn"), (0.3, "gru"))
+    missing = [f"RLSTM r = {r:g} against the {o.upper()}" for r, o in SMALLER_CELL_PARTS
                if (r, o) not in seen]  # fmt: skip
     return f" (only in part: {' and '.join(missing)} not in this sweep)" if checks and missing else ""
 

@@ -48,12 +48,14 @@ class Progress:
     tokens: int = 0
     hidden: object = None
 
-    SAVED = ("epoch", "batch", "history", "best", "elapsed", "loss_sum", "tokens")
-
     def best_record(self) -> dict | None:
         """The history record of the best validation epoch."""
         best = self.best
         return next((h for h in self.history if best and h["epoch"] == best["epoch"]), None)
+
+
+# what a checkpoint file stores of the progress: every field but the hidden state
+PROGRESS_SAVED = tuple(f.name for f in fields(Progress) if f.name != "hidden")
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Checkpoint:
         d = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
         for f in fields(self):
             if f.name == "progress":
-                d.update({k: getattr(self.progress, k) for k in Progress.SAVED})
+                d.update({k: getattr(self.progress, k) for k in PROGRESS_SAVED})
             else:
                 d[f.name] = getattr(self, f.name)
         return d
@@ -93,7 +95,7 @@ class Checkpoint:
     def from_dict(cls, d: dict) -> Checkpoint:
         """A file's dict; the keys later versions added (threads, compress,
         dispatch) default to what a run without them did."""
-        progress = Progress(**{k: d[k] for k in Progress.SAVED})
+        progress = Progress(**{k: d[k] for k in PROGRESS_SAVED})
         kept = {f.name: d[f.name] for f in fields(cls) if f.name in d and f.name != "progress"}
         kept["compress"] = d.get("compress") or {}
         kept["dispatch"] = d.get("dispatch") or {}

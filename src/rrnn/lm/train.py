@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -383,15 +384,13 @@ class _RunRecord:
             self._save(epoch, batch, hidden)
 
     def _save(self, epoch: int, batch: int, hidden) -> None:
-        progress = Progress(**{k: getattr(self.state, k) for k in Progress.SAVED})
-        progress.epoch, progress.batch = epoch, batch
         Checkpoint(
             train_config=self.cfg.to_dict(),
             model_config=self.mconf.to_dict(),
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             rng=torch.get_rng_state(),
-            progress=progress,
+            progress=replace(self.state, epoch=epoch, batch=batch, hidden=None),
             hidden=None if hidden is None else [h.cpu() for h in hidden],
             metrics_lines=self.metrics.count,
             itos=self.corpus.itos,
@@ -690,7 +689,7 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    state = Progress()
+    state = Progress() if ckpt is None else ckpt.progress  # where the run goes on from
     if ckpt is not None:
         _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
     if group.main:
@@ -733,8 +732,6 @@ def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log)
     optimizer.load_state_dict(ckpt.optimizer)
     tuning.preload(ckpt.dispatch)
     torch.set_rng_state(ckpt.rng)
-    for key in Progress.SAVED:
-        setattr(state, key, getattr(ckpt.progress, key))
     if ckpt.hidden is not None:  # (L, B, H): this rank's columns
         device = next(model.parameters()).device
         cols = group.columns(cfg.batch_size)
