@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..restriction import MODES
-from .flags import cell_list, check_device, rate_list, size_list
+from .flags import cell_and_rate_flags, check_device, size_list
 
 MIN_BENCH_REPEATS = 5
 
@@ -81,18 +80,7 @@ def add_parser(sub) -> None:
         "medians of interleaved repeats. Sizes: paper (B=80, T=35, H=200, L=3), large "
         "(B=20, T=35, H=650, L=2), stream (B=1, one step, H=200, L=3).",
     )
-    p.add_argument(
-        "--cells",
-        type=cell_list,
-        default=list(MODES),
-        help="comma-separated cells (default rnn,gru,lstm)",
-    )
-    p.add_argument(
-        "--rates",
-        type=rate_list,
-        default=None,
-        help="comma-separated sharing rates (default 0,0.5,0.9)",
-    )
+    cell_and_rate_flags(p, "0,0.5,0.9")
     p.add_argument(
         "--sizes",
         type=size_list,

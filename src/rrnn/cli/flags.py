@@ -36,6 +36,14 @@ def size_list(text: str) -> list[str]:
     return sizes
 
 
+def cell_and_rate_flags(p, rates_default: str) -> None:
+    """--cells and --rates of the commands that take a grid of layers (params, bench)."""
+    p.add_argument("--cells", type=cell_list, default=list(MODES),
+                   help=f"comma-separated cells (default {','.join(MODES)})")  # fmt: skip
+    p.add_argument("--rates", type=rate_list, default=None,
+                   help=f"comma-separated sharing rates (default {rates_default})")  # fmt: skip
+
+
 def _axis(g, sweep: bool, flag: str, help: str, type=None, choices=None, metavar=None) -> None:
     """A setting that `rrnn train` takes once and `rrnn sweep` as a comma-separated
     axis (``--cell`` -> ``--cells``)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..restriction import MODES
-from .flags import cell_list, rate_list
+from .flags import cell_and_rate_flags
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,18 +36,7 @@ def add_parser(sub) -> None:
         description="Exact parameter counts of restricted RNN/GRU/LSTM stacks. With the "
         "default sizes it prints the paper's Table II beside our counts.",
     )
-    p.add_argument(
-        "--cells",
-        type=cell_list,
-        default=list(MODES),
-        help="comma-separated cells (default: rnn,gru,lstm)",
-    )
-    p.add_argument(
-        "--rates",
-        type=rate_list,
-        default=None,
-        help="comma-separated sharing rates (default: the paper's 1,0.95,0.9,0.7,0.5,0.3,0.1,0)",
-    )
+    cell_and_rate_flags(p, "the paper's 1,0.95,0.9,0.7,0.5,0.3,0.1,0")
     p.add_argument(
         "--input-size",
         type=int,
