@@ -79,6 +79,33 @@ def test_a_worker_thread_runs_the_kernels_on_torchs_thread_count():
     assert seen == [1]  # a new thread's OpenMP default is every core
 
 
+@needs_native
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every count is 1")
+def test_rows_split_over_threads_give_the_numbers_of_one_thread():
+    """The fused step splits the batch into one block of rows per thread (its
+    transcendental passes run over whole blocks): any split must give the same
+    numbers, on the training step and on the inference loop."""
+    from rrnn import RestrictedLSTM
+
+    torch.manual_seed(0)
+    m = RestrictedLSTM(12, 24, 2, sharing_rate=0.5)
+    m.kernel = "shared-row"
+    x = torch.randn(5, 67, 12)  # 67 rows: blocks of unequal size
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                results.append(m(x)[0])
+            results.append(m(x)[0].detach())
+    finally:
+        torch.set_num_threads(before)
+    one_infer, one_train, two_infer, two_train = results
+    torch.testing.assert_close(two_infer, one_infer, rtol=0, atol=1e-6)
+    torch.testing.assert_close(two_train, one_train, rtol=0, atol=1e-6)
+
+
 def test_sizes_are_64_bit_on_every_platform():
     assert all(
         sig[0] is ctypes.c_int64 and ctypes.sizeof(sig[0]) == 8

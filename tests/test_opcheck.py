@@ -20,7 +20,8 @@ from rrnn.kernels import native, ops
 from rrnn.lm.loss import linear_cross_entropy
 
 OPS = ("lstm_step", "lstm_step_backward", "gru_step", "gru_step_backward", "lstm_seq",
-       "lstm_seq_backward", "gru_seq", "gru_seq_backward", "lstm_stream", "softmax_xent_")  # fmt: skip
+       "lstm_seq_backward", "lstm_seq_infer", "gru_seq", "gru_seq_backward", "lstm_stream",
+       "softmax_xent_")  # fmt: skip
 NO_FALLBACK = {"lstm_stream"}  # refuses to run without the compiled kernels, by design
 
 
@@ -69,6 +70,8 @@ def samples(request) -> dict[str, list]:
                 m.kernel = "shared-row"
                 x = torch.randn(steps, 2, 3, dtype=dtype, requires_grad=True)
                 m(x)[0].sum().backward()
+                with torch.no_grad():  # a sequence without autograd (lstm_seq_infer)
+                    m(x)
             with torch.no_grad():  # one streamed step (lstm_stream, gru_step)
                 cls(3, 5, 2, sharing_rate=0.4, dtype=dtype).eval()(torch.randn(1, 2, 3, dtype=dtype))
         hidden = torch.randn(6, 4, dtype=dtype, requires_grad=True)

@@ -33,6 +33,15 @@ def test_sequences_run_through_the_registered_operators(cls, fwd, bwd, calls):
     assert log.names.count(fwd) == calls and log.names.count(bwd) == calls
 
 
+def test_a_sequence_without_autograd_runs_through_the_inference_operator():
+    m = RestrictedLSTM(6, 8, 2, sharing_rate=0.5)
+    m.kernel = "shared-row"
+    with torch.no_grad(), _Log() as log:
+        m(torch.randn(4, 3, 6))
+    assert log.names.count("rrnn.lstm_seq_infer.default") == 2  # one per layer
+    assert "rrnn.lstm_seq.default" not in log.names  # nothing saved for a backward
+
+
 def test_streaming_runs_through_the_stack_operator():
     m = RestrictedLSTM(6, 8, 3, sharing_rate=0.5).eval()
     with torch.no_grad(), _Log() as log:
@@ -165,6 +174,79 @@ def test_sequence_operators_check_their_arguments():
                               torch.zeros(B, T, xz.shape[2], dtype=xz.dtype).transpose(0, 1), s)  # fmt: skip
     meta = [t.to("meta") for t in (xz, h0, ph, cs, out, sig, ts, tg, tc)]
     ops.lstm_seq(*meta, s)
+
+
+def _infer_by_steps(xz, h0, c0, ph, bias, s):
+    """What rrnn::lstm_seq_infer computes, by lstm_step calls."""
+    h, c, outs = h0, c0, []
+    for t in range(xz.shape[0]):
+        z = xz[t] + h @ ph.t() + (0 if bias is None else bias)
+        c_new, h_new = torch.zeros_like(c), torch.zeros_like(h)
+        bufs = [torch.zeros(xz.shape[1], n, dtype=xz.dtype) for n in (xz.shape[2], s, h0.shape[1] - s, h0.shape[1])]
+        ops.lstm_step(z.contiguous(), c, c_new, h_new, *bufs, s)
+        outs.append(h_new)
+        h, c = h_new, c_new
+    return torch.stack(outs), c
+
+
+@pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
+@pytest.mark.parametrize("has_bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, monkeypatch):
+    """rrnn::lstm_seq_infer (the C time loop calling torch's BLAS, the Python loop
+    used without that BLAS, and the torch-op version) against lstm_step by steps,
+    for an odd number of steps (c ends in c_n, not the spare) and an even one."""
+    from rrnn.kernels import native
+
+    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
+        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
+    if route == "Python loop":
+        monkeypatch.setenv("RRNN_BLAS", "0")
+    if route == "torch ops":
+        monkeypatch.setattr(native, "kernel", lambda name, d: None)
+    tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for T, B, d, s in ((5, 3, 6, 2), (4, 17, 9, 9), (2, 1, 4, 0)):
+        xz, h0, c0, ph, _ = _seq_args(T, B, d, s, dtype=dtype)
+        bias = torch.randn(ph.shape[0], dtype=dtype) if has_bias else None
+        want_out, want_c = _infer_by_steps(xz, h0, c0, ph, bias, s)
+        out, c_n = torch.full((T, B, d), float("nan"), dtype=dtype), torch.full_like(h0, float("nan"))
+        xz_in = xz.clone()
+        ops.lstm_seq_infer(xz, h0, c0, ph.t().contiguous(), bias, out, c_n, s)
+        torch.testing.assert_close(out, want_out, **tol)
+        torch.testing.assert_close(c_n, want_c, **tol)
+        assert not torch.equal(xz, xz_in)  # overwritten, as its schema says (Tensor(a!))
+
+
+def test_inference_operator_checks_its_arguments():
+    T, B, d, s = 3, 2, 5, 2
+    xz, h0, c0, ph, (_, out, *_) = _seq_args(T, B, d, s)
+    pht, c_n = ph.t().contiguous(), torch.zeros_like(h0)
+    ops.lstm_seq_infer(xz, h0, c0, pht, None, out, c_n, s)  # fine
+    with pytest.raises(ValueError, match=r"pht has shape \(14, 5\), expected \(5, 14\)"):
+        ops.lstm_seq_infer(xz, h0, c0, ph, None, out, c_n, s)
+    with pytest.raises(ValueError, match=r"bias has shape \(13,\), expected \(14,\)"):
+        ops.lstm_seq_infer(xz, h0, c0, pht, torch.zeros(13, dtype=xz.dtype), out, c_n, s)
+    with pytest.raises(ValueError, match="c_n and c0 overlap|c0 and c_n overlap"):
+        ops.lstm_seq_infer(xz, h0, c0, pht, None, out, c0, s)
+    with pytest.raises(ValueError, match="c0 has dtype torch.float32"):
+        ops.lstm_seq_infer(xz, h0, c0.float(), pht, None, out, c_n, s)
+    meta = [t.to("meta") for t in (xz, h0, c0, pht)]
+    ops.lstm_seq_infer(*meta, None, out.to("meta"), c_n.to("meta"), s)
+
+
+def test_a_gemm_that_is_not_gemm_is_refused():
+    """The check of torch's BLAS symbol before cells.c calls it can fail: a function
+    that computes nothing (libc's getpid, called with GEMM's arguments) is caught."""
+    import ctypes
+
+    from rrnn.kernels import native
+
+    f32, f64 = native.blas_gemm(torch.float32), native.blas_gemm(torch.float64)
+    if f32 is None or f64 is None:
+        pytest.skip("torch exports no BLAS GEMM here")
+    assert native._gemm_works(f32, torch.float32) and native._gemm_works(f64, torch.float64)
+    getpid = ctypes.cast(ctypes.CDLL(None).getpid, ctypes.c_void_p).value
+    assert not native._gemm_works(getpid, torch.float32)
 
 
 def _xent_ref(logits, target, bias, scale):

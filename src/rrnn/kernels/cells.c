@@ -42,8 +42,19 @@ int64_t rrnn_max_threads(void) {
 }
 #ifdef _OPENMP
 #define RRNN_ROWS_PARALLEL _Pragma("omp parallel for if(B >= RRNN_MIN_PARALLEL_ROWS) schedule(static)")
+/* CALL on rows [b0, b1): one block of consecutive rows per thread */
+#define RRNN_ROW_BLOCKS(B, CALL)                                                          \
+    do {                                                                                  \
+        const int64_t nb_ = (B) >= RRNN_MIN_PARALLEL_ROWS ? omp_get_max_threads() : 1;     \
+        _Pragma("omp parallel for if(nb_ > 1) schedule(static)")                          \
+        for (int64_t k_ = 0; k_ < nb_; k_++) {                                            \
+            const int64_t b0 = (B) * k_ / nb_, b1 = (B) * (k_ + 1) / nb_;                 \
+            CALL;                                                                         \
+        }                                                                                 \
+    } while (0)
 #else
 #define RRNN_ROWS_PARALLEL
+#define RRNN_ROW_BLOCKS(B, CALL) do { const int64_t b0 = 0, b1 = (B); CALL; } while (0)
 #endif
 
 /* glibc's vector exp (libmvec) without -ffast-math: -ffast-math would link
@@ -69,25 +80,80 @@ __attribute__((__simd__("notinbranch"))) double tanh(double);
 #define DEFINE_LSTM(T, SUF, EXP)                                                         \
 static inline T sigm_##SUF(T x) { return (T)1 / ((T)1 + EXP(-x)); }                       \
 static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                                 \
+/* The transcendental passes run over whole blocks of rows, which are contiguous:  \
+   a loop over one row's s, q or m entries ends in scalar calls of expf/tanhf (each  \
+   ~10x a vector lane), and per row that was half the step's time (docs/kernels.md). \
+   z + bias (bias NULL: z already holds it) goes to sig, then sig = sigmoid in place;   \
+   sigmoid of the P_g columns is computed and not read: cheaper than a split pass. */    \
+static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
+                                const T *restrict z, const T *restrict bias,              \
+                                const T *restrict c_prev, T *restrict c, T *restrict h,   \
+                                T *restrict sig, T *restrict ts, T *restrict tg,          \
+                                T *restrict tc) {                                         \
+    const int64_t d = s + q, m = s + 4 * q, n = b1 - b0;                                  \
+    z += b0 * m; sig += b0 * m; ts += b0 * s; tg += b0 * q;                               \
+    c_prev += b0 * d; c += b0 * d; h += b0 * d; tc += b0 * d;                             \
+    for (int64_t b = 0; b < n; b++) {                                                     \
+        const T *zb = z + b * m;                                                          \
+        T *sb = sig + b * m;                                                              \
+        if (bias) for (int64_t j = 0; j < m; j++) sb[j] = zb[j] + bias[j];                \
+        else for (int64_t j = 0; j < m; j++) sb[j] = zb[j];                               \
+        for (int64_t j = 0; j < s; j++) ts[b * s + j] = sb[j];                            \
+        for (int64_t j = 0; j < q; j++) tg[b * q + j] = sb[s + 2 * q + j];                \
+    }                                                                                     \
+    _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(sig[i]);  \
+    _Pragma("omp simd") for (int64_t i = 0; i < n * s; i++) ts[i] = tanh_##SUF(ts[i]);    \
+    _Pragma("omp simd") for (int64_t i = 0; i < n * q; i++) tg[i] = tanh_##SUF(tg[i]);    \
+    for (int64_t b = 0; b < n; b++) {                                                     \
+        const T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                  \
+        const T *cp = c_prev + b * d;                                                     \
+        T *cb = c + b * d;                                                                \
+        for (int64_t j = 0; j < s; j++) cb[j] = sb[j] * (cp[j] + tsb[j]);                 \
+        for (int64_t j = 0; j < q; j++)                                                   \
+            cb[s + j] = sb[s + q + j] * cp[s + j] + sb[s + j] * tgb[j];                   \
+    }                                                                                     \
+    _Pragma("omp simd") for (int64_t i = 0; i < n * d; i++) tc[i] = tanh_##SUF(c[i]);     \
+    for (int64_t b = 0; b < n; b++) {                                                     \
+        const T *sb = sig + b * m, *tcb = tc + b * d;                                     \
+        T *hb = h + b * d;                                                                \
+        for (int64_t j = 0; j < s; j++) hb[j] = sb[j] * tcb[j];                           \
+        for (int64_t j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];       \
+    }                                                                                     \
+}                                                                                         \
 void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,                     \
                          const T *restrict c_prev, T *restrict c, T *restrict h,          \
                          T *restrict sig, T *restrict ts, T *restrict tg,                 \
                          T *restrict tc) {                                                \
-    const int64_t d = s + q, m = s + 4 * q;                                                  \
-    RRNN_ROWS_PARALLEL                                                                    \
-    for (int64_t b = 0; b < B; b++) {                                                        \
-        const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
-        T *sb = sig + b * m, *tsb = ts + b * s, *tgb = tg + b * q;                        \
-        T *cb = c + b * d, *hb = h + b * d, *tcb = tc + b * d;                            \
-        for (int64_t j = 0; j < m; j++) sb[j] = sigm_##SUF(zb[j]);                           \
-        for (int64_t j = 0; j < s; j++) tsb[j] = tanh_##SUF(zb[j]);                          \
-        for (int64_t j = 0; j < q; j++) tgb[j] = tanh_##SUF(zb[s + 2 * q + j]);              \
-        for (int64_t j = 0; j < s; j++) cb[j] = sb[j] * (cp[j] + tsb[j]);                    \
-        for (int64_t j = 0; j < q; j++)                                                      \
-            cb[s + j] = sb[s + q + j] * cp[s + j] + sb[s + j] * tgb[j];                   \
-        for (int64_t j = 0; j < d; j++) tcb[j] = tanh_##SUF(cb[j]);                          \
-        for (int64_t j = 0; j < s; j++) hb[j] = sb[j] * tcb[j];                              \
-        for (int64_t j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];          \
+    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, NULL, c_prev, c, h, sig, ts, tg, tc)); \
+}                                                                                         \
+/* A whole sequence of one layer, inference: per step z_t += h_{t-1} P_h^T through the \
+   BLAS GEMM torch itself calls (``gemm``: the Fortran-interface sgemm_/dgemm_ found   \
+   by native.blas_gemm; its integer arguments are passed as int64_t, which an LP64    \
+   BLAS reads correctly too, as the low half on a little-endian machine), then the    \
+   fused step with the bias added. xz (steps, B, m) holds x_t P_x^T on entry and is   \
+   overwritten; pht is P_h^T (d, m); sig, ts, tg, tc are one step's scratch; c        \
+   alternates between c_n and c_tmp so that the last step writes c_n. */              \
+typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
+                               const int64_t *, const T *, const T *, const int64_t *,    \
+                               const T *, const int64_t *, const T *, T *, const int64_t *); \
+void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void *gemm,             \
+                           T *restrict xz, const T *restrict pht, const T *restrict bias, \
+                           const T *restrict h0, const T *restrict c0, T *restrict out,   \
+                           T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
+                           T *restrict ts, T *restrict tg, T *restrict tc) {              \
+    const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
+    const int64_t d = s + q, m = s + 4 * q;                                               \
+    const T one = 1;                                                                      \
+    const char N = 'N';                                                                   \
+    const T *h = h0, *cp = c0;                                                            \
+    for (int64_t t = 0; t < steps; t++) {                                                 \
+        T *z = xz + t * B * m, *ht = out + t * B * d;                                     \
+        T *cn = (steps - 1 - t) % 2 == 0 ? c_n : c_tmp;                                   \
+        /* column-major: z^T (m x B) += P_h (m x d) h^T (d x B) */                        \
+        g(&N, &N, &m, &B, &d, &one, pht, &m, h, &d, &one, z, &m);                         \
+        RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts, tg, tc)); \
+        h = ht;                                                                           \
+        cp = cn;                                                                          \
     }                                                                                     \
 }                                                                                         \
 /* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \

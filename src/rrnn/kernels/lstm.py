@@ -19,6 +19,8 @@ in its first s columns, so on those columns ``i = f = o = sigmoid(S)`` and
 
 Forward: the input projection of all steps is one GEMM, then one GEMM on h
 per step and the fused step (the time loop is one operator, ``rrnn::lstm_seq``).
+Without autograd (:func:`lstm_infer`) the time loop, its GEMM included, runs in
+C and keeps only one step's activations.
 Backward: one GEMM per step for dh (``rrnn::lstm_seq_backward``); the weight
 gradients and the input gradient for all steps are three GEMMs after the loop.
 """
@@ -97,6 +99,24 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         dh0 = dh if ctx.needs_input_grad[1] else None
         dc0 = dc if ctx.needs_input_grad[2] else None
         return dx, dh0, dc0, dpx, dph, dbx, dbh, None
+
+
+def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
+               bx: Tensor | None, bh: Tensor | None, s: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer over a sequence without autograd (call where no input needs a
+    gradient): x (T, B, k_x), h0 and c0 (B, d); returns out (T, B, d), h_T, c_T.
+    The input projection of all steps is one GEMM, without the bias (addmm would
+    first copy it into all T*B rows); the bias is added in the fused step, and the
+    time loop with its recurrent GEMM runs in C (``rrnn::lstm_seq_infer``), keeping
+    one step's activations instead of the T steps' that backward would need."""
+    T, B, k = x.shape
+    m, d = ph.shape
+    xz = torch.mm(x.reshape(T * B, k), px.t()).view(T, B, m)  # (T, B, m): x_t P_x^T
+    bias = None if bx is None else bx + bh  # a shared bias row counts twice
+    out = x.new_empty(T, B, d)  # h_1 .. h_T
+    c_n = x.new_empty(B, d)
+    ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), ph.t().contiguous(), bias, out, c_n, s)
+    return out, out[T - 1].clone(), c_n
 
 
 def lstm_step(

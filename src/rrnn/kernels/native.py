@@ -17,6 +17,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -30,6 +31,12 @@ SOURCE = Path(__file__).with_name("cells.c")
 # -pthread for the cross-entropy rows' threads where OpenMP is not used.
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-pthread", "-fPIC",
          "-shared"]  # fmt: skip
+# x86: let the vectorizer use 512-bit registers where the CPU has them (GCC's default
+# for -march=native on AVX-512 Intel CPUs is 256): libmvec's 16-wide expf/tanhf took
+# the fused step's sigmoid and tanh passes from 0.34/0.63 to 0.24/0.25 ns per value
+# (docs/kernels.md). On a CPU without AVX-512 the preference does nothing.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    FLAGS.append("-mprefer-vector-width=512")
 # -fopenmp only where torch runs on GNU OpenMP: the library's libgomp.so.1 then
 # resolves, by its soname, to the copy torch has already loaded, and the kernels share
 # torch's thread pool and thread count. Anywhere else (Intel OpenMP, no OpenMP) a
@@ -229,7 +236,76 @@ def kernel(name: str, dtype):
     return getattr(lib, f"rrnn_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
 
 
+_GEMM_SYMBOLS = {"float32": "sgemm_", "float64": "dgemm_"}
+_gemm: dict = {}  # dtype name -> address of the checked GEMM, or None
+
+
+def _torch_library():
+    """torch's own CPU library, already loaded in this process, or None."""
+    import torch
+
+    lib_dir = Path(torch.__file__).parent / "lib"
+    mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
+    for path in sorted(lib_dir.glob("*torch_cpu.*")):
+        try:
+            return ctypes.CDLL(str(path), mode=mode)
+        except OSError:
+            continue
+    return None
+
+
+def _gemm_works(address: int, dtype) -> bool:
+    """One product through ``address`` exactly as cells.c calls it (int64_t sizes,
+    column-major z^T += P h^T), against torch.mm: a BLAS that reads its integers
+    differently, or a symbol that is not GEMM, gives a wrong number here, not later."""
+    import torch
+
+    scalar = ctypes.c_float if dtype == torch.float32 else ctypes.c_double
+    size = ctypes.POINTER(ctypes.c_int64)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, size, size, size,
+                             ctypes.POINTER(scalar), _P, size, _P, size, ctypes.POINTER(scalar),
+                             _P, size)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    m, b, d = 7, 3, 5
+    pht, h = torch.randn(d, m, generator=g, dtype=dtype), torch.randn(b, d, generator=g, dtype=dtype)
+    z = torch.randn(b, m, generator=g, dtype=dtype)
+    want = z + h @ pht
+    n = lambda v: ctypes.byref(ctypes.c_int64(v))  # noqa: E731
+    one = scalar(1)
+    proto(address)(b"N", b"N", n(m), n(b), n(d), ctypes.byref(one), pht.data_ptr(), n(m),
+                   h.data_ptr(), n(d), ctypes.byref(one), z.data_ptr(), n(m))  # fmt: skip
+    return torch.allclose(z, want, rtol=1e-5, atol=1e-5)
+
+
+def blas_gemm(dtype) -> int | None:
+    """The address of the Fortran-interface GEMM (``sgemm_``/``dgemm_``) that torch
+    exports from the BLAS it was built with, for cells.c's inference time loop (the
+    same routine torch.mm reaches, following torch's thread setting); None where
+    torch exports none, where the check against torch.mm fails, or with RRNN_BLAS=0.
+    The callers then run the loop from Python with torch.mm."""
+    import torch
+
+    name = {torch.float32: "float32", torch.float64: "float64"}.get(dtype)
+    if name is None or os.environ.get("RRNN_BLAS", "1") == "0" or sys.byteorder != "little":
+        return None
+    if name not in _gemm:
+        lib = _torch_library()
+        fn = None if lib is None else getattr(lib, _GEMM_SYMBOLS[name], None)
+        address = None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+        if address is not None and not _gemm_works(address, dtype):
+            warnings.warn(
+                f"rrnn: torch's {_GEMM_SYMBOLS[name]} gave a wrong product when called from C; "
+                "the LSTM inference loop runs from Python instead (same results, slower)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            address = None
+        _gemm[name] = address
+    return _gemm[name]
+
+
 def reset() -> None:
     """Forget the loaded library (tests switch implementations with this)."""
     global _lib
     _lib = _UNSET
+    _gemm.clear()

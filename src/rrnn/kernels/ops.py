@@ -11,6 +11,8 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::lstm_seq``          a whole sequence of one packed LSTM layer, forward: the
                             recurrent GEMM and the fused step per time step
 ``rrnn::lstm_seq_backward`` its backward (back through time)
+``rrnn::lstm_seq_infer``    a whole sequence of one packed LSTM layer without autograd:
+                            the time loop in C, the recurrent GEMM by torch's BLAS
 ``rrnn::gru_seq``           a whole sequence of one packed GRU layer, forward
 ``rrnn::gru_seq_backward``  its backward (back through time)
 ``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
@@ -156,7 +158,8 @@ def _seq_shapes(T, B, d, s):
     return m, {"xz": (T, B, m), "h0": (B, d), "ph": (m, d), "cs": (T + 1, B, d),
                "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
                "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d),
-               "dz": (T, B, m)}  # fmt: skip
+               "dz": (T, B, m), "c0": (B, d), "c_n": (B, d), "pht": (d, m),
+               "bias": (m,)}  # fmt: skip
 
 
 class _Steps:
@@ -218,6 +221,32 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
             cur, nxt = nxt, cur
     if cur is not dc:
         dc.copy_(cur)
+
+
+def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
+    dtype = _check_op("lstm_seq_infer", (xz, h0, c0, pht, bias, out, c_n, s))
+    T, B, m = xz.shape
+    d = h0.shape[1]
+    if T == 0 or B == 0:
+        c_n.copy_(c0)
+        return
+    new = functools.partial(torch.empty, dtype=xz.dtype, device=xz.device)
+    sig, tan_s, tan_g, tanh_c, c_tmp = new(B, m), new(B, s), new(B, d - s), new(B, d), new(B, d)
+    fn, gemm = native.kernel("lstm_infer", dtype), native.blas_gemm(dtype)
+    if fn is not None and gemm is not None:
+        fn(T, B, s, d - s, gemm, xz.data_ptr(), pht.data_ptr(), None if bias is None else bias.data_ptr(),
+           h0.data_ptr(), c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(),
+           sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
+        return
+    # the same steps from Python: torch's GEMM, then the step operator (C or torch ops)
+    zs, outs = xz.unbind(0), out.unbind(0)
+    h, c = h0, c0
+    for t in range(T):
+        zs[t].addmm_(h, pht)  # xz ends as on the C path: z_t without the bias
+        z = zs[t] if bias is None else zs[t] + bias
+        c_new = c_n if (T - 1 - t) % 2 == 0 else c_tmp  # the last step writes c_n
+        lstm_step(z, c, c_new, outs[t], sig, tan_s, tan_g, tanh_c, s)
+        h, c = outs[t], c_new
 
 
 # --- LSTM stack streaming step ----------------------------------------------------
@@ -464,6 +493,10 @@ OPS: dict[str, _Op] = {
         "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
         "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()",
         state="dh", lead="sig", shapes=_SEQ, cpu=_lstm_seq_backward_cpu),
+    "lstm_seq_infer": _Op(
+        "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
+        "Tensor(c!) c_n, int s) -> ()",
+        state="h0", lead="xz", shapes=_SEQ, cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
         "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
@@ -489,6 +522,7 @@ gru_step = torch.ops.rrnn.gru_step.default
 gru_step_backward = torch.ops.rrnn.gru_step_backward.default
 lstm_seq = torch.ops.rrnn.lstm_seq.default
 lstm_seq_backward = torch.ops.rrnn.lstm_seq_backward.default
+lstm_seq_infer = torch.ops.rrnn.lstm_seq_infer.default
 gru_seq = torch.ops.rrnn.gru_seq.default
 gru_seq_backward = torch.ops.rrnn.gru_seq_backward.default
 lstm_stream = torch.ops.rrnn.lstm_stream.default

@@ -34,6 +34,11 @@ def packed(module, layer: int, direction: int):
     return px, ph, bx, bh
 
 
+def _records_grad(*tensors) -> bool:
+    """Whether autograd would record a call on these (None entries skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def shared_row_forward(module, data: Tensor, hx):
     """Whole stack on the shared-row kernels. ``data`` is (T, B, k) or
     (B, T, k) with ``batch_first``; ``hx`` is h0, or (h0, c0) for the LSTM,
@@ -50,9 +55,11 @@ def shared_row_forward(module, data: Tensor, hx):
             idx = layer * dirs + direction
             inp = x if direction == 0 else x.flip(0)
             if lstm:
-                out, h, c = _lstm.SharedRowLSTMFunction.apply(
-                    inp, h0[idx], c0[idx], px, ph, bx, bh, s
-                )
+                args = (inp, h0[idx], c0[idx], px, ph, bx, bh)
+                if _records_grad(*args):
+                    out, h, c = _lstm.SharedRowLSTMFunction.apply(*args, s)
+                else:
+                    out, h, c = _lstm.lstm_infer(*args, s)
                 c_n.append(c)
             else:
                 out, h = _gru.SharedRowGRUFunction.apply(inp, h0[idx], px, ph, bx, bh, s)
