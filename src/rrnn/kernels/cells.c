@@ -83,8 +83,9 @@ static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                       
 /* The transcendental passes run over whole blocks of rows, which are contiguous:  \
    a loop over one row's s, q or m entries ends in scalar calls of expf/tanhf (each  \
    ~10x a vector lane), and per row that was half the step's time (docs/kernels.md). \
-   z + bias (bias NULL: z already holds it) goes to sig, then sig = sigmoid in place;   \
-   sigmoid of the P_g columns is computed and not read: cheaper than a split pass. */    \
+   With a bias, z + bias goes to sig and sig = sigmoid in place; without (training:  \
+   z already holds it), sig = sigmoid(z) with no copy. The sigmoid of the P_g columns \
+   is computed and not read: cheaper than a split pass. */                           \
 static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
                                 const T *restrict z, const T *restrict bias,              \
                                 const T *restrict c_prev, T *restrict c, T *restrict h,   \
@@ -96,12 +97,18 @@ static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,   
     for (int64_t b = 0; b < n; b++) {                                                     \
         const T *zb = z + b * m;                                                          \
         T *sb = sig + b * m;                                                              \
-        if (bias) for (int64_t j = 0; j < m; j++) sb[j] = zb[j] + bias[j];                \
-        else for (int64_t j = 0; j < m; j++) sb[j] = zb[j];                               \
-        for (int64_t j = 0; j < s; j++) ts[b * s + j] = sb[j];                            \
-        for (int64_t j = 0; j < q; j++) tg[b * q + j] = sb[s + 2 * q + j];                \
+        if (bias) {                                                                       \
+            for (int64_t j = 0; j < m; j++) sb[j] = zb[j] + bias[j];                      \
+            zb = sb;                                                                      \
+        }                                                                                 \
+        for (int64_t j = 0; j < s; j++) ts[b * s + j] = zb[j];                            \
+        for (int64_t j = 0; j < q; j++) tg[b * q + j] = zb[s + 2 * q + j];                \
     }                                                                                     \
-    _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(sig[i]);  \
+    if (bias) {                                                                           \
+        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(sig[i]); \
+    } else {                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(z[i]); \
+    }                                                                                     \
     _Pragma("omp simd") for (int64_t i = 0; i < n * s; i++) ts[i] = tanh_##SUF(ts[i]);    \
     _Pragma("omp simd") for (int64_t i = 0; i < n * q; i++) tg[i] = tanh_##SUF(tg[i]);    \
     for (int64_t b = 0; b < n; b++) {                                                     \
