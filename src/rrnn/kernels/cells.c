@@ -68,13 +68,80 @@ __attribute__((__simd__("notinbranch"))) double exp(double);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
 __attribute__((__simd__("notinbranch"))) float tanhf(float);
 __attribute__((__simd__("notinbranch"))) double tanh(double);
+#define RRNN_MVEC_TANH 1
 #endif
+#endif
+
+/* AVX-512, float32: a span's last partial vector through masked loads and stores,
+ * calling the same 16-wide libmvec functions the compiler calls for the full ones
+ * (GCC finishes an omp simd loop with narrower vectors and scalar calls, and cannot
+ * mask a call). sigm512 is 1 / (1 + exp(-x)) exactly as the compiled loop computes
+ * it; masked-off lanes hold 0. */
+#if defined(__AVX512F__) && defined(RRNN_MVEC_TANH)
+#include <immintrin.h>
+#define RRNN_SPANS_512 1
+__m512 _ZGVeN16v_expf(__m512);
+__m512 _ZGVeN16v_tanhf(__m512);
+static inline __m512 sigm512(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 e = _ZGVeN16v_expf(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign)));
+    return _mm512_div_ps(one, _mm512_add_ps(one, e));
+}
+static inline __mmask16 tail512(int64_t r) { return (__mmask16)((1u << r) - 1u); }
+static inline void sigm_span_512(float *restrict y, const float *restrict x,
+                                 const float *restrict b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, sigm512(_mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(b + i))));
+    if (i < n) {
+        const __mmask16 k = tail512(n - i);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, b + i));
+        _mm512_mask_storeu_ps(y + i, k, sigm512(v));
+    }
+}
+static inline void tanh_span_512(float *restrict y, const float *restrict x,
+                                 const float *restrict b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _ZGVeN16v_tanhf(_mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(b + i))));
+    if (i < n) {
+        const __mmask16 k = tail512(n - i);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, b + i));
+        _mm512_mask_storeu_ps(y + i, k, _ZGVeN16v_tanhf(v));
+    }
+}
+static inline void out_span_512(float *restrict h, const float *restrict c,
+                                const float *restrict o, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), _ZGVeN16v_tanhf(_mm512_loadu_ps(c + i))));
+    if (i < n) {
+        const __mmask16 k = tail512(n - i);
+        __m512 t = _ZGVeN16v_tanhf(_mm512_maskz_loadu_ps(k, c + i));
+        _mm512_mask_storeu_ps(h + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, o + i), t));
+    }
+}
 #endif
 
 /* sigmoid: 1 / (1 + exp(-x)) has no cancellation; exp(-x) overflowing to +Inf for
  * x below about -88 (float) gives 0, where torch gives a subnormal or 0. tanh: the
  * C library's, within a few ulp of torch's everywhere; 1 - 2 / (1 + exp(2x))
  * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). */
+/* lanes of the widest vector a span is cut into (16 floats in AVX-512) */
+#define RRNN_VW 16
+#ifdef RRNN_SPANS_512
+#define SIGM_SPAN_f32 sigm_span_512
+#define TANH_SPAN_f32 tanh_span_512
+#define OUT_SPAN_f32 out_span_512
+#else
+#define SIGM_SPAN_f32 sigm_span_f32
+#define TANH_SPAN_f32 tanh_span_f32
+#define OUT_SPAN_f32 out_span_f32
+#endif
+#define SIGM_SPAN_f64 sigm_span_f64
+#define TANH_SPAN_f64 tanh_span_f64
+#define OUT_SPAN_f64 out_span_f64
 #define TANH_f32 tanhf
 #define TANH_f64 tanh
 #define DEFINE_LSTM(T, SUF, EXP)                                                         \
@@ -83,32 +150,21 @@ static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                       
 /* The transcendental passes run over whole blocks of rows, which are contiguous:  \
    a loop over one row's s, q or m entries ends in scalar calls of expf/tanhf (each  \
    ~10x a vector lane), and per row that was half the step's time (docs/kernels.md). \
-   With a bias, z + bias goes to sig and sig = sigmoid in place; without (training:  \
-   z already holds it), sig = sigmoid(z) with no copy. The sigmoid of the P_g columns \
-   is computed and not read: cheaper than a split pass. */                           \
+   z holds the bias already. The sigmoid of the P_g columns is computed and not read \
+   by backward: cheaper than a split pass. */                                        \
 static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
-                                const T *restrict z, const T *restrict bias,              \
-                                const T *restrict c_prev, T *restrict c, T *restrict h,   \
-                                T *restrict sig, T *restrict ts, T *restrict tg,          \
-                                T *restrict tc) {                                         \
+                                const T *restrict z, const T *restrict c_prev,            \
+                                T *restrict c, T *restrict h, T *restrict sig,            \
+                                T *restrict ts, T *restrict tg, T *restrict tc) {         \
     const int64_t d = s + q, m = s + 4 * q, n = b1 - b0;                                  \
     z += b0 * m; sig += b0 * m; ts += b0 * s; tg += b0 * q;                               \
     c_prev += b0 * d; c += b0 * d; h += b0 * d; tc += b0 * d;                             \
     for (int64_t b = 0; b < n; b++) {                                                     \
         const T *zb = z + b * m;                                                          \
-        T *sb = sig + b * m;                                                              \
-        if (bias) {                                                                       \
-            for (int64_t j = 0; j < m; j++) sb[j] = zb[j] + bias[j];                      \
-            zb = sb;                                                                      \
-        }                                                                                 \
         for (int64_t j = 0; j < s; j++) ts[b * s + j] = zb[j];                            \
         for (int64_t j = 0; j < q; j++) tg[b * q + j] = zb[s + 2 * q + j];                \
     }                                                                                     \
-    if (bias) {                                                                           \
-        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(sig[i]); \
-    } else {                                                                              \
-        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(z[i]); \
-    }                                                                                     \
+    _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(z[i]);    \
     _Pragma("omp simd") for (int64_t i = 0; i < n * s; i++) ts[i] = tanh_##SUF(ts[i]);    \
     _Pragma("omp simd") for (int64_t i = 0; i < n * q; i++) tg[i] = tanh_##SUF(tg[i]);    \
     for (int64_t b = 0; b < n; b++) {                                                     \
@@ -127,19 +183,87 @@ static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,   
         for (int64_t j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];       \
     }                                                                                     \
 }                                                                                         \
+/* Inference rows: nothing is kept for backward, so each row is finished while it  \
+   sits in L1, reading z + bias once. A span's last partial vector runs as one       \
+   padded vector call (RRNN_VW lanes), not as scalar calls. sg holds a row's gates  \
+   [sig S | sig P_i | sig P_f | tanh P_g | sig P_o], ts tanh(S). Only the 4d values  \
+   the step reads are computed (the training step also takes sig(P_g)). */           \
+static inline void sigm_span_##SUF(T *restrict y, const T *restrict x,                  \
+                                   const T *restrict bias, int64_t n) {                  \
+    int64_t i = 0;                                                                        \
+    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
+            y[i + k] = sigm_##SUF(x[i + k] + bias[i + k]);                                \
+    }                                                                                     \
+    if (i < n) {                                                                          \
+        T v[RRNN_VW] = {0};                                                               \
+        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k] + bias[i + k];                \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = sigm_##SUF(v[k]); \
+        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                              \
+    }                                                                                     \
+}                                                                                         \
+static inline void tanh_span_##SUF(T *restrict y, const T *restrict x,                  \
+                                   const T *restrict bias, int64_t n) {                  \
+    int64_t i = 0;                                                                        \
+    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
+            y[i + k] = tanh_##SUF(x[i + k] + bias[i + k]);                                \
+    }                                                                                     \
+    if (i < n) {                                                                          \
+        T v[RRNN_VW] = {0};                                                               \
+        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k] + bias[i + k];                \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = tanh_##SUF(v[k]); \
+        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                              \
+    }                                                                                     \
+}                                                                                         \
+/* h = o * tanh(c) */                                                                    \
+static inline void out_span_##SUF(T *restrict h, const T *restrict c,                   \
+                                  const T *restrict o, int64_t n) {                      \
+    int64_t i = 0;                                                                        \
+    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
+            h[i + k] = o[i + k] * tanh_##SUF(c[i + k]);                                   \
+    }                                                                                     \
+    if (i < n) {                                                                          \
+        T v[RRNN_VW] = {0};                                                               \
+        for (int64_t k = 0; k < n - i; k++) v[k] = c[i + k];                              \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = tanh_##SUF(v[k]); \
+        for (int64_t k = 0; k < n - i; k++) h[i + k] = o[i + k] * v[k];                   \
+    }                                                                                     \
+}                                                                                         \
+static void lstm_inf_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
+                                const T *restrict z, const T *restrict bias,              \
+                                const T *restrict c_prev, T *restrict c, T *restrict h,   \
+                                T *restrict sg, T *restrict ts) {                         \
+    const int64_t d = s + q, m = s + 4 * q;                                               \
+    for (int64_t b = b0; b < b1; b++) {                                                   \
+        const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
+        T *gb = sg + b * m, *tb = ts + b * s, *cb = c + b * d, *hb = h + b * d;           \
+        SIGM_SPAN_##SUF(gb, zb, bias, s + 2 * q);                  /* S, P_i, P_f */      \
+        SIGM_SPAN_##SUF(gb + s + 3 * q, zb + s + 3 * q, bias + s + 3 * q, q); /* P_o */   \
+        TANH_SPAN_##SUF(tb, zb, bias, s);                                                 \
+        TANH_SPAN_##SUF(gb + s + 2 * q, zb + s + 2 * q, bias + s + 2 * q, q); /* P_g */   \
+        _Pragma("omp simd") for (int64_t j = 0; j < s; j++) cb[j] = gb[j] * (cp[j] + tb[j]); \
+        _Pragma("omp simd") for (int64_t j = 0; j < q; j++)                               \
+            cb[s + j] = gb[s + q + j] * cp[s + j] + gb[s + j] * gb[s + 2 * q + j];         \
+        OUT_SPAN_##SUF(hb, cb, gb, s);                                                    \
+        OUT_SPAN_##SUF(hb + s, cb + s, gb + s + 3 * q, q);                                \
+    }                                                                                     \
+}                                                                                         \
 void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,                     \
                          const T *restrict c_prev, T *restrict c, T *restrict h,          \
                          T *restrict sig, T *restrict ts, T *restrict tg,                 \
                          T *restrict tc) {                                                \
-    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, NULL, c_prev, c, h, sig, ts, tg, tc)); \
+    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, c_prev, c, h, sig, ts, tg, tc)); \
 }                                                                                         \
 /* A whole sequence of one layer, inference: per step z_t += h_{t-1} P_h^T through the \
    BLAS GEMM torch itself calls (``gemm``: the Fortran-interface sgemm_/dgemm_ found   \
    by native.blas_gemm; its integer arguments are passed as int64_t, which an LP64    \
    BLAS reads correctly too, as the low half on a little-endian machine), then the    \
-   fused step with the bias added. xz (steps, B, m) holds x_t P_x^T on entry and is   \
-   overwritten; pht is P_h^T (d, m); sig, ts, tg, tc are one step's scratch; c        \
-   alternates between c_n and c_tmp so that the last step writes c_n. */              \
+   inference rows with the bias added. xz (steps, B, m) holds x_t P_x^T on entry and  \
+   is overwritten; pht is P_h^T (d, m); bias (m,) is never NULL (zeros for a layer    \
+   without one: the caller passes them); sig (B, m) and ts (B, s) are one step's      \
+   scratch; c alternates between c_n and c_tmp so that the last step writes c_n. */   \
 typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
                                const int64_t *, const T *, const T *, const int64_t *,    \
                                const T *, const int64_t *, const T *, T *, const int64_t *); \
@@ -147,7 +271,7 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void 
                            T *restrict xz, const T *restrict pht, const T *restrict bias, \
                            const T *restrict h0, const T *restrict c0, T *restrict out,   \
                            T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
-                           T *restrict ts, T *restrict tg, T *restrict tc) {              \
+                           T *restrict ts) {                                              \
     const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
     const int64_t d = s + q, m = s + 4 * q;                                               \
     const T one = 1;                                                                      \
@@ -158,7 +282,7 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void 
         T *cn = (steps - 1 - t) % 2 == 0 ? c_n : c_tmp;                                   \
         /* column-major: z^T (m x B) += P_h (m x d) h^T (d x B) */                        \
         g(&N, &N, &m, &B, &d, &one, pht, &m, h, &d, &one, z, &m);                         \
-        RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts, tg, tc)); \
+        RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts)); \
         h = ht;                                                                           \
         cp = cn;                                                                          \
     }                                                                                     \

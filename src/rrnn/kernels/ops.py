@@ -231,13 +231,15 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
         c_n.copy_(c0)
         return
     new = functools.partial(torch.empty, dtype=xz.dtype, device=xz.device)
-    sig, tan_s, tan_g, tanh_c, c_tmp = new(B, m), new(B, s), new(B, d - s), new(B, d), new(B, d)
+    sig, tan_s, c_tmp = new(B, m), new(B, s), new(B, d)
     fn, gemm = native.kernel("lstm_infer", dtype), native.blas_gemm(dtype)
     if fn is not None and gemm is not None:
-        fn(T, B, s, d - s, gemm, xz.data_ptr(), pht.data_ptr(), None if bias is None else bias.data_ptr(),
-           h0.data_ptr(), c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(),
-           sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
+        b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
+        fn(T, B, s, d - s, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
+           c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
+           tan_s.data_ptr())  # fmt: skip
         return
+    tan_g, tanh_c = new(B, d - s), new(B, d)
     # the same steps from Python: torch's GEMM, then the step operator (C or torch ops)
     zs, outs = xz.unbind(0), out.unbind(0)
     h, c = h0, c0
