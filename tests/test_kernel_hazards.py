@@ -129,3 +129,27 @@ def test_a_fallback_build_is_cached_under_its_own_flags(tmp_path, monkeypatch):
     real = native._compile
     monkeypatch.setattr(native, "_compile", lambda *a: calls.append(a) or real(*a))
     assert native.build() == built and calls == []  # found again, nothing recompiled
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_inference_reuses_only_buffers_it_made(bidirectional):
+    """Without autograd the shared-row LSTM writes a layer's output over its input
+    from the second layer on, and the layers share one x P_x^T buffer: the caller's
+    input and state stay untouched, and every layer's h_n and c_n equal the path
+    autograd records (which keeps every buffer)."""
+    from rrnn.modules import RestrictedLSTM
+
+    torch.manual_seed(0)
+    lstm = RestrictedLSTM(7, 24, 3, sharing_rate=0.5, bidirectional=bidirectional)
+    lstm.kernel = "shared-row"
+    dirs = 2 if bidirectional else 1
+    x, h0, c0 = torch.randn(6, 5, 7), torch.randn(3 * dirs, 5, 24), torch.randn(3 * dirs, 5, 24)
+    kept = [t.clone() for t in (x, h0, c0)]
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x, (h0, c0))
+    for t, k in zip((x, h0, c0), kept):
+        assert torch.equal(t, k)
+    want, (want_h, want_c) = lstm(x.requires_grad_(), (h0, c0))  # the autograd path
+    torch.testing.assert_close(out, want.detach())
+    torch.testing.assert_close(h_n, want_h.detach())
+    torch.testing.assert_close(c_n, want_c.detach())

@@ -102,18 +102,26 @@ class SharedRowLSTMFunction(torch.autograd.Function):
 
 
 def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
-               bx: Tensor | None, bh: Tensor | None, s: int) -> tuple[Tensor, Tensor, Tensor]:
+               bx: Tensor | None, bh: Tensor | None, s: int, *,
+               out: Tensor | None = None, xz: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One layer over a sequence without autograd (call where no input needs a
     gradient): x (T, B, k_x), h0 and c0 (B, d); returns out (T, B, d), h_T, c_T.
     The input projection of all steps is one GEMM, without the bias (addmm would
     first copy it into all T*B rows); the bias is added in the fused step, and the
     time loop with its recurrent GEMM runs in C (``rrnn::lstm_seq_infer``), keeping
-    one step's activations instead of the T steps' that backward would need."""
+    one step's activations instead of the T steps' that backward would need.
+
+    ``out``: where to write the outputs, contiguous (T, B, d); it may be ``x``
+    itself (x P_x^T is taken before any output is written). ``xz``: a contiguous
+    buffer of at least T*B*m elements for x P_x^T, which the layers of one call can
+    share. Both serve to allocate less fresh memory per call (see docs/kernels.md)."""
     T, B, k = x.shape
     m, d = ph.shape
-    xz = torch.mm(x.reshape(T * B, k), px.t()).view(T, B, m)  # (T, B, m): x_t P_x^T
+    buf = None if xz is None or xz.numel() < T * B * m else xz[: T * B * m].view(T * B, m)
+    xz = torch.mm(x.reshape(T * B, k), px.t(), out=buf)
+    xz = xz.view(T, B, m)  # x_t P_x^T
     bias = None if bx is None else bx + bh  # a shared bias row counts twice
-    out = x.new_empty(T, B, d)  # h_1 .. h_T
+    out = x.new_empty(T, B, d) if out is None else out  # h_1 .. h_T
     c_n = x.new_empty(B, d)
     ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), ph.t().contiguous(), bias, out, c_n, s)
     return out, out[T - 1].clone(), c_n

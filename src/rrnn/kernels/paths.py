@@ -48,6 +48,12 @@ def shared_row_forward(module, data: Tensor, hx):
     h0, c0 = hx if lstm else (hx, None)
     dirs = module.num_directions
     h_n, c_n = [], []
+    # Inference (no autograd) allocates little fresh memory per call: glibc returns
+    # large freed blocks to the system, and faulting them in again took about a tenth
+    # of a forward (docs/kernels.md). The layers share one x P_x^T buffer, and a
+    # unidirectional layer after the first writes its output over its input, a
+    # tensor this call made.
+    xz = None
     for layer, s in enumerate(module.uniform_shares):
         outs = []
         for direction in range(dirs):
@@ -59,7 +65,10 @@ def shared_row_forward(module, data: Tensor, hx):
                 if _records_grad(*args):
                     out, h, c = _lstm.SharedRowLSTMFunction.apply(*args, s)
                 else:
-                    out, h, c = _lstm.lstm_infer(*args, s)
+                    if xz is None:
+                        xz = inp.new_empty(inp.shape[0] * inp.shape[1] * ph.shape[0])
+                    over = inp if layer > 0 and dirs == 1 and inp.is_contiguous() else None
+                    out, h, c = _lstm.lstm_infer(*args, s, out=over, xz=xz)
                 c_n.append(c)
             else:
                 out, h = _gru.SharedRowGRUFunction.apply(inp, h0[idx], px, ph, bx, bh, s)
