@@ -28,12 +28,10 @@ from pathlib import Path
 
 import torch
 
-import rrnn
-from rrnn.baselines.lowrank import LowRankRNN
-from rrnn.deploy import compact, export_form
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
 from rrnn.timing import interleaved
+from stacks import METHODS, forms  # benchmarks/stacks.py
 
 SHAPES = [(1, 1), (1, 16), (35, 80)]  # (T, B): streaming, a batch of streams, a window
 
@@ -53,39 +51,33 @@ def _session(module, example, path: Path, threads: int):
     return session, feeds
 
 
-def _forms(method: str, rates: list[float]):
-    """(label, {name: (module, state width)}); "torch" is the reference in each."""
-    H = 200
-    if method == "restrict":
-        for rate in rates:
-            layer = rrnn.RestrictedLSTM(H, H, 3, sharing_rate=rate).eval()
-            yield f"r={rate:g}", {"compact": (compact(layer), H), "torch": (layer.to_torch().eval(), H)}
-    elif method == "lowrank":
-        stack = LowRankRNN("lstm", H, H, 3, rank=90).eval()
-        yield "rank 90", {"factored": (export_form(stack), H), "as-trained": (stack, H),
-                          "torch": (stack.to_dense().eval(), H)}  # fmt: skip
-    else:
-        lstm = torch.nn.LSTM(H, H, 3, proj_size=82).eval()
-        yield "proj 82", {"plain-ops": (export_form(lstm), 82), "torch": (torch.nn.LSTM(H, H, 3).eval(), H)}
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=["restrict", "lowrank", "projection"], default="restrict",
-                   help="which compressed stack to export (default restrict)")
-    p.add_argument("--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="restrict",
+        help="which compressed stack to export (default restrict)",
+    )
+    p.add_argument(
+        "--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)"
+    )
     p.add_argument("--repeats", type=int, default=15, help="timed blocks per form (default 15)")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args()
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, forms in _forms(args.method, [float(r) for r in args.rates.split(",")]):
+        for label, stack in forms(args.method, [float(r) for r in args.rates.split(",")]):
             for T, B in SHAPES:
                 x, c = torch.randn(T, B, 200), torch.randn(3, B, 200)
                 held, runs = {}, {}
-                for name, (module, width) in forms.items():
+                for name, (module, width) in stack.items():
                     example = (x, (torch.randn(3, B, width), c))
                     path = Path(tmp) / f"{name}-{T}x{B}.onnx"
                     session, feeds = _session(module, example, path, args.threads)
@@ -93,7 +85,7 @@ def main() -> None:
                     runs[name] = lambda s=session, f=feeds: s.run(None, f)
                 times = interleaved(runs, args.repeats, warmup=1, block=max(1, 2000 // (T * B)))
                 med = {k: statistics.median(v) for k, v in times.items()}
-                for name in forms:
+                for name in stack:
                     if name == "torch":
                         continue
                     row = {"method": args.method, "stack": label, "form": name, "T": T, "B": B,
