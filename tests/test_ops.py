@@ -206,8 +206,10 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, mon
         monkeypatch.setattr(native, "kernel", lambda name, d: None)
     tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     # the C step cuts each row into spans of 16 lanes: short spans, full vectors with
-    # a partial one after (d = 41), and whole vectors only (d = 40 and 32)
-    for T, B, d, s in ((5, 3, 6, 2), (4, 17, 9, 9), (2, 1, 4, 0), (3, 5, 41, 23), (2, 4, 40, 8), (2, 3, 32, 32)):
+    # a partial one after (d = 41), and whole vectors only (d = 40 and 32); B = 37
+    # splits into one block of rows per thread for the whole sequence (2 threads)
+    sizes = ((5, 3, 6, 2), (4, 17, 9, 9), (2, 1, 4, 0), (3, 5, 41, 23), (2, 4, 40, 8), (2, 3, 32, 32), (3, 37, 20, 10))
+    for T, B, d, s in sizes:
         xz, h0, c0, ph, _ = _seq_args(T, B, d, s, dtype=dtype)
         bias = torch.randn(ph.shape[0], dtype=dtype) if has_bias else None
         want_out, want_c = _infer_by_steps(xz, h0, c0, ph, bias, s)

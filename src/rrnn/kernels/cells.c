@@ -52,9 +52,24 @@ int64_t rrnn_max_threads(void) {
             CALL;                                                                         \
         }                                                                                 \
     } while (0)
+/* blocks of whole sequences (rrnn_lstm_infer): one per thread, RRNN_MIN_SEQUENCE_ROWS rows or more each */
+#ifndef RRNN_MIN_SEQUENCE_ROWS
+#define RRNN_MIN_SEQUENCE_ROWS 16
+#endif
+#define RRNN_SEQUENCE_BLOCKS(B)                                                           \
+    ((B) / RRNN_MIN_SEQUENCE_ROWS < omp_get_max_threads() ? (B) / RRNN_MIN_SEQUENCE_ROWS \
+                                                           : omp_get_max_threads())
+#define RRNN_PARALLEL_BLOCKS(NB, CALL)                                                    \
+    do {                                                                                  \
+        const int64_t nbp_ = (NB); /* a _Pragma's text is not macro-expanded */           \
+        _Pragma("omp parallel for num_threads(nbp_) schedule(static)")                    \
+        for (int64_t k_ = 0; k_ < nbp_; k_++) CALL;                                       \
+    } while (0)
 #else
 #define RRNN_ROWS_PARALLEL
 #define RRNN_ROW_BLOCKS(B, CALL) do { const int64_t b0 = 0, b1 = (B); CALL; } while (0)
+#define RRNN_SEQUENCE_BLOCKS(B) ((int64_t)1)
+#define RRNN_PARALLEL_BLOCKS(NB, CALL) do { const int64_t k_ = 0; CALL; } while (0)
 #endif
 
 /* glibc's vector exp (libmvec) without -ffast-math: -ffast-math would link
@@ -267,24 +282,49 @@ void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,  
 typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
                                const int64_t *, const T *, const T *, const int64_t *,    \
                                const T *, const int64_t *, const T *, T *, const int64_t *); \
-void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void *gemm,             \
-                           T *restrict xz, const T *restrict pht, const T *restrict bias, \
-                           const T *restrict h0, const T *restrict c0, T *restrict out,   \
-                           T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
-                           T *restrict ts) {                                              \
-    const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
-    const int64_t d = s + q, m = s + 4 * q;                                               \
+/* The time loop over rows [r0, r1) of the batch; with `split`, each step's rows are \
+   also split over the threads (RRNN_ROW_BLOCKS) and the GEMM runs on BLAS's own     \
+   threads; without, one thread does it all. */                                       \
+static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t r1,      \
+                                  int64_t s, int64_t q, gemm_##SUF##_t g, T *xz,          \
+                                  const T *pht, const T *bias, const T *h0, const T *c0,  \
+                                  T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split) {   \
+    const int64_t d = s + q, m = s + 4 * q, n = r1 - r0;                                  \
     const T one = 1;                                                                      \
     const char N = 'N';                                                                   \
     const T *h = h0, *cp = c0;                                                            \
     for (int64_t t = 0; t < steps; t++) {                                                 \
         T *z = xz + t * B * m, *ht = out + t * B * d;                                     \
         T *cn = (steps - 1 - t) % 2 == 0 ? c_n : c_tmp;                                   \
-        /* column-major: z^T (m x B) += P_h (m x d) h^T (d x B) */                        \
-        g(&N, &N, &m, &B, &d, &one, pht, &m, h, &d, &one, z, &m);                         \
-        RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts)); \
+        /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */           \
+        g(&N, &N, &m, &n, &d, &one, pht, &m, h + r0 * d, &d, &one, z + r0 * m, &m);       \
+        if (split) {                                                                      \
+            RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts)); \
+        } else {                                                                          \
+            lstm_inf_rows_##SUF(r0, r1, s, q, z, bias, cp, cn, ht, sig, ts);              \
+        }                                                                                 \
         h = ht;                                                                           \
         cp = cn;                                                                          \
+    }                                                                                     \
+}                                                                                         \
+/* A batch of at least RRNN_MIN_SEQUENCE_ROWS rows per thread is cut into one block of \
+   rows per thread, and each thread runs the whole time loop on its block with a     \
+   one-thread GEMM (BLAS called inside a parallel region keeps to the calling        \
+   thread): rows never depend on each other, so the threads meet once per sequence   \
+   instead of twice per step. A smaller batch splits each step instead. */            \
+void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void *gemm,             \
+                           T *restrict xz, const T *restrict pht, const T *restrict bias, \
+                           const T *restrict h0, const T *restrict c0, T *restrict out,   \
+                           T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
+                           T *restrict ts) {                                              \
+    const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
+    const int64_t nb = RRNN_SEQUENCE_BLOCKS(B);                                           \
+    if (nb > 1) {                                                                         \
+        RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, g, \
+                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0));        \
+    } else {                                                                              \
+        lstm_infer_rows_##SUF(steps, B, 0, B, s, q, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
+                              sig, ts, 1);                                                \
     }                                                                                     \
 }                                                                                         \
 /* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \
