@@ -153,3 +153,26 @@ def test_inference_reuses_only_buffers_it_made(bidirectional):
     torch.testing.assert_close(out, want.detach())
     torch.testing.assert_close(h_n, want_h.detach())
     torch.testing.assert_close(c_n, want_c.detach())
+
+
+def test_a_frozen_first_layer_keeps_the_gradients_of_the_others():
+    """A stack whose first layer is frozen runs that layer without autograd (an
+    output buffer the call made) and the others with it: the gradients of the
+    trainable layers equal the reference path's."""
+    from rrnn.modules import RestrictedLSTM
+
+    torch.manual_seed(0)
+    lstm = RestrictedLSTM(7, 24, 3, sharing_rate=0.5)
+    for name, p in lstm.named_parameters():
+        p.requires_grad_(not name.endswith("_l0"))
+    x = torch.randn(6, 5, 7)
+    grads = {}
+    for path in ("shared-row", "reference"):
+        lstm.kernel = path
+        lstm.zero_grad(set_to_none=True)
+        out, (h_n, c_n) = lstm(x)
+        (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+        grads[path] = {n: p.grad.clone() for n, p in lstm.named_parameters() if p.requires_grad}
+    assert grads["shared-row"].keys() == grads["reference"].keys() and grads["reference"]
+    for name, g in grads["reference"].items():
+        torch.testing.assert_close(grads["shared-row"][name], g, msg=name)
