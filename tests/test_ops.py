@@ -363,3 +363,27 @@ def test_gru_sequence_operators_check_their_arguments():
     ops.gru_seq_backward(ph, r, zz, n, gn, h0, out, None, dh, da, dg, s)
     with pytest.raises(ValueError, match=r"dg has shape"):
         ops.gru_seq_backward(ph, r, zz, n, gn, h0, out, None, dh, da, z(T, B, m + 1), s)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gru_step_in_c_equals_its_torch_op_version(dtype):
+    """rrnn::gru_step's C kernel (each gate a span of 16 lanes, the last one masked
+    or padded) against the torch ops it replaces, for spans that are short, whole
+    vectors with a partial one (d = 41), and whole vectors only (d = 40 and 32)."""
+    from rrnn.kernels import native
+    from rrnn.kernels.fallbacks import gru_step_ops
+
+    if native.kernel("gru_fwd", dtype) is None:
+        pytest.skip("no C compiler here")
+    tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    for B, d, s in ((3, 6, 2), (5, 41, 23), (4, 40, 8), (3, 32, 32), (2, 20, 0)):
+        q = d - s
+        a, g = (3 * torch.randn(B, s + 3 * q, dtype=dtype) for _ in range(2))
+        h_prev = torch.randn(B, d, dtype=dtype)
+        want = [torch.zeros(B, n, dtype=dtype) for n in (d, d, q, d, d)]  # h, r, z, n, gn
+        got = [torch.full_like(w, float("nan")) for w in want]
+        gru_step_ops(a, g, h_prev, *want, s, q)
+        ops.gru_step(a, g, h_prev, *got, s)
+        for name, x, y in zip(("h", "r", "z", "n", "gn"), got, want):
+            torch.testing.assert_close(x, y, **tol, msg=name)

@@ -126,6 +126,20 @@ static inline void tanh_span_512(float *restrict y, const float *restrict x,
         _mm512_mask_storeu_ps(y + i, k, _ZGVeN16v_tanhf(v));
     }
 }
+/* the GRU's candidate: y = tanh(a + r * g) */
+static inline void cand_span_512(float *restrict y, const float *restrict a, const float *restrict r,
+                                 const float *restrict g, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _ZGVeN16v_tanhf(_mm512_fmadd_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(g + i),
+                                                                _mm512_loadu_ps(a + i))));
+    if (i < n) {
+        const __mmask16 k = tail512(n - i);
+        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + i), _mm512_maskz_loadu_ps(k, g + i),
+                                   _mm512_maskz_loadu_ps(k, a + i));
+        _mm512_mask_storeu_ps(y + i, k, _ZGVeN16v_tanhf(v));
+    }
+}
 static inline void out_span_512(float *restrict h, const float *restrict c,
                                 const float *restrict o, int64_t n) {
     int64_t i = 0;
@@ -149,7 +163,9 @@ static inline void out_span_512(float *restrict h, const float *restrict c,
 #define SIGM_SPAN_f32 sigm_span_512
 #define TANH_SPAN_f32 tanh_span_512
 #define OUT_SPAN_f32 out_span_512
+#define CAND_SPAN_f32 cand_span_512
 #else
+#define CAND_SPAN_f32 cand_span_f32
 #define SIGM_SPAN_f32 sigm_span_f32
 #define TANH_SPAN_f32 tanh_span_f32
 #define OUT_SPAN_f32 out_span_f32
@@ -157,6 +173,7 @@ static inline void out_span_512(float *restrict h, const float *restrict c,
 #define SIGM_SPAN_f64 sigm_span_f64
 #define TANH_SPAN_f64 tanh_span_f64
 #define OUT_SPAN_f64 out_span_f64
+#define CAND_SPAN_f64 cand_span_f64
 #define TANH_f32 tanhf
 #define TANH_f64 tanh
 #define DEFINE_LSTM(T, SUF, EXP)                                                         \
@@ -395,6 +412,25 @@ DEFINE_LSTM(double, f64, exp)
  * dh_prev that does not pass through P_h.
  */
 #define DEFINE_GRU(T, SUF)                                                               \
+/* The GRU's candidate over a span: y = tanh(a + r * g), the last partial vector \
+   padded (see the LSTM's spans). */                                                  \
+static inline void cand_span_##SUF(T *restrict y, const T *restrict a, const T *restrict r, \
+                                   const T *restrict g, int64_t n) {                     \
+    int64_t i = 0;                                                                        \
+    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
+            y[i + k] = tanh_##SUF(a[i + k] + r[i + k] * g[i + k]);                        \
+    }                                                                                     \
+    if (i < n) {                                                                          \
+        T v[RRNN_VW] = {0};                                                               \
+        for (int64_t k = 0; k < n - i; k++) v[k] = a[i + k] + r[i + k] * g[i + k];        \
+        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = tanh_##SUF(v[k]); \
+        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                              \
+    }                                                                                     \
+}                                                                                         \
+/* One row at a time, each gate a span (the sigmoid spans take g as their "bias":     \
+   sigmoid(a + g)); a row's loop over its entries ended in scalar calls of expf and   \
+   tanhf, as the LSTM's did. */                                                       \
 void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,                      \
                         const T *restrict g, const T *restrict h_prev, T *restrict h,     \
                         T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
@@ -404,19 +440,20 @@ void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,   
         const T *ab = a + b * m, *gb = g + b * m, *hp = h_prev + b * d;                   \
         T *hb = h + b * d, *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d;          \
         T *gnb = gn + b * d;                                                              \
-        for (int64_t j = 0; j < s; j++) {                                                    \
-            T u = sigm_##SUF(ab[j] + gb[j]);                                              \
-            T n = tanh_##SUF(ab[j] + u * gb[j]);                                          \
-            rb[j] = u; nb[j] = n; gnb[j] = gb[j];                                         \
-            hb[j] = ((T)1 - u) * n + u * hp[j];                                           \
+        SIGM_SPAN_##SUF(rb, ab, gb, s);                       /* shared: u = r = z */     \
+        CAND_SPAN_##SUF(nb, ab, rb, gb, s);                                               \
+        SIGM_SPAN_##SUF(rb + s, ab + s, gb + s, q);           /* private r */             \
+        SIGM_SPAN_##SUF(zb, ab + s + q, gb + s + q, q);       /* private z */             \
+        CAND_SPAN_##SUF(nb + s, ab + s + 2 * q, rb + s, gb + s + 2 * q, q);               \
+        _Pragma("omp simd") for (int64_t j = 0; j < s; j++) {                             \
+            const T u = rb[j];                                                            \
+            gnb[j] = gb[j];                                                               \
+            hb[j] = ((T)1 - u) * nb[j] + u * hp[j];                                       \
         }                                                                                 \
-        for (int64_t j = 0; j < q; j++) {                                                    \
-            T r = sigm_##SUF(ab[s + j] + gb[s + j]);                                      \
-            T z = sigm_##SUF(ab[s + q + j] + gb[s + q + j]);                              \
-            T gN = gb[s + 2 * q + j];                                                     \
-            T n = tanh_##SUF(ab[s + 2 * q + j] + r * gN);                                 \
-            rb[s + j] = r; zb[j] = z; nb[s + j] = n; gnb[s + j] = gN;                     \
-            hb[s + j] = ((T)1 - z) * n + z * hp[s + j];                                   \
+        _Pragma("omp simd") for (int64_t j = 0; j < q; j++) {                             \
+            const T z = zb[j];                                                            \
+            gnb[s + j] = gb[s + 2 * q + j];                                               \
+            hb[s + j] = ((T)1 - z) * nb[s + j] + z * hp[s + j];                           \
         }                                                                                 \
     }                                                                                     \
 }                                                                                         \
