@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
+import stacks  # benchmarks/stacks.py
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.lm.export import held_bytes
 from rrnn.timing import interleaved
-from stacks import METHODS, forms  # benchmarks/stacks.py
 
 SHAPES = [(1, 1), (1, 16), (35, 80)]  # (T, B): streaming, a batch of streams, a window
 
@@ -55,15 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--method",
-        choices=METHODS,
-        default="restrict",
-        help="which compressed stack to export (default restrict)",
-    )
-    p.add_argument(
-        "--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)"
-    )
+    stacks.add_arguments(p, "export")
     p.add_argument(
         "--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)"
     )
@@ -73,7 +65,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, stack in forms(args.method, [float(r) for r in args.rates.split(",")]):
+        for label, stack in stacks.forms(args.method, [float(r) for r in args.rates.split(",")]):
             for T, B in SHAPES:
                 x, c = torch.randn(T, B, 200), torch.randn(3, B, 200)
                 held, runs = {}, {}

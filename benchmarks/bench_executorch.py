@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+import stacks  # benchmarks/stacks.py
 from rrnn.fileio import atomic_write_text, describe_machine, machine
 from rrnn.timing import interleaved
-from stacks import METHODS, forms  # benchmarks/stacks.py
 
 
 def lower(module, example):
@@ -51,15 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--method",
-        choices=METHODS,
-        default="restrict",
-        help="which compressed stack to lower (default restrict)",
-    )
-    p.add_argument(
-        "--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)"
-    )
+    stacks.add_arguments(p, "lower")
     p.add_argument(
         "--shapes", default="1x1,1x16", help="TxB shapes (default 1x1,1x16; 35x80 lowers slowly)"
     )
@@ -69,7 +61,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the exporters' notices
     torch.manual_seed(0)
     rows = []
-    for label, stack in forms(args.method, [float(r) for r in args.rates.split(",")]):
+    for label, stack in stacks.forms(args.method, [float(r) for r in args.rates.split(",")]):
         for shape in args.shapes.split(","):
             T, B = (int(v) for v in shape.split("x"))
             size, runs, error, lowering, alive = {}, {}, {}, {}, []

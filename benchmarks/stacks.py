@@ -15,6 +15,15 @@ H = 200
 METHODS = ("restrict", "lowrank", "projection")
 
 
+def add_arguments(parser, verb: str) -> None:
+    """``--method`` and ``--rates``, the stack choice both benchmarks share."""
+    parser.add_argument("--method", choices=METHODS, default="restrict",
+                        help=f"which compressed stack to {verb} (default restrict)")  # fmt: skip
+    parser.add_argument(
+        "--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)"
+    )
+
+
 def forms(method: str, rates: list[float]):
     """(label, {name: (module, state width)}); "torch" is the reference in each."""
     if method == "restrict":
