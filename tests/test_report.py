@@ -229,12 +229,18 @@ def test_seeds_are_one_line_with_a_band_not_a_zig_zag(tmp_path, monkeypatch):
 
     root = tmp_path / "sweep"
     for seed, shift in ((1, 0), (2, 10)):
-        make_run(root, "lstm", 0.0, [(150 + shift, 140 + shift), (125 + shift, 120 + shift)], seed=seed)
-        make_run(root, "lstm", 0.5, [(140 + shift, 130 + shift), (118 + shift, 115 + shift)], seed=seed)
+        make_run(
+            root, "lstm", 0.0, [(150 + shift, 140 + shift), (125 + shift, 120 + shift)], seed=seed
+        )
+        make_run(
+            root, "lstm", 0.5, [(140 + shift, 130 + shift), (118 + shift, 115 + shift)], seed=seed
+        )
     lines, bands = [], []
     plot, fill = Axes.plot, Axes.fill_between
     monkeypatch.setattr(Axes, "plot", lambda ax, *a, **k: lines.append((a, k)) or plot(ax, *a, **k))
-    monkeypatch.setattr(Axes, "fill_between", lambda ax, *a, **k: bands.append(a) or fill(ax, *a, **k))
+    monkeypatch.setattr(
+        Axes, "fill_between", lambda ax, *a, **k: bands.append(a) or fill(ax, *a, **k)
+    )
     R.write_report(root, log=lambda m: None)
     ours = [(a, k) for a, k in lines if "seeds" in k.get("label", "")]
     # a learning curve per setting (2) and one perplexity-vs-parameters line through both
@@ -245,3 +251,27 @@ def test_seeds_are_one_line_with_a_band_not_a_zig_zag(tmp_path, monkeypatch):
         assert "mean of 2 seeds (band: min-max)" in kwargs["label"]
     curve = next(a for a, k in ours if "r=0," in k["label"] or "r=0 " in k["label"])
     assert list(curve[1]) == [155, 130]  # the mean of the two seeds' validation perplexities
+
+
+def test_compression_table_marks_runs_still_training_and_never_crowns_them(tmp_path):
+    """A compressed run still training shows its best so far with how far it got;
+    the "lowest" line names a finished run, and says which unfinished ones are
+    lower so far."""
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain", epochs=5)  # one schedule: the runs compare
+    make_run(root, "lstm", 0.0, [(150, 140)], status="early-stopped", **plain)
+    make_run(root, "lstm", 0.5, [(160, 150)], status="early-stopped", **plain)
+    make_run(
+        root, "lstm", 0.5, [(130, 125), (125, 120)], compress="lowrank", status="running", **plain
+    )
+    R.write_report(root, log=lambda m: None)
+    section = (root / "report.md").read_text().split("## Compression methods")[1].split("## ")[0]
+    row = next(line for line in section.splitlines() if "-lowrank" in line)
+    assert "120.00 (125.00), unfinished after 2/5 epochs" in row
+    lowest = next(line for line in section.splitlines() if line.startswith("Lowest test"))
+    assert (
+        "among the finished runs" in lowest
+        and "restricted r=0.5" in lowest
+        and "(150.00)" in lowest
+    )
+    assert "Lower so far, still training: **low-rank" in section

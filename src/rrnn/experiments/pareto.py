@@ -53,6 +53,15 @@ def _fmt_latency(entry) -> str:
     return f"{entry['latency_s'] * 1e3:.3f} ms ({entry['ratio_to_torch']:.2f}x, {entry['form']})"
 
 
+def _so_far(run) -> str:
+    """ ", running after N/M epochs" for a run not finished (still training, or stopped
+    short): its perplexity is a best so far, not the run's result."""
+    if run.finished:
+        return ""
+    done = max((h.get("epoch", 0) for h in run.history), default=0)
+    return f", {run.status} after {done}/{run.train.get('epochs')} epochs"
+
+
 def section(runs, rule: str) -> str:
     """Markdown: every run with its counts, perplexity and latency, and which wins."""
     rows = sorted(runs, key=lambda r: (r.dataset, r.rnn_params))
@@ -77,7 +86,7 @@ def section(runs, rule: str) -> str:
         lines.append(
             f"| {describe(r)} | {r.name} | {r.rnn_params:,} | "
             f"{_int(s.get('rnn_params_nonzero'))} | {_int(s.get('rnn_params_dense'))} | "
-            f"{_num(test)} ({_num(valid)}) | {_fmt_latency(_latency(r, 'stream'))} | "
+            f"{_num(test)} ({_num(valid)}){_so_far(r)} | {_fmt_latency(_latency(r, 'stream'))} | "
             f"{_fmt_latency(_latency(r, 'batch80'))} |"
         )
     done = [r for r in runs if r.finished and r.selected(rule)[0] is not None]
@@ -85,8 +94,13 @@ def section(runs, rule: str) -> str:
         largest = max(r.rnn_params for r in done)
         small = [r for r in done if r.rnn_params < largest] or done
         best = min(small, key=lambda r: r.selected(rule)[0])
-        lines += ["", f"Lowest test perplexity below the largest model ({largest:,}): "
-                  f"**{describe(best)}** ({_num(best.selected(rule)[0])})."]  # fmt: skip
+        lines += ["", f"Lowest test perplexity among the finished runs below the largest model "
+                  f"({largest:,}): **{describe(best)}** ({_num(best.selected(rule)[0])})."]  # fmt: skip
+        ahead = [r for r in runs if not r.finished and r.rnn_params < largest
+                 and (r.selected(rule)[0] or float("inf")) < best.selected(rule)[0]]  # fmt: skip
+        if ahead:
+            lines.append("Lower so far, still training: " + "; ".join(
+                f"**{describe(r)}** ({_num(r.selected(rule)[0])}{_so_far(r)})" for r in ahead) + ".")  # fmt: skip
         for shape, words in (("stream", "batch 1"), ("batch80", "batch 80")):
             timed = [r for r in small if _latency(r, shape)]
             if timed:
