@@ -1,8 +1,10 @@
 /*
- * Fused elementwise work of one shared-row LSTM step, forward and backward.
- * The GEMMs stay in torch; these loops replace the ~10 (forward) and ~20
- * (backward) small torch ops per step. Compiled at first use by
- * rrnn/kernels/native.py; see rrnn/kernels/lstm.py for the maths.
+ * Fused elementwise work of one shared-row LSTM or GRU step, forward and backward;
+ * an LSTM layer's whole time loop without autograd (its GEMM through the BLAS
+ * torch exports); one streaming step of an LSTM stack; the decoder's softmax
+ * cross-entropy. Elsewhere the GEMMs stay in torch; these loops replace the ~10
+ * (forward) and ~20 (backward) small torch ops per step. Compiled at first use by
+ * rrnn/kernels/native.py; see rrnn/kernels/lstm.py and gru.py for the maths.
  *
  * Layout, all row-major and contiguous, one row per batch element:
  *   z, sig, dz : (B, m), m = s + 4q, columns [S | P_i | P_f | P_g | P_o]
@@ -153,10 +155,6 @@ static inline void out_span_512(float *restrict h, const float *restrict c,
 }
 #endif
 
-/* sigmoid: 1 / (1 + exp(-x)) has no cancellation; exp(-x) overflowing to +Inf for
- * x below about -88 (float) gives 0, where torch gives a subnormal or 0. tanh: the
- * C library's, within a few ulp of torch's everywhere; 1 - 2 / (1 + exp(2x))
- * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). */
 /* lanes of the widest vector a span is cut into (16 floats in AVX-512) */
 #define RRNN_VW 16
 #ifdef RRNN_SPANS_512
@@ -174,6 +172,10 @@ static inline void out_span_512(float *restrict h, const float *restrict c,
 #define TANH_SPAN_f64 tanh_span_f64
 #define OUT_SPAN_f64 out_span_f64
 #define CAND_SPAN_f64 cand_span_f64
+/* sigmoid: 1 / (1 + exp(-x)) has no cancellation; exp(-x) overflowing to +Inf for
+ * x below about -88 (float) gives 0, where torch gives a subnormal or 0. tanh: the
+ * C library's, within a few ulp of torch's everywhere; 1 - 2 / (1 + exp(2x))
+ * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). */
 #define TANH_f32 tanhf
 #define TANH_f64 tanh
 #define DEFINE_LSTM(T, SUF, EXP)                                                         \
