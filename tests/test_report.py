@@ -275,3 +275,24 @@ def test_compression_table_marks_runs_still_training_and_never_crowns_them(tmp_p
         and "(150.00)" in lowest
     )
     assert "Lower so far, still training: **low-rank" in section
+
+
+def test_the_equal_size_panel_takes_the_compressed_runs_budget(tmp_path):
+    """The figure's side-by-side panel holds the runs within 2% of the compressed
+    runs' size: the restricted layer at that rate and the compressed runs, not the
+    classical layer or other rates."""
+    from rrnn.experiments import pareto as C
+
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain")
+    for rate in (0.0, 0.5, 0.9):
+        make_run(root, "lstm", rate, [(150, 140)], **plain)
+    for method in ("dense", "prune"):
+        make_run(root, "lstm", 0.5, [(155, 145)], compress=method, **plain)
+    runs = R.load_sweep(root)
+    for r in runs:  # the compressed runs keep r = 0.5's budget
+        if r.method != "restrict":
+            r.rnn_params = count_parameters("lstm", 200, 200, 3, sharing_rate=0.5)
+    names = sorted(r.name for r in C._at_one_budget(runs))
+    assert names == sorted(r.name for r in runs if "r0.5" in r.name)
+    assert C._at_one_budget([r for r in runs if r.method == "restrict"]) == []

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import statistics
+import textwrap
 from pathlib import Path
 
 from ..fileio import describe_machine
@@ -136,6 +138,54 @@ def _frontier(points):
     return out
 
 
+def _series(run) -> str:
+    """A figure's legend entry: one per method (the restricted rates share one, each
+    point annotated with its rate)."""
+    if run.method == "restrict" and run.train["sharing_rate"]:
+        return "restricted"
+    return describe(run)
+
+
+def _dot(ax, run, x, y, label) -> None:
+    """One run's marker; hollow while it is still training (its best so far)."""
+    marker, color = style(run)
+    filled = dict(color=color) if run.finished else dict(facecolors="none", edgecolors=color)
+    ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 60, label=label, **filled)
+
+
+def _at_one_budget(runs, tolerance: float = 0.02) -> list:
+    """The runs within ``tolerance`` of the compressed runs' common size (the budget
+    the methods are compared at), or none when there is no compressed run."""
+    sizes = [r.rnn_params for r in runs if r.method != "restrict"]
+    if not sizes:
+        return []
+    budget = statistics.median(sizes)
+    return [r for r in runs if abs(r.rnn_params - budget) <= tolerance * budget]
+
+
+def _equal_size_panel(ax, runs, rule: str) -> None:
+    """The methods at one budget side by side, best first: on the size axis they
+    fall on one another."""
+    runs = sorted(runs, key=lambda r: r.selected(rule)[0])
+    for i, r in enumerate(runs):
+        _dot(ax, r, i, r.selected(rule)[0], None)
+        if not r.finished:
+            ax.annotate(r.status, (i, r.selected(rule)[0]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7)  # fmt: skip
+    ax.set_xticks(range(len(runs)))
+    seeds = {r.train.get("seed") for r in runs}
+
+    def tick(r) -> str:  # the seed only where the panel holds more than one
+        seed = f", seed {r.train.get('seed')}" if len(seeds) > 1 else ""
+        return f"{describe(r)}{seed}\n{r.rnn_params:,}"
+
+    ax.set_xticklabels([tick(r) for r in runs], rotation=30, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(runs) - 0.5)
+    ax.set_ylabel(f"test perplexity ({rule})")
+    ax.set_title("at one size (within 2%); hollow: still training", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
     """pareto-params.png, and pareto-latency.png where latency was measured."""
     import matplotlib
@@ -159,20 +209,27 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
     groups = [("pareto-params.png", panels[:1])]
     if timed:
         groups.append(("pareto-latency.png", panels[1:]))
+    same = _at_one_budget(done)
     for filename, group in groups:
-        fig, axes = plt.subplots(1, len(group), figsize=(6.5 * len(group), 4.8), squeeze=False)
+        extra = filename == "pareto-params.png" and len(same) > 1
+        fig, axes = plt.subplots(1, len(group) + extra, figsize=(6.5 * (len(group) + extra), 4.8),
+                                 squeeze=False)  # fmt: skip
         for ax, (_, xlabel, xfn) in zip(axes[0], group):
-            pts = []
+            pts, labelled = [], set()
             for r in done:
                 x, y = xfn(r), r.selected(rule)[0]
                 if x is None:
                     continue
-                pts.append((x, y))
-                marker, color = style(r)
-                ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 60, color=color,
-                           label=describe(r))  # fmt: skip
-                if not r.finished:
-                    ax.annotate(r.status, (x, y), fontsize=7)
+                if r.finished:  # a run still training is no point of the front yet
+                    pts.append((x, y))
+                label = _series(r)
+                _dot(ax, r, x, y, None if label in labelled else label)
+                labelled.add(label)
+                note = [f"r={r.train['sharing_rate']:g}"] if label == "restricted" else []
+                note += [] if r.finished else [r.status]
+                if note:
+                    ax.annotate(", ".join(note), (x, y), xytext=(5, 4), textcoords="offset points",
+                                fontsize=7)  # fmt: skip
             front = _frontier(pts)
             if len(front) > 1:
                 ax.step(*zip(*front), where="post", color="black", alpha=0.4, lw=1,
@@ -181,6 +238,8 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
             ax.set_ylabel(f"test perplexity ({rule})")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
+        if extra:
+            _equal_size_panel(axes[0][-1], same, rule)
         title = f"compression methods, {epochs} epochs"
         if filename == "pareto-latency.png":
             where = "; ".join(
@@ -195,7 +254,7 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
             title += f"\nlatency on {where}"
         elif machine:
             title += f"\ntrained on {machine}"
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=8)
         fig.tight_layout()
         path = out / filename
         fig.savefig(path, dpi=120)
