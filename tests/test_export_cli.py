@@ -54,6 +54,7 @@ def test_every_method_exports_with_parity(runs, method, capsys):
     forms = {"restrict": "CompactRNN", "lowrank": "FactoredRNN", "projection": "ProjectedLSTM"}
     if method in forms:
         assert r["recurrent"] == forms[method]
+    assert ("masked dense" in (r["weights"] or "")) == (method == "prune")  # said in the output
 
 
 def test_the_restricted_export_holds_less_than_its_classical_twin(runs, capsys):

@@ -10,4 +10,6 @@ rrnn sweep --out ~/rrnn-runs/ptb-paper-schedule --datasets ptb --lrs 10 --epochs
  --grid "cells=lstm sharing-rates=0.9,1 variants=plain" \
  --grid "cells=gru,rnn sharing-rates=0 variants=plain" \
  --grid "cells=lstm sharing-rates=0.5 variants=plain compresses=dense,lowrank,prune,iss" \
- --grid "cells=lstm sharing-rates=0.9,1 variants=plain lrs=1" "$@"
+ --grid "cells=lstm sharing-rates=0.9,1 variants=plain lrs=1" \
+ --grid "cells=lstm sharing-rates=0.5 variants=plain compresses=dense,lowrank,prune,iss lrs=1" \
+ --grid "cells=lstm sharing-rates=0.5 variants=plain lrs=1 seeds=2" "$@"

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     what = "int8 cost" if r["int8"] else "parity"
     print(
         f"wrote {r['file']}: {r['file_bytes']:,} bytes, {r['held_bytes']:,} held by "
-        f"{r['runtime']} ({r['recurrent']}); {r['split']} ppl {r['runtime_ppl']:.4f} in "
+        f"{r['runtime']} ({r['recurrent']}{'; ' + r['weights'] if r.get('weights') else ''}); {r['split']} ppl {r['runtime_ppl']:.4f} in "
         f"{r['runtime']}, {r['torch_ppl']:.4f} in PyTorch ({what}: {r['relative']:.2e} "
         f"relative; batch {r['batch']}, windows of {r['window']})"
     )

@@ -103,6 +103,15 @@ def onnx_export(lm: StreamingLM, path: Path, window: int) -> None:
         quiet.setLevel(level)
 
 
+def weights_note(model: nn.Module) -> str | None:
+    """What the file holds of a pruned model's sparsity: its masked dense matrices,
+    zeros included, which ONNX Runtime and XNNPACK run as dense GEMMs (neither has a
+    sparse kernel for these weights; docs/deployment.md). None for other models."""
+    if getattr(model.config, "compress", None) != "prune":
+        return None
+    return "pruned: masked dense matrices, zeros stored and multiplied (no sparse kernel in the runtime)"
+
+
 def executorch_export(lm: StreamingLM, path: Path, window: int, batch: int):
     """Export ``lm`` for windows of ``window`` tokens and ``batch`` streams (static:
     XNNPACK lowers fixed shapes), lowered with the XNNPACK partitioner, to ``path``
@@ -205,7 +214,8 @@ def export_checkpoint(path, out, window: int = 1, int8: bool = False, batch: int
     return {"file": str(out), "file_bytes": out.stat().st_size, "held_bytes": held_bytes(out),
             "torch_ppl": ours, "onnx_ppl": theirs, "runtime_ppl": theirs, "runtime": "ONNX Runtime",
             "relative": abs(theirs - ours) / ours, "split": split, "batch": batch,
-            "window": window, "int8": int8, "recurrent": type(lm.rnn).__name__}  # fmt: skip
+            "window": window, "int8": int8, "recurrent": type(lm.rnn).__name__,
+            "weights": weights_note(model)}  # fmt: skip
 
 
 def _executorch_checkpoint(path, out: Path, window, batch, split, corpus, data_dir, log) -> dict:
@@ -213,7 +223,8 @@ def _executorch_checkpoint(path, out: Path, window, batch, split, corpus, data_d
     parity on ``split`` in the ExecuTorch runtime."""
     ckpt = load_checkpoint(path)
     data = checkpoint_corpus(path, ckpt, corpus, data_dir, log)
-    lm = StreamingLM(model_from_checkpoint(ckpt).eval())
+    model = model_from_checkpoint(ckpt).eval()
+    lm = StreamingLM(model)
     step = executorch_export(lm, out, window, batch)
     source = D.batchify(data.split(split), batch)  # (N, B)
     ours = _perplexity(lambda x, s: lm(x, *s), source, window, lm.init_state(batch))
@@ -222,7 +233,8 @@ def _executorch_checkpoint(path, out: Path, window, batch, split, corpus, data_d
     return {"file": str(out), "file_bytes": size, "held_bytes": size,  # weights in the program
             "torch_ppl": ours, "runtime_ppl": theirs, "runtime": "ExecuTorch (XNNPACK)",
             "relative": abs(theirs - ours) / ours, "split": split, "batch": batch,
-            "window": window, "int8": False, "recurrent": type(lm.rnn).__name__}  # fmt: skip
+            "window": window, "int8": False, "recurrent": type(lm.rnn).__name__,
+            "weights": weights_note(model)}  # fmt: skip
 
 
 def _label(path: Path, itos: list[str], window: int) -> None:
