@@ -105,11 +105,11 @@ def onnx_export(lm: StreamingLM, path: Path, window: int) -> None:
 
 def weights_note(model: nn.Module) -> str | None:
     """What the file holds of a pruned model's sparsity: its masked dense matrices,
-    zeros included, which ONNX Runtime and XNNPACK run as dense GEMMs (neither has a
-    sparse kernel for these weights; docs/deployment.md). None for other models."""
+    zeros included, which the runtime multiplies as dense ones (rrnn exports no
+    sparse form; docs/deployment.md). None for other models."""
     if getattr(model.config, "compress", None) != "prune":
         return None
-    return "pruned: masked dense matrices, zeros stored and multiplied (no sparse kernel in the runtime)"
+    return "pruned: masked dense matrices, zeros stored and multiplied (no sparse form exported)"
 
 
 def executorch_export(lm: StreamingLM, path: Path, window: int, batch: int):
