@@ -296,3 +296,26 @@ def test_the_equal_size_panel_takes_the_compressed_runs_budget(tmp_path):
     names = sorted(r.name for r in C._at_one_budget(runs))
     assert names == sorted(r.name for r in runs if "r0.5" in r.name)
     assert C._at_one_budget([r for r in runs if r.method == "restrict"]) == []
+
+
+def test_a_run_early_in_training_does_not_squash_the_figure(tmp_path):
+    """A point far above the finished runs is left off the top edge and named there
+    with its value; the axis spans the finished runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rrnn.experiments import pareto as C
+
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.0, [(150, 140)], variant="plain", epochs=5, status="early-stopped")
+    make_run(root, "lstm", 0.5, [(270, 261)], variant="plain", epochs=5, status="running")
+    runs = sorted(R.load_sweep(root), key=lambda r: r.finished)
+    fig, ax = plt.subplots()
+    for i, r in enumerate(runs):
+        ax.scatter(i, r.selected("best-valid")[0])
+    C._fit_to_finished(ax, runs, "best-valid", range(len(runs)))
+    assert 140 < ax.get_ylim()[1] < 261
+    assert any("261.00 (above)" in t.get_text() for t in ax.texts)
+    plt.close(fig)

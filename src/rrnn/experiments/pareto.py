@@ -163,6 +163,26 @@ def _at_one_budget(runs, tolerance: float = 0.02) -> list:
     return [r for r in runs if abs(r.rnn_params - budget) <= tolerance * budget]
 
 
+def _fit_to_finished(ax, runs, rule: str, xs, named: bool = True) -> None:
+    """Keep the axis on the finished runs: a run early in training (its perplexity
+    far above them) would squash them into a line. Such a point is drawn off the top
+    edge and named there with its value."""
+    done = [r.selected(rule)[0] for r in runs if r.finished]
+    if not done:
+        return
+    low, high = min(done), max(done)
+    top = high + 0.25 * max(high - low, 0.05 * high)
+    off = [(x, r) for x, r in zip(xs, runs) if not r.finished and r.selected(rule)[0] > top]
+    if not off:
+        return
+    bottom = min(ax.get_ylim()[0], min(r.selected(rule)[0] for r in runs) - 0.02 * high)
+    ax.set_ylim(bottom, top)
+    for x, r in off:
+        what = f"{describe(r)}: " if named else ""
+        ax.annotate(f"{what}{_num(r.selected(rule)[0])} (above)", (x, top), xytext=(0, -10),
+                    textcoords="offset points", fontsize=7, ha="center", annotation_clip=False)  # fmt: skip
+
+
 def _equal_size_panel(ax, runs, rule: str) -> None:
     """The methods at one budget side by side, best first: on the size axis they
     fall on one another."""
@@ -181,6 +201,7 @@ def _equal_size_panel(ax, runs, rule: str) -> None:
 
     ax.set_xticklabels([tick(r) for r in runs], rotation=30, ha="right", fontsize=7)
     ax.set_xlim(-0.5, len(runs) - 0.5)
+    _fit_to_finished(ax, runs, rule, range(len(runs)), named=False)  # the tick names it
     ax.set_ylabel(f"test perplexity ({rule})")
     ax.set_title("at one size (within 2%); hollow: still training", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -230,6 +251,8 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
                 if note:
                     ax.annotate(", ".join(note), (x, y), xytext=(5, 4), textcoords="offset points",
                                 fontsize=7)  # fmt: skip
+            shown = [r for r in done if xfn(r) is not None]
+            _fit_to_finished(ax, shown, rule, [xfn(r) for r in shown])
             front = _frontier(pts)
             if len(front) > 1:
                 ax.step(*zip(*front), where="post", color="black", alpha=0.4, lw=1,
