@@ -106,28 +106,21 @@ static inline __m512 sigm512(__m512 v) {
     return _mm512_div_ps(one, _mm512_add_ps(one, e));
 }
 static inline __mmask16 tail512(int64_t r) { return (__mmask16)((1u << r) - 1u); }
-static inline void sigm_span_512(float *restrict y, const float *restrict x,
-                                 const float *restrict b, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, sigm512(_mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(b + i))));
-    if (i < n) {
-        const __mmask16 k = tail512(n - i);
-        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, b + i));
-        _mm512_mask_storeu_ps(y + i, k, sigm512(v));
+/* NAME(y, x, b, n): y = F(x + b) over n floats */
+#define RRNN_XB_SPAN_512(NAME, F)                                                         \
+    static inline void NAME(float *restrict y, const float *restrict x,                  \
+                            const float *restrict b, int64_t n) {                        \
+        int64_t i = 0;                                                                    \
+        for (; i + 16 <= n; i += 16)                                                      \
+            _mm512_storeu_ps(y + i, F(_mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(b + i)))); \
+        if (i < n) {                                                                      \
+            const __mmask16 k = tail512(n - i);                                           \
+            __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, b + i)); \
+            _mm512_mask_storeu_ps(y + i, k, F(v));                                        \
+        }                                                                                 \
     }
-}
-static inline void tanh_span_512(float *restrict y, const float *restrict x,
-                                 const float *restrict b, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _ZGVeN16v_tanhf(_mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(b + i))));
-    if (i < n) {
-        const __mmask16 k = tail512(n - i);
-        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, b + i));
-        _mm512_mask_storeu_ps(y + i, k, _ZGVeN16v_tanhf(v));
-    }
-}
+RRNN_XB_SPAN_512(sigm_span_512, sigm512)
+RRNN_XB_SPAN_512(tanh_span_512, _ZGVeN16v_tanhf)
 /* the GRU's candidate: y = tanh(a + r * g) */
 static inline void cand_span_512(float *restrict y, const float *restrict a, const float *restrict r,
                                  const float *restrict g, int64_t n) {
@@ -176,6 +169,23 @@ static inline void out_span_512(float *restrict h, const float *restrict c,
  * x below about -88 (float) gives 0, where torch gives a subnormal or 0. tanh: the
  * C library's, within a few ulp of torch's everywhere; 1 - 2 / (1 + exp(2x))
  * cancels near 0 (4.6% off at 1e-6 in float32, 0 at 1e-8). */
+/* NAME(y, x, bias, n): y = F(x + bias) over n entries, whole vectors of RRNN_VW lanes,
+ * then the partial one padded into a buffer of RRNN_VW (one vector call, not scalar ones) */
+#define RRNN_XB_SPAN(T, NAME, F)                                                          \
+    static inline void NAME(T *restrict y, const T *restrict x, const T *restrict bias,  \
+                            int64_t n) {                                                  \
+        int64_t i = 0;                                                                    \
+        for (; i + RRNN_VW <= n; i += RRNN_VW) {                                          \
+            _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                     \
+                y[i + k] = F(x[i + k] + bias[i + k]);                                     \
+        }                                                                                 \
+        if (i < n) {                                                                      \
+            T v[RRNN_VW] = {0};                                                           \
+            for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k] + bias[i + k];            \
+            _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = F(v[k]);     \
+            for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                          \
+        }                                                                                 \
+    }
 #define TANH_f32 tanhf
 #define TANH_f64 tanh
 #define DEFINE_LSTM(T, SUF, EXP)                                                         \
@@ -217,39 +227,8 @@ static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,   
         for (int64_t j = 0; j < q; j++) hb[s + j] = sb[s + 3 * q + j] * tcb[s + j];       \
     }                                                                                     \
 }                                                                                         \
-/* Inference rows: nothing is kept for backward, so each row is finished while it  \
-   sits in L1, reading z + bias once. A span's last partial vector runs as one       \
-   padded vector call (RRNN_VW lanes), not as scalar calls. sg holds a row's gates  \
-   [sig S | sig P_i | sig P_f | tanh P_g | sig P_o], ts tanh(S). Only the 4d values  \
-   the step reads are computed (the training step also takes sig(P_g)). */           \
-static inline void sigm_span_##SUF(T *restrict y, const T *restrict x,                  \
-                                   const T *restrict bias, int64_t n) {                  \
-    int64_t i = 0;                                                                        \
-    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
-        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
-            y[i + k] = sigm_##SUF(x[i + k] + bias[i + k]);                                \
-    }                                                                                     \
-    if (i < n) {                                                                          \
-        T v[RRNN_VW] = {0};                                                               \
-        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k] + bias[i + k];                \
-        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = sigm_##SUF(v[k]); \
-        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                              \
-    }                                                                                     \
-}                                                                                         \
-static inline void tanh_span_##SUF(T *restrict y, const T *restrict x,                  \
-                                   const T *restrict bias, int64_t n) {                  \
-    int64_t i = 0;                                                                        \
-    for (; i + RRNN_VW <= n; i += RRNN_VW) {                                              \
-        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++)                         \
-            y[i + k] = tanh_##SUF(x[i + k] + bias[i + k]);                                \
-    }                                                                                     \
-    if (i < n) {                                                                          \
-        T v[RRNN_VW] = {0};                                                               \
-        for (int64_t k = 0; k < n - i; k++) v[k] = x[i + k] + bias[i + k];                \
-        _Pragma("omp simd") for (int64_t k = 0; k < RRNN_VW; k++) v[k] = tanh_##SUF(v[k]); \
-        for (int64_t k = 0; k < n - i; k++) y[i + k] = v[k];                              \
-    }                                                                                     \
-}                                                                                         \
+RRNN_XB_SPAN(T, sigm_span_##SUF, sigm_##SUF)                                           \
+RRNN_XB_SPAN(T, tanh_span_##SUF, tanh_##SUF)                                           \
 /* h = o * tanh(c) */                                                                    \
 static inline void out_span_##SUF(T *restrict h, const T *restrict c,                   \
                                   const T *restrict o, int64_t n) {                      \
@@ -265,6 +244,10 @@ static inline void out_span_##SUF(T *restrict h, const T *restrict c,           
         for (int64_t k = 0; k < n - i; k++) h[i + k] = o[i + k] * v[k];                   \
     }                                                                                     \
 }                                                                                         \
+/* Inference rows: nothing is kept for backward, so each row is finished while it  \
+   sits in L1, reading z + bias once. sg holds a row's gates  \
+   [sig S | sig P_i | sig P_f | tanh P_g | sig P_o], ts tanh(S). Only the 4d values  \
+   the step reads are computed (the training step also takes sig(P_g)). */           \
 static void lstm_inf_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
                                 const T *restrict z, const T *restrict bias,              \
                                 const T *restrict c_prev, T *restrict c, T *restrict h,   \
