@@ -99,6 +99,25 @@ def test_machine_given_by_hand_for_runs_that_did_not_record_it(sweep, tmp_path):
     assert "Measured on: a 2-core test box." in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_runs_table_names_the_cpu_only_where_runs_ran_on_several(tmp_path):
+    root = tmp_path / "sweep"
+    a = make_run(root, "lstm", 0.0, [(150, 140)])
+    b = make_run(root, "lstm", 0.5, [(140, 130)])
+    xeon = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_id": "family 6 model 167", "cores": 2}
+    for d in (a, b):
+        s = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**s, "machine": xeon}))
+    one = R.runs_table(R.load_sweep(root), "best-valid")
+    assert "CPU" not in one.splitlines()[0]
+    s = json.loads((b / "summary.json").read_text())
+    epyc = {"cpu": "AMD EPYC 7B13", "cpu_id": "family 25 model 1", "cores": 2}
+    (b / "summary.json").write_text(json.dumps({**s, "machine": epyc}))
+    lines = R.runs_table(R.load_sweep(root), "best-valid").splitlines()
+    assert lines[0].endswith("| CPU |")
+    assert lines[2].endswith("| Intel Xeon (family 6 model 167) |")
+    assert lines[3].endswith("| AMD EPYC 7B13 (family 25 model 1) |")
+
+
 def test_claims_are_judged_on_finished_runs(sweep):
     found = {c["claim"]: c for c in R.claims(R.load_sweep(sweep), "best-valid")}
     assert found[1]["verdict"] == "holds"  # r=0.5: 115 <= 120 * 1.01

@@ -281,11 +281,26 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def short_cpu(info: dict) -> str:
+    """A machine in a few words for a table cell: "Intel Xeon (family 6 model 167)"."""
+    if not info:
+        return "-"
+    if "text" in info:
+        return info["text"]
+    name = " ".join(w for w in str(info.get("cpu", "?")).replace("(R)", "").replace("(TM)", "").split()
+                    if w.lower() not in ("processor", "cpu"))  # fmt: skip
+    return f"{name} ({info['cpu_id']})" if info.get("cpu_id") else name
+
+
 def runs_table(runs: list[RunResult], rule: str) -> str:
+    """One row per run; a CPU column where the runs ran on more than one machine
+    (a run's last digits depend on the CPU: docs/results/ptb-paper-schedule)."""
     header = ["run", "status", "epochs", "stopped by", "lr", "init", "recurrent params",
               "test (valid)", "paper test (valid)", "test vs paper"]  # fmt: skip
+    cpus = [short_cpu(run.machine) for run in runs]
+    mixed = len(set(cpus)) > 1
     rows = []
-    for run in runs:
+    for run, cpu in zip(runs, cpus):
         test, valid, _ = run.selected(rule)
         entry = run.paper_entry()
         d = _diff(test, entry[0] if entry else None)
@@ -294,8 +309,8 @@ def runs_table(runs: list[RunResult], rule: str) -> str:
             f"{run.train['lr']:g}",
             str(run.train.get("init")), f"{run.rnn_params:,}", f"{_fmt(test)} ({_fmt(valid)})",
             f"{entry[0]} ({entry[1]})" if entry else "-", f"{d:+.1%}" if d is not None else "-",
-        ])  # fmt: skip
-    return _markdown_table(header, rows)
+        ] + ([cpu] if mixed else []))  # fmt: skip
+    return _markdown_table(header + (["CPU"] if mixed else []), rows)
 
 
 def params_table(runs: list[RunResult]) -> str:
