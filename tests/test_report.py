@@ -128,6 +128,16 @@ def test_claims_are_judged_on_finished_runs(sweep):
     assert found[4]["verdict"] == "not covered by this sweep"  # no plain variant
 
 
+def test_claims_take_the_mean_over_seeds_as_the_tables_do(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.0, [(100, 100)])
+    make_run(root, "lstm", 0.5, [(100, 100)])  # seed 1: as good
+    make_run(root, "lstm", 0.5, [(110, 110)], seed=2)  # seed 2: 10% worse
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[1]["verdict"] == "does not hold"  # mean 105 > 100 * 1.01
+    assert "RLSTM r=0.5 105.0 [2 seeds] vs LSTM r=0 100.0" in found[1]["evidence"][0]["numbers"]
+
+
 def test_claims_can_fail(tmp_path):
     root = tmp_path / "sweep"
     make_run(root, "lstm", 0.0, [(100, 100)])

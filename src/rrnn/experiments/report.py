@@ -383,16 +383,29 @@ def perplexity_tables(runs: list[RunResult], rule: str) -> str:
 # ---------------------------------------------------------------------------
 # Claims
 # ---------------------------------------------------------------------------
+def _matches(members, cell, rate, variant=None, rule="best-valid") -> list[float]:
+    """The selected test perplexity of each finished run of (cell, rate[, variant]):
+    one per seed."""
+    return [
+        m.selected(rule)[0]
+        for m in members
+        if m.finished
+        and m.train["cell"] == cell
+        and abs(m.train["sharing_rate"] - rate) < 1e-9
+        and (variant is None or m.train["variant"] == variant)
+        and m.selected(rule)[0] is not None
+    ]
+
+
 def _lookup(members, cell, rate, variant=None, rule="best-valid"):
-    for m in members:
-        if (
-            m.finished
-            and m.train["cell"] == cell
-            and abs(m.train["sharing_rate"] - rate) < 1e-9
-            and (variant is None or m.train["variant"] == variant)
-        ):
-            return m.selected(rule)[0]
-    return None
+    """The mean over seeds, as the perplexity tables give it (None: no finished run)."""
+    return _mean(_matches(members, cell, rate, variant, rule))
+
+
+def _seeds(members, cell, rate, variant=None, rule="best-valid") -> str:
+    """" [N seeds]" where a claim's number is a mean over more than one run."""
+    n = len(_matches(members, cell, rate, variant, rule))
+    return f" [{n} seeds]" if n > 1 else ""
 
 
 def _groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
@@ -417,7 +430,8 @@ def _claim_half_sharing(groups, rule) -> list[dict]:
     for key, members in groups.items():
         a, b = _lookup(members, "lstm", 0.5, rule=rule), _lookup(members, "lstm", 0.0, rule=rule)
         if a is not None and b is not None:
-            numbers = f"RLSTM r=0.5 {_fmt(a)} vs LSTM r=0 {_fmt(b)}"
+            numbers = (f"RLSTM r=0.5 {_fmt(a)}{_seeds(members, 'lstm', 0.5, rule=rule)} vs "
+                       f"LSTM r=0 {_fmt(b)}{_seeds(members, 'lstm', 0.0, rule=rule)}")
             checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers))
     return checks
 
@@ -427,11 +441,9 @@ def _claim_phase_transition(groups, rule) -> list[dict]:
     checks = []
     for key, members in groups.items():
         one = _lookup(members, "lstm", 1.0, rule=rule)
-        partial = [
-            (m.train["sharing_rate"], m.selected(rule)[0])
-            for m in members
-            if m.finished and m.train["cell"] == "lstm" and m.train["sharing_rate"] <= 0.5
-        ]
+        rates = {m.train["sharing_rate"] for m in members
+                 if m.finished and m.train["cell"] == "lstm" and m.train["sharing_rate"] <= 0.5}
+        partial = [(r, _lookup(members, "lstm", r, rule=rule)) for r in sorted(rates)]
         partial = [(r, p) for r, p in partial if p is not None]
         if one is not None and partial:
             r, best = min(partial, key=lambda rp: rp[1])
@@ -452,7 +464,8 @@ def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
             a = _lookup(members, "lstm", rate, rule=rule)
             b = _lookup(members, other, 0.0, rule=rule)
             if a is not None and b is not None:
-                numbers = f"RLSTM r={rate:g} {_fmt(a)} vs {other.upper()} r=0 {_fmt(b)}"
+                numbers = (f"RLSTM r={rate:g} {_fmt(a)}{_seeds(members, 'lstm', rate, rule=rule)} "
+                           f"vs {other.upper()} r=0 {_fmt(b)}{_seeds(members, other, 0.0, rule=rule)}")
                 checks.append(dict(_check(_label(key), a < b, numbers), part=(rate, other)))
     return checks
 
@@ -478,7 +491,10 @@ def _claim_tied_dropout(runs, rule) -> list[dict]:
             b = _lookup(members, "lstm", rate, "plain", rule)
             if a is not None and b is not None:
                 where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
-                checks.append(_check(where, a < b, f"tied-dropout {_fmt(a)} vs plain {_fmt(b)}"))
+                sa = _seeds(members, "lstm", rate, "tied-dropout", rule)
+                sb = _seeds(members, "lstm", rate, "plain", rule)
+                numbers = f"tied-dropout {_fmt(a)}{sa} vs plain {_fmt(b)}{sb}"
+                checks.append(_check(where, a < b, numbers))
     return checks
 
 
