@@ -383,29 +383,19 @@ def perplexity_tables(runs: list[RunResult], rule: str) -> str:
 # ---------------------------------------------------------------------------
 # Claims
 # ---------------------------------------------------------------------------
-def _matches(members, cell, rate, variant=None, rule="best-valid") -> list[float]:
-    """The selected test perplexity of each finished run of (cell, rate[, variant]):
-    one per seed."""
-    return [
+def _lookup(members, cell, rate, variant=None, rule="best-valid") -> tuple[float | None, str]:
+    """(the mean over seeds of the finished runs of (cell, rate[, variant]), as the
+    perplexity tables give it, or None; " [N seeds]" where N > 1, else "")."""
+    picked = [
         m.selected(rule)[0]
         for m in members
         if m.finished
         and m.train["cell"] == cell
         and abs(m.train["sharing_rate"] - rate) < 1e-9
         and (variant is None or m.train["variant"] == variant)
-        and m.selected(rule)[0] is not None
     ]
-
-
-def _lookup(members, cell, rate, variant=None, rule="best-valid"):
-    """The mean over seeds, as the perplexity tables give it (None: no finished run)."""
-    return _mean(_matches(members, cell, rate, variant, rule))
-
-
-def _seeds(members, cell, rate, variant=None, rule="best-valid") -> str:
-    """" [N seeds]" where a claim's number is a mean over more than one run."""
-    n = len(_matches(members, cell, rate, variant, rule))
-    return f" [{n} seeds]" if n > 1 else ""
+    values = [v for v in picked if v is not None]
+    return _mean(values), (f" [{len(values)} seeds]" if len(values) > 1 else "")
 
 
 def _groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
@@ -428,10 +418,10 @@ def _claim_half_sharing(groups, rule) -> list[dict]:
     """1. RLSTM at r = 0.5 as good as the classical LSTM, or better."""
     checks = []
     for key, members in groups.items():
-        a, b = _lookup(members, "lstm", 0.5, rule=rule), _lookup(members, "lstm", 0.0, rule=rule)
+        a, na = _lookup(members, "lstm", 0.5, rule=rule)
+        b, nb = _lookup(members, "lstm", 0.0, rule=rule)
         if a is not None and b is not None:
-            numbers = (f"RLSTM r=0.5 {_fmt(a)}{_seeds(members, 'lstm', 0.5, rule=rule)} vs "
-                       f"LSTM r=0 {_fmt(b)}{_seeds(members, 'lstm', 0.0, rule=rule)}")
+            numbers = f"RLSTM r=0.5 {_fmt(a)}{na} vs LSTM r=0 {_fmt(b)}{nb}"
             checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers))
     return checks
 
@@ -440,10 +430,10 @@ def _claim_phase_transition(groups, rule) -> list[dict]:
     """2. All-sharing (r = 1) clearly worse than the best LSTM at r <= 0.5."""
     checks = []
     for key, members in groups.items():
-        one = _lookup(members, "lstm", 1.0, rule=rule)
+        one = _lookup(members, "lstm", 1.0, rule=rule)[0]
         rates = {m.train["sharing_rate"] for m in members
                  if m.finished and m.train["cell"] == "lstm" and m.train["sharing_rate"] <= 0.5}
-        partial = [(r, _lookup(members, "lstm", r, rule=rule)) for r in sorted(rates)]
+        partial = [(r, _lookup(members, "lstm", r, rule=rule)[0]) for r in sorted(rates)]
         partial = [(r, p) for r, p in partial if p is not None]
         if one is not None and partial:
             r, best = min(partial, key=lambda rp: rp[1])
@@ -461,11 +451,10 @@ def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
     checks = []
     for key, members in groups.items():
         for rate, other in SMALLER_CELL_PARTS:
-            a = _lookup(members, "lstm", rate, rule=rule)
-            b = _lookup(members, other, 0.0, rule=rule)
+            a, na = _lookup(members, "lstm", rate, rule=rule)
+            b, nb = _lookup(members, other, 0.0, rule=rule)
             if a is not None and b is not None:
-                numbers = (f"RLSTM r={rate:g} {_fmt(a)}{_seeds(members, 'lstm', rate, rule=rule)} "
-                           f"vs {other.upper()} r=0 {_fmt(b)}{_seeds(members, other, 0.0, rule=rule)}")
+                numbers = f"RLSTM r={rate:g} {_fmt(a)}{na} vs {other.upper()} r=0 {_fmt(b)}{nb}"
                 checks.append(dict(_check(_label(key), a < b, numbers), part=(rate, other)))
     return checks
 
@@ -487,13 +476,11 @@ def _claim_tied_dropout(runs, rule) -> list[dict]:
         by_rest[(key[0], *key[2:10])].append(run)
     for key, members in by_rest.items():
         for rate in sorted({m.train["sharing_rate"] for m in members if m.train["cell"] == "lstm"}):
-            a = _lookup(members, "lstm", rate, "tied-dropout", rule)
-            b = _lookup(members, "lstm", rate, "plain", rule)
+            a, na = _lookup(members, "lstm", rate, "tied-dropout", rule)
+            b, nb = _lookup(members, "lstm", rate, "plain", rule)
             if a is not None and b is not None:
                 where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
-                sa = _seeds(members, "lstm", rate, "tied-dropout", rule)
-                sb = _seeds(members, "lstm", rate, "plain", rule)
-                numbers = f"tied-dropout {_fmt(a)}{sa} vs plain {_fmt(b)}{sb}"
+                numbers = f"tied-dropout {_fmt(a)}{na} vs plain {_fmt(b)}{nb}"
                 checks.append(_check(where, a < b, numbers))
     return checks
 
