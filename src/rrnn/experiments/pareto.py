@@ -60,8 +60,7 @@ def _so_far(run) -> str:
     short): its perplexity is a best so far, not the run's result."""
     if run.finished:
         return ""
-    done = max((h.get("epoch", 0) for h in run.history), default=0)
-    return f", {run.status} after {done}/{run.train.get('epochs')} epochs"
+    return f", {run.status} after {run.epochs_done}/{run.train.get('epochs')} epochs"
 
 
 def section(runs, rule: str) -> str:

@@ -76,6 +76,11 @@ class RunResult:
         return best["test_ppl"], best["valid_ppl"], best["epoch"]
 
     @property
+    def epochs_done(self) -> int:
+        """Epochs trained so far (one history record each)."""
+        return len(self.history)
+
+    @property
     def finished(self) -> bool:
         """Nothing left to train: every epoch of the schedule, or stopped by patience."""
         return self.status in FINISHED
@@ -244,8 +249,7 @@ def _fmt(x) -> str:
 def _status_note(run: RunResult) -> str:
     if run.finished:
         return ""
-    done = len(run.history)
-    return f"{run.status}, {done}/{run.train['epochs']} epochs"
+    return f"{run.status}, {run.epochs_done}/{run.train['epochs']} epochs"
 
 
 def _diff(ours, theirs) -> float | None:
@@ -264,7 +268,7 @@ def csv_rows(runs: list[RunResult], rule: str) -> list[dict]:
             "run": run.name, "dataset": run.dataset, "cell": t["cell"], "compress": run.method,
             "sharing_rate": t["sharing_rate"], "variant": t["variant"], "lr": t["lr"],
             "init": t.get("init"), "seed": t["seed"], "status": run.status,
-            "epochs_done": len(run.history), "epochs_planned": t["epochs"],
+            "epochs_done": run.epochs_done, "epochs_planned": t["epochs"],
             "patience": t.get("patience"), "stop_reason": run.stop_reason,
             "rnn_params": run.rnn_params, "table_ii_millions": run.table_ii_count(),
             "rule": rule, "test_ppl": test, "valid_ppl": valid, "epoch": epoch,
@@ -305,7 +309,7 @@ def runs_table(runs: list[RunResult], rule: str) -> str:
         entry = run.paper_entry()
         d = _diff(test, entry[0] if entry else None)
         rows.append([
-            run.name, run.status, f"{len(run.history)}/{run.train['epochs']}", run.stop_reason,
+            run.name, run.status, f"{run.epochs_done}/{run.train['epochs']}", run.stop_reason,
             f"{run.train['lr']:g}",
             str(run.train.get("init")), f"{run.rnn_params:,}", f"{_fmt(test)} ({_fmt(valid)})",
             f"{entry[0]} ({entry[1]})" if entry else "-", f"{d:+.1%}" if d is not None else "-",
