@@ -65,7 +65,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, stack in stacks.forms(args.method, [float(r) for r in args.rates.split(",")]):
+        for label, stack in stacks.forms(args.method, args.rates):
             for T, B in SHAPES:
                 x, c = torch.randn(T, B, 200), torch.randn(3, B, 200)
                 held, runs = {}, {}

@@ -61,7 +61,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the exporters' notices
     torch.manual_seed(0)
     rows = []
-    for label, stack in stacks.forms(args.method, [float(r) for r in args.rates.split(",")]):
+    for label, stack in stacks.forms(args.method, args.rates):
         for shape in args.shapes.split(","):
             T, B = (int(v) for v in shape.split("x"))
             size, runs, error, lowering, alive = {}, {}, {}, {}, []

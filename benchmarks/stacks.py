@@ -20,7 +20,8 @@ def add_arguments(parser, verb: str) -> None:
     parser.add_argument("--method", choices=METHODS, default="restrict",
                         help=f"which compressed stack to {verb} (default restrict)")  # fmt: skip
     parser.add_argument(
-        "--rates", default="0.5,0.9", help="sharing rates for restrict (default 0.5,0.9)"
+        "--rates", default="0.5,0.9", type=lambda s: [float(r) for r in s.split(",")],
+        help="comma-separated sharing rates for restrict (default 0.5,0.9)",
     )
 
 
