@@ -189,13 +189,23 @@ def _infer_by_steps(xz, h0, c0, ph, bias, s):
     return torch.stack(outs), c
 
 
+def _widen(t: torch.Tensor, extra: int) -> torch.Tensor:
+    """``t`` with ``extra`` more columns of NaN: rows wider than the operator reads."""
+    wide = torch.full((*t.shape[:-1], t.shape[-1] + extra), float("nan"), dtype=t.dtype)
+    wide[..., : t.shape[-1]] = t
+    return wide
+
+
+@pytest.mark.parametrize("padding", [0, 3])
 @pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
 @pytest.mark.parametrize("has_bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, monkeypatch):
+def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, padding, monkeypatch):
     """rrnn::lstm_seq_infer (the C time loop calling torch's BLAS, the Python loop
     used without that BLAS, and the torch-op version) against lstm_step by steps,
-    for an odd number of steps (c ends in c_n, not the spare) and an even one."""
+    for an odd number of steps (c ends in c_n, not the spare) and an even one; with
+    ``padding``, xz and P_h^T have rows wider than m, whose extra columns (NaN) are
+    never read or written."""
     from rrnn.kernels import native
 
     if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
@@ -214,11 +224,14 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, mon
         bias = torch.randn(ph.shape[0], dtype=dtype) if has_bias else None
         want_out, want_c = _infer_by_steps(xz, h0, c0, ph, bias, s)
         out, c_n = torch.full((T, B, d), float("nan"), dtype=dtype), torch.full_like(h0, float("nan"))
+        xz, pht = _widen(xz, padding), _widen(ph.t().contiguous(), padding)
         xz_in = xz.clone()
-        ops.lstm_seq_infer(xz, h0, c0, ph.t().contiguous(), bias, out, c_n, s)
+        ops.lstm_seq_infer(xz, h0, c0, pht, bias, out, c_n, s)
         torch.testing.assert_close(out, want_out, **tol)
         torch.testing.assert_close(c_n, want_c, **tol)
-        assert not torch.equal(xz, xz_in)  # overwritten, as its schema says (Tensor(a!))
+        m = ph.shape[0]
+        assert not torch.equal(xz[..., :m], xz_in[..., :m])  # overwritten, as its schema says
+        assert xz[..., m:].isnan().all()  # the padding is never written
 
 
 def test_inference_operator_checks_its_arguments():
@@ -230,6 +243,10 @@ def test_inference_operator_checks_its_arguments():
         ops.lstm_seq_infer(xz, h0, c0, ph, None, out, c_n, s)
     with pytest.raises(ValueError, match=r"bias has shape \(13,\), expected \(14,\)"):
         ops.lstm_seq_infer(xz, h0, c0, pht, torch.zeros(13, dtype=xz.dtype), out, c_n, s)
+    with pytest.raises(ValueError, match=r"xz has shape \(3, 2, 13\), expected \(3, 2, 14\)"):
+        ops.lstm_seq_infer(xz[..., :13].contiguous(), h0, c0, pht, None, out, c_n, s)
+    with pytest.raises(ValueError, match=r"pht has shape \(5, 14\), expected \(5, 16\)"):
+        ops.lstm_seq_infer(_widen(xz, 2), h0, c0, pht, None, out, c_n, s)  # one row stride for both
     with pytest.raises(ValueError, match="c_n and c0 overlap|c0 and c_n overlap"):
         ops.lstm_seq_infer(xz, h0, c0, pht, None, out, c0, s)
     with pytest.raises(ValueError, match="c0 has dtype torch.float32"):

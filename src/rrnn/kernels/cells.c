@@ -248,13 +248,13 @@ static inline void out_span_##SUF(T *restrict h, const T *restrict c,           
    sits in L1, reading z + bias once. sg holds a row's gates  \
    [sig S | sig P_i | sig P_f | tanh P_g | sig P_o], ts tanh(S). Only the 4d values  \
    the step reads are computed (the training step also takes sig(P_g)). */           \
-static void lstm_inf_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
+static void lstm_inf_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q, int64_t w,  \
                                 const T *restrict z, const T *restrict bias,              \
                                 const T *restrict c_prev, T *restrict c, T *restrict h,   \
                                 T *restrict sg, T *restrict ts) {                         \
     const int64_t d = s + q, m = s + 4 * q;                                               \
     for (int64_t b = b0; b < b1; b++) {                                                   \
-        const T *zb = z + b * m, *cp = c_prev + b * d;                                    \
+        const T *zb = z + b * w, *cp = c_prev + b * d;                                    \
         T *gb = sg + b * m, *tb = ts + b * s, *cb = c + b * d, *hb = h + b * d;           \
         SIGM_SPAN_##SUF(gb, zb, bias, s + 2 * q);                  /* S, P_i, P_f */      \
         SIGM_SPAN_##SUF(gb + s + 3 * q, zb + s + 3 * q, bias + s + 3 * q, q); /* P_o */   \
@@ -277,8 +277,11 @@ void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,  
    BLAS GEMM torch itself calls (``gemm``: the Fortran-interface sgemm_/dgemm_ found   \
    by native.blas_gemm; its integer arguments are passed as int64_t, which an LP64    \
    BLAS reads correctly too, as the low half on a little-endian machine), then the    \
-   inference rows with the bias added. xz (steps, B, m) holds x_t P_x^T on entry and  \
-   is overwritten; pht is P_h^T (d, m); bias (m,) is never NULL (zeros for a layer    \
+   inference rows with the bias added. xz (steps, B, w) holds x_t P_x^T in its first  \
+   m = s + 4q columns on entry and is overwritten there; pht is P_h^T in the first m  \
+   columns of (d, w). w >= m is the row stride of both: rows of a multiple of 16      \
+   values keep MKL's GEMM on its fast path (docs/kernels.md), and columns m.. are     \
+   never read or written. bias (m,) is never NULL (zeros for a layer    \
    without one: the caller passes them); sig (B, m) and ts (B, s) are one step's      \
    scratch; c alternates between c_n and c_tmp so that the last step writes c_n. */   \
 typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
@@ -288,7 +291,7 @@ typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, cons
    also split over the threads (RRNN_ROW_BLOCKS) and the GEMM runs on BLAS's own     \
    threads; without, one thread does it all. */                                       \
 static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t r1,      \
-                                  int64_t s, int64_t q, gemm_##SUF##_t g, T *xz,          \
+                                  int64_t s, int64_t q, int64_t w, gemm_##SUF##_t g, T *xz, \
                                   const T *pht, const T *bias, const T *h0, const T *c0,  \
                                   T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split) {   \
     const int64_t d = s + q, m = s + 4 * q, n = r1 - r0;                                  \
@@ -296,14 +299,14 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
     const char N = 'N';                                                                   \
     const T *h = h0, *cp = c0;                                                            \
     for (int64_t t = 0; t < steps; t++) {                                                 \
-        T *z = xz + t * B * m, *ht = out + t * B * d;                                     \
+        T *z = xz + t * B * w, *ht = out + t * B * d;                                     \
         T *cn = (steps - 1 - t) % 2 == 0 ? c_n : c_tmp;                                   \
         /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */           \
-        g(&N, &N, &m, &n, &d, &one, pht, &m, h + r0 * d, &d, &one, z + r0 * m, &m);       \
+        g(&N, &N, &m, &n, &d, &one, pht, &w, h + r0 * d, &d, &one, z + r0 * w, &w);       \
         if (split) {                                                                      \
-            RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, z, bias, cp, cn, ht, sig, ts)); \
+            RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, w, z, bias, cp, cn, ht, sig, ts)); \
         } else {                                                                          \
-            lstm_inf_rows_##SUF(r0, r1, s, q, z, bias, cp, cn, ht, sig, ts);              \
+            lstm_inf_rows_##SUF(r0, r1, s, q, w, z, bias, cp, cn, ht, sig, ts);           \
         }                                                                                 \
         h = ht;                                                                           \
         cp = cn;                                                                          \
@@ -314,7 +317,7 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
    one-thread GEMM (BLAS called inside a parallel region keeps to the calling        \
    thread): rows never depend on each other, so the threads meet once per sequence   \
    instead of twice per step. A smaller batch splits each step instead. */            \
-void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void *gemm,             \
+void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, int64_t w, void *gemm, \
                            T *restrict xz, const T *restrict pht, const T *restrict bias, \
                            const T *restrict h0, const T *restrict c0, T *restrict out,   \
                            T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
@@ -322,10 +325,10 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, void 
     const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
     const int64_t nb = RRNN_SEQUENCE_BLOCKS(B);                                           \
     if (nb > 1) {                                                                         \
-        RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, g, \
+        RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, w, g, \
                              xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0));        \
     } else {                                                                              \
-        lstm_infer_rows_##SUF(steps, B, 0, B, s, q, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
+        lstm_infer_rows_##SUF(steps, B, 0, B, s, q, w, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
                               sig, ts, 1);                                                \
     }                                                                                     \
 }                                                                                         \

@@ -225,8 +225,9 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
 
 def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
     dtype = _check_op("lstm_seq_infer", (xz, h0, c0, pht, bias, out, c_n, s))
-    T, B, m = xz.shape
+    T, B, w = xz.shape  # w >= m: the row stride of xz and pht (see lstm.padded_width)
     d = h0.shape[1]
+    m = s + 4 * (d - s)
     if T == 0 or B == 0:
         c_n.copy_(c0)
         return
@@ -235,17 +236,17 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
     fn, gemm = native.kernel("lstm_infer", dtype), native.blas_gemm(dtype)
     if fn is not None and gemm is not None:
         b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
-        fn(T, B, s, d - s, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
+        fn(T, B, s, d - s, w, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
            c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
            tan_s.data_ptr())  # fmt: skip
         return
     tan_g, tanh_c = new(B, d - s), new(B, d)
     # the same steps from Python: torch's GEMM, then the step operator (C or torch ops)
-    zs, outs = xz.unbind(0), out.unbind(0)
+    zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)
     h, c = h0, c0
     for t in range(T):
-        zs[t].addmm_(h, pht)  # xz ends as on the C path: z_t without the bias
-        z = zs[t] if bias is None else zs[t] + bias
+        zs[t].addmm_(h, pht[:, :m])  # xz ends as on the C path: z_t without the bias
+        z = zs[t].contiguous() if bias is None else zs[t] + bias
         c_new = c_n if (T - 1 - t) % 2 == 0 else c_tmp  # the last step writes c_n
         lstm_step(z, c, c_new, outs[t], sig, tan_s, tan_g, tanh_c, s)
         h, c = outs[t], c_new
@@ -411,6 +412,7 @@ class _Op:
     fallback: Callable | None = None
     cpu: Callable | None = None
     check: Callable | None = None
+    wide: bool = False  # ``lead``'s last dimension may exceed m: shapes(T, B, d, s, w)
 
 
 @functools.cache
@@ -434,11 +436,12 @@ def _check_op(op: str, args: tuple) -> torch.dtype:
                 f"rrnn::{op}: {spec.lead} must be {spec.lead_shape} and {spec.state} (B, d), "
                 f"got {tuple(seq.shape)} and {tuple(st.shape)}"
             )
-        (T, B, _), d = seq.shape, st.shape[1]
+        (T, B, w), d = seq.shape, st.shape[1]
     else:
         T, (B, d) = None, _dims(op, spec.state, named[spec.state], 2)
     _check_s(op, s, d)
-    return _check(op, {k: t for k, t in named.items() if t is not None}, spec.shapes(T, B, d, s))
+    shapes = spec.shapes(T, B, d, s, w) if spec.wide else spec.shapes(T, B, d, s)
+    return _check(op, {k: t for k, t in named.items() if t is not None}, shapes)
 
 
 def _step_kernel(op: str):
@@ -464,6 +467,15 @@ def _meta(op: str):
 
 
 _SEQ = lambda T, B, d, s: _seq_shapes(T, B, d, s)[1]  # noqa: E731
+
+
+def _infer_shapes(T, B, d, s, w):
+    """lstm_seq_infer: xz and pht may have rows wider than m (a row stride w >= m)."""
+    m, shapes = _seq_shapes(T, B, d, s)
+    w = max(w, m)  # narrower: the check reports the expected (T, B, m)
+    return {**shapes, "xz": (T, B, w), "pht": (d, w)}
+
+
 _GRU_SEQ = lambda T, B, d, s: _gru_seq_shapes(T, B, d, s)[1]  # noqa: E731
 OPS: dict[str, _Op] = {
     "lstm_step": _Op(
@@ -498,7 +510,7 @@ OPS: dict[str, _Op] = {
     "lstm_seq_infer": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
         "Tensor(c!) c_n, int s) -> ()",
-        state="h0", lead="xz", shapes=_SEQ, cpu=_lstm_seq_infer_cpu),
+        state="h0", lead="xz", shapes=_infer_shapes, wide=True, cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
         "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
