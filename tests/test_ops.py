@@ -111,10 +111,20 @@ def _seq_args(T=3, B=2, d=5, s=2, dtype=torch.float64, seed=0):
     return xz, h0, c0, ph, [e(T + 1, B, d), e(T, B, d), e(T, B, m), e(T, B, s), e(T, B, q), e(T, B, d)]
 
 
+def _widen(t: torch.Tensor, extra: int) -> torch.Tensor:
+    """``t`` with ``extra`` more columns of NaN: rows wider than the operator reads."""
+    wide = torch.full((*t.shape[:-1], t.shape[-1] + extra), float("nan"), dtype=t.dtype)
+    wide[..., : t.shape[-1]] = t
+    return wide
+
+
+@pytest.mark.parametrize("padding", [0, 3])
 @pytest.mark.parametrize("native_lib", [True, False])
-def test_sequence_operators_equal_the_step_operators(native_lib, monkeypatch):
+def test_sequence_operators_equal_the_step_operators(native_lib, padding, monkeypatch):
     """lstm_seq / lstm_seq_backward against a Python loop over lstm_step /
-    lstm_step_backward (with the C library and with its torch-op fallback)."""
+    lstm_step_backward (with the C library and with its torch-op fallback); with
+    ``padding``, xz has rows wider than m, whose extra columns (NaN) are never read
+    or written."""
     from rrnn.kernels import native
 
     native.reset()
@@ -123,9 +133,12 @@ def test_sequence_operators_equal_the_step_operators(native_lib, monkeypatch):
     try:
         T, B, d, s = 4, 3, 6, 2
         xz, h0, c0, ph, (cs, out, sig, ts, tg, tc) = _seq_args(T, B, d, s)
-        z_in = xz.clone()
+        z_in, m = xz.clone(), xz.shape[2]
+        xz = _widen(xz, padding)
         cs[0] = c0
         ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, s)
+        assert xz[..., m:].isnan().all()
+        xz = xz[..., :m]
         # the same by steps
         c, h = c0.clone(), h0.clone()
         bufs = [torch.zeros_like(t[0]) for t in (sig, ts, tg, tc)]
@@ -140,7 +153,7 @@ def test_sequence_operators_equal_the_step_operators(native_lib, monkeypatch):
         # backward, with a gradient on every output and on the final states
         d_out = torch.randn(T, B, d, dtype=xz.dtype)
         dh, dc = torch.randn(B, d, dtype=xz.dtype), torch.randn(B, d, dtype=xz.dtype)
-        dz = torch.zeros_like(xz)
+        dz = torch.zeros(T, B, m, dtype=xz.dtype)
         dh_seq, dc_seq = dh.clone(), dc.clone()
         ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, d_out, dh_seq, dc_seq, dz, s)
         for t in range(T - 1, -1, -1):
@@ -187,13 +200,6 @@ def _infer_by_steps(xz, h0, c0, ph, bias, s):
         outs.append(h_new)
         h, c = h_new, c_new
     return torch.stack(outs), c
-
-
-def _widen(t: torch.Tensor, extra: int) -> torch.Tensor:
-    """``t`` with ``extra`` more columns of NaN: rows wider than the operator reads."""
-    wide = torch.full((*t.shape[:-1], t.shape[-1] + extra), float("nan"), dtype=t.dtype)
-    wide[..., : t.shape[-1]] = t
-    return wide
 
 
 @pytest.mark.parametrize("padding", [0, 3])

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h> /* sizes are int64_t: a C long is 32 bits on Windows */
+#include <string.h>
 
 /* The batch rows of a step are independent: with OpenMP (built with -fopenmp only
  * where torch itself runs on libgomp, so that this library joins torch's own thread
@@ -196,19 +197,24 @@ static inline T tanh_##SUF(T x) { return TANH_##SUF(x); }                       
    ~10x a vector lane), and per row that was half the step's time (docs/kernels.md). \
    z holds the bias already. The sigmoid of the P_g columns is computed and not read \
    by backward: cheaper than a split pass. */                                        \
-static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q,             \
+static void lstm_fwd_rows_##SUF(int64_t b0, int64_t b1, int64_t s, int64_t q, int64_t w,  \
                                 const T *restrict z, const T *restrict c_prev,            \
                                 T *restrict c, T *restrict h, T *restrict sig,            \
                                 T *restrict ts, T *restrict tg, T *restrict tc) {         \
     const int64_t d = s + q, m = s + 4 * q, n = b1 - b0;                                  \
-    z += b0 * m; sig += b0 * m; ts += b0 * s; tg += b0 * q;                               \
+    z += b0 * w; sig += b0 * m; ts += b0 * s; tg += b0 * q;                               \
     c_prev += b0 * d; c += b0 * d; h += b0 * d; tc += b0 * d;                             \
     for (int64_t b = 0; b < n; b++) {                                                     \
-        const T *zb = z + b * m;                                                          \
+        const T *zb = z + b * w;                                                          \
         for (int64_t j = 0; j < s; j++) ts[b * s + j] = zb[j];                            \
         for (int64_t j = 0; j < q; j++) tg[b * q + j] = zb[s + 2 * q + j];                \
+        if (w != m) memcpy(sig + b * m, zb, (size_t)m * sizeof(T)); /* rows -> one block */ \
     }                                                                                     \
-    _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(z[i]);    \
+    if (w != m) {                                                                         \
+        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(sig[i]); \
+    } else {                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n * m; i++) sig[i] = sigm_##SUF(z[i]); \
+    }                                                                                     \
     _Pragma("omp simd") for (int64_t i = 0; i < n * s; i++) ts[i] = tanh_##SUF(ts[i]);    \
     _Pragma("omp simd") for (int64_t i = 0; i < n * q; i++) tg[i] = tanh_##SUF(tg[i]);    \
     for (int64_t b = 0; b < n; b++) {                                                     \
@@ -271,7 +277,16 @@ void rrnn_lstm_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict z,  
                          const T *restrict c_prev, T *restrict c, T *restrict h,          \
                          T *restrict sig, T *restrict ts, T *restrict tg,                 \
                          T *restrict tc) {                                                \
-    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, z, c_prev, c, h, sig, ts, tg, tc)); \
+    const int64_t m = s + 4 * q;                                                          \
+    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, m, z, c_prev, c, h, sig, ts, tg, tc)); \
+}                                                                                         \
+/* The same step reading z (B, w) in rows of w >= m values (the training forward's    \
+   x P_x^T, padded as the inference loop's is; columns m.. are not read). */          \
+void rrnn_lstm_fwd_strided_##SUF(int64_t B, int64_t s, int64_t q, int64_t w,                        \
+                                 const T *restrict z, const T *restrict c_prev,           \
+                                 T *restrict c, T *restrict h, T *restrict sig,           \
+                                 T *restrict ts, T *restrict tg, T *restrict tc) {        \
+    RRNN_ROW_BLOCKS(B, lstm_fwd_rows_##SUF(b0, b1, s, q, w, z, c_prev, c, h, sig, ts, tg, tc)); \
 }                                                                                         \
 /* A whole sequence of one layer, inference: per step z_t += h_{t-1} P_h^T through the \
    BLAS GEMM torch itself calls (``gemm``: the Fortran-interface sgemm_/dgemm_ found   \

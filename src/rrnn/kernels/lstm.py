@@ -34,6 +34,15 @@ from torch.autograd.function import once_differentiable
 from . import ops
 
 
+def padded_width(m: int) -> int:
+    """The row stride of x P_x^T, in the training forward and in inference (and of
+    P_h^T in :func:`lstm_infer`): m rounded up to a multiple of 16 values (64
+    bytes). MKL's single-precision GEMM slows down when the output's rows are not
+    (AMD EPYC family 25: 2800 x 200 by 200 x 500 took 9.2 ms against 6.3 ms at 496
+    and 512; docs/kernels.md). The GEMMs compute m columns; the rest are not read."""
+    return -(-m // 16) * 16
+
+
 class SharedRowLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -55,11 +64,14 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         m, d = ph.shape
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
+        w = padded_width(m)
+        xz = x.new_empty(T, B, w)  # rows of w values, the first m used (see padded_width)
+        xzm = xz.view(T * B, w)[:, :m]  # (T*B, m), row stride w
         if bias is None:
-            xz = torch.mm(x2, px.t())
+            torch.mm(x2, px.t(), out=xzm)
         else:
-            xz = torch.addmm(bias, x2, px.t())
-        xz = xz.view(T, B, m)  # (T, B, m); becomes the pre-activations z_t step by step
+            torch.addmm(bias, x2, px.t(), out=xzm)
+        # xz: (T, B, w); its first m columns become the pre-activations z_t step by step
         sig = x.new_empty(T, B, m)  # sigmoid of every packed column
         tan_s = x.new_empty(T, B, s)  # tanh(S)
         tan_g = x.new_empty(T, B, q)  # tanh(P_g)
@@ -99,14 +111,6 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         dh0 = dh if ctx.needs_input_grad[1] else None
         dc0 = dc if ctx.needs_input_grad[2] else None
         return dx, dh0, dc0, dpx, dph, dbx, dbh, None
-
-
-def padded_width(m: int) -> int:
-    """The row stride of x P_x^T and P_h^T in :func:`lstm_infer`: m rounded up to a
-    multiple of 16 values (64 bytes). MKL's single-precision GEMM slows down when
-    the output's rows are not (AMD EPYC family 25: 2800 x 200 by 200 x 500 took
-    9.2 ms against 6.3 ms at 496 and 512; docs/kernels.md)."""
-    return -(-m // 16) * 16
 
 
 def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,

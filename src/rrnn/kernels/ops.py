@@ -175,11 +175,11 @@ class _Steps:
 
 def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
     dtype = _check_op("lstm_seq", (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s))
-    T, B, _ = xz.shape
-    d = h0.shape[1]
+    T, B, w = xz.shape  # w >= m: xz's row stride
+    m, d = ph.shape
     pht = ph.t().contiguous()  # (d, m): measured a few percent faster per step than the view
-    zs, outs = xz.unbind(0), out.unbind(0)
-    fn = native.kernel("lstm_fwd", dtype)
+    zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)  # the GEMM writes rows of w values
+    fn = native.kernel("lstm_fwd_strided", dtype)
     if fn is None:
         h = h0
         for t in range(T):
@@ -192,7 +192,7 @@ def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
     for t in range(T):
         zs[t].addmm_(h, pht)  # z_t = x_t P_x^T + bias (already in xz) + h_{t-1} P_h^T
         z, c_prev, h_t, sg, ts, tg, tc = at(t)
-        fn(B, s, d - s, z, c_prev, at(t + 1)[1], h_t, sg, ts, tg, tc)
+        fn(B, s, d - s, w, z, c_prev, at(t + 1)[1], h_t, sg, ts, tg, tc)
         h = outs[t]
 
 
@@ -469,8 +469,9 @@ def _meta(op: str):
 _SEQ = lambda T, B, d, s: _seq_shapes(T, B, d, s)[1]  # noqa: E731
 
 
-def _infer_shapes(T, B, d, s, w):
-    """lstm_seq_infer: xz and pht may have rows wider than m (a row stride w >= m)."""
+def _wide_seq_shapes(T, B, d, s, w):
+    """lstm_seq and lstm_seq_infer: xz (and pht) may have rows wider than m, a row
+    stride w >= m (see lstm.padded_width); columns m.. are never read or written."""
     m, shapes = _seq_shapes(T, B, d, s)
     w = max(w, m)  # narrower: the check reports the expected (T, B, m)
     return {**shapes, "xz": (T, B, w), "pht": (d, w)}
@@ -502,7 +503,7 @@ OPS: dict[str, _Op] = {
     "lstm_seq": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
         "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()",
-        state="h0", lead="xz", shapes=_SEQ, cpu=_lstm_seq_cpu),
+        state="h0", lead="xz", shapes=_wide_seq_shapes, wide=True, cpu=_lstm_seq_cpu),
     "lstm_seq_backward": _Op(
         "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
         "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()",
@@ -510,7 +511,7 @@ OPS: dict[str, _Op] = {
     "lstm_seq_infer": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
         "Tensor(c!) c_n, int s) -> ()",
-        state="h0", lead="xz", shapes=_infer_shapes, wide=True, cpu=_lstm_seq_infer_cpu),
+        state="h0", lead="xz", shapes=_wide_seq_shapes, wide=True, cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
         "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
