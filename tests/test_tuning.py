@@ -44,6 +44,34 @@ def test_first_call_measures_and_caches_the_faster_path():
     assert _cache_file().stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize(
+    "rounds, expected, calls",
+    [
+        # a clear win is decided on the first rounds
+        ([{"reference": [1.0] * 3, "shared-row": [0.5] * 3}], "shared-row", 1),
+        # a near tie is timed again, and all the rounds decide
+        ([{"reference": [1.0] * 3, "shared-row": [0.98] * 3},
+          {"reference": [1.0] * 5, "shared-row": [1.04] * 5}], "reference", 2),
+        ([{"reference": [1.0] * 3, "shared-row": [1.03] * 3},
+          {"reference": [1.0] * 5, "shared-row": [0.97] * 5}], "shared-row", 2),
+    ],
+)
+def test_a_near_tie_is_timed_again_before_it_is_decided(monkeypatch, rounds, expected, calls):
+    seen = []
+
+    def fake(fns, repeats, warmup, budget_s=None, **kw):
+        assert set(fns) == {"reference", "shared-row"}
+        seen.append(budget_s)
+        return {k: list(v) for k, v in rounds[len(seen) - 1].items()}
+
+    monkeypatch.setattr(tuning, "interleaved", fake)
+    m = RestrictedLSTM(12, 16, 2, sharing_rate=0.5)
+    assert m.path_for(torch.randn(10, 4, 12)) == expected
+    assert len(seen) == calls
+    if calls == 2:
+        assert seen[1] == tuning.TIE_BUDGET_S
+
+
 def test_measuring_leaves_the_rng_and_grads_alone():
     m = RestrictedGRU(8, 8, 2, sharing_rate=0.5, dropout=0.3)
     x = torch.randn(6, 2, 8, requires_grad=True)
