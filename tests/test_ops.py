@@ -369,6 +369,35 @@ def test_the_thread_count_changes_no_number():
     torch.testing.assert_close(results[0][-1], results[1][-1], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("native_lib", [True, False])
+def test_gru_sequence_operator_reads_only_m_columns_of_a_padded_a(native_lib, monkeypatch):
+    """rrnn::gru_seq with a in rows wider than m (NaN beyond): the same outputs as
+    with rows of m values, and the padding is never read or written."""
+    from rrnn.kernels import native
+
+    native.reset()
+    if not native_lib:
+        monkeypatch.setenv("RRNN_NATIVE", "0")
+    try:
+        g = torch.Generator().manual_seed(3)
+        for T, B, d, s in ((4, 3, 6, 2), (3, 5, 41, 23), (2, 4, 20, 0)):
+            m = s + 3 * (d - s)
+            r = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=g)  # noqa: E731
+            a, h0, ph, bh = r(T, B, m), r(B, d), r(m, d) * 0.5, r(m)
+            results = []
+            for a_in in (a.clone(), _widen(a, 5)):
+                bufs = [torch.zeros(T, B, n, dtype=a.dtype) for n in (d, d, d - s, d, d)]
+                ops.gru_seq(a_in, h0, ph, bh, *bufs, s)
+                results.append(bufs)
+                if a_in.shape[2] > m:
+                    assert a_in[..., m:].isnan().all()
+                    assert torch.equal(a_in[..., :m], a)  # a is only read
+            for want, got in zip(*results):
+                assert torch.equal(want, got)
+    finally:
+        native.reset()
+
+
 def test_gru_sequence_operators_check_their_arguments():
     T, B, d, s = 3, 2, 5, 2
     m = s + 3 * (d - s)

@@ -433,14 +433,16 @@ static inline void cand_span_##SUF(T *restrict y, const T *restrict a, const T *
 }                                                                                         \
 /* One row at a time, each gate a span (the sigmoid spans take g as their "bias":     \
    sigmoid(a + g)); a row's loop over its entries ended in scalar calls of expf and   \
-   tanhf, as the LSTM's did. */                                                       \
-void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,                      \
-                        const T *restrict g, const T *restrict h_prev, T *restrict h,     \
-                        T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
+   tanhf, as the LSTM's did. a is read in rows of w >= m values (the sequence's       \
+   x P_x^T is padded as the LSTM's is; columns m.. are not read). */                  \
+static void gru_fwd_rows_##SUF(int64_t B, int64_t s, int64_t q, int64_t w, const T *restrict a, \
+                               const T *restrict g, const T *restrict h_prev, T *restrict h, \
+                               T *restrict rr, T *restrict zz, T *restrict nn,            \
+                               T *restrict gn) {                                          \
     const int64_t d = s + q, m = s + 3 * q;                                                  \
     RRNN_ROWS_PARALLEL                                                                    \
     for (int64_t b = 0; b < B; b++) {                                                        \
-        const T *ab = a + b * m, *gb = g + b * m, *hp = h_prev + b * d;                   \
+        const T *ab = a + b * w, *gb = g + b * m, *hp = h_prev + b * d;                   \
         T *hb = h + b * d, *rb = rr + b * d, *zb = zz + b * q, *nb = nn + b * d;          \
         T *gnb = gn + b * d;                                                              \
         SIGM_SPAN_##SUF(rb, ab, gb, s);                       /* shared: u = r = z */     \
@@ -459,6 +461,17 @@ void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,   
             hb[s + j] = ((T)1 - z) * nb[s + j] + z * hp[s + j];                           \
         }                                                                                 \
     }                                                                                     \
+}                                                                                         \
+void rrnn_gru_fwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict a,                      \
+                        const T *restrict g, const T *restrict h_prev, T *restrict h,     \
+                        T *restrict rr, T *restrict zz, T *restrict nn, T *restrict gn) { \
+    gru_fwd_rows_##SUF(B, s, q, s + 3 * q, a, g, h_prev, h, rr, zz, nn, gn);              \
+}                                                                                         \
+void rrnn_gru_fwd_strided_##SUF(int64_t B, int64_t s, int64_t q, int64_t w, const T *restrict a,   \
+                                const T *restrict g, const T *restrict h_prev, T *restrict h, \
+                                T *restrict rr, T *restrict zz, T *restrict nn,           \
+                                T *restrict gn) {                                         \
+    gru_fwd_rows_##SUF(B, s, q, w, a, g, h_prev, h, rr, zz, nn, gn);                      \
 }                                                                                         \
 static inline void gru_bwd_##SUF(int64_t B, int64_t s, int64_t q, const T *restrict rr,           \
                         const T *restrict zz, const T *restrict nn,                       \

@@ -40,7 +40,12 @@ class SharedRowGRUFunction(torch.autograd.Function):
         m, d = ph.shape
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
-        a_all = (torch.mm(x2, px.t()) if bx is None else torch.addmm(bx, x2, px.t())).view(T, B, m)
+        a_all = x.new_empty(T, B, ops.padded_width(m))  # rows of a multiple of 16 values
+        a_m = a_all.view(T * B, -1)[:, :m]  # (T*B, m), the columns the step reads
+        if bx is None:
+            torch.mm(x2, px.t(), out=a_m)
+        else:
+            torch.addmm(bx, x2, px.t(), out=a_m)
         r_buf = x.new_empty(T, B, d)
         z_buf = x.new_empty(T, B, q)
         n_buf = x.new_empty(T, B, d)

@@ -34,15 +34,6 @@ from torch.autograd.function import once_differentiable
 from . import ops
 
 
-def padded_width(m: int) -> int:
-    """The row stride of x P_x^T, in the training forward and in inference (and of
-    P_h^T in :func:`lstm_infer`): m rounded up to a multiple of 16 values (64
-    bytes). MKL's single-precision GEMM slows down when the output's rows are not
-    (AMD EPYC family 25: 2800 x 200 by 200 x 500 took 9.2 ms against 6.3 ms at 496
-    and 512; docs/kernels.md). The GEMMs compute m columns; the rest are not read."""
-    return -(-m // 16) * 16
-
-
 class SharedRowLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -64,7 +55,7 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         m, d = ph.shape
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
-        w = padded_width(m)
+        w = ops.padded_width(m)
         xz = x.new_empty(T, B, w)  # rows of w values, the first m used (see padded_width)
         xzm = xz.view(T * B, w)[:, :m]  # (T*B, m), row stride w
         if bias is None:
@@ -122,7 +113,7 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
     first copy it into all T*B rows); the bias is added in the fused step, and the
     time loop with its recurrent GEMM runs in C (``rrnn::lstm_seq_infer``), keeping
     one step's activations instead of the T steps' that backward would need. Both
-    GEMMs write rows of :func:`padded_width` values, of which the first m are used.
+    GEMMs write rows of :func:`.ops.padded_width` values, of which the first m are used.
 
     ``out``: where to write the outputs, contiguous (T, B, d); it may be ``x``
     itself (x P_x^T is taken before any output is written). ``xz``: a contiguous
@@ -131,7 +122,7 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
     docs/kernels.md)."""
     T, B, k = x.shape
     m, d = ph.shape
-    w = padded_width(m)
+    w = ops.padded_width(m)
     if xz is None or xz.numel() < T * B * w:
         xz = x.new_empty(T * B * w)
     xz = xz[: T * B * w].view(T, B, w)

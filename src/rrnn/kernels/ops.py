@@ -151,6 +151,16 @@ def _check_s(op, s, d):
         raise KernelArgumentError(f"rrnn::{op}: shared rows s={s} outside [0, {d}]")
 
 
+# --- The sequence operators' row stride ----------------------------------------------
+def padded_width(m: int) -> int:
+    """The row stride of x P_x^T in the LSTM's and GRU's sequence operators (and of
+    P_h^T in ``lstm_seq_infer``): m rounded up to a multiple of 16 values (64
+    bytes). MKL's single-precision GEMM slows down when the output's rows are not
+    (AMD EPYC family 25: 2800 x 200 by 200 x 500 took 9.2 ms against 6.3 ms at 496
+    and 512; docs/kernels.md). The GEMMs compute m columns; the rest are not read."""
+    return -(-m // 16) * 16
+
+
 # --- LSTM layer, whole sequence ------------------------------------------------------
 def _seq_shapes(T, B, d, s):
     q = d - s
@@ -225,7 +235,7 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
 
 def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
     dtype = _check_op("lstm_seq_infer", (xz, h0, c0, pht, bias, out, c_n, s))
-    T, B, w = xz.shape  # w >= m: the row stride of xz and pht (see lstm.padded_width)
+    T, B, w = xz.shape  # w >= m: the row stride of xz and pht (see padded_width)
     d = h0.shape[1]
     m = s + 4 * (d - s)
     if T == 0 or B == 0:
@@ -310,15 +320,23 @@ def _gru_seq_shapes(T, B, d, s):
                "d_out": (T, B, d), "dh": (B, d), "da": (T, B, m), "dg": (T, B, m)}  # fmt: skip
 
 
+def _gru_wide_shapes(T, B, d, s, w):
+    """gru_seq: a may have rows wider than m, a row stride w >= m (see
+    padded_width); columns m.. are never read or written."""
+    m, shapes = _gru_seq_shapes(T, B, d, s)
+    return {**shapes, "a": (T, B, max(w, m))}
+
+
 def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
     dtype = _check_op("gru_seq", (a, h0, ph, bh, out, r, z, n, gn, s))
-    T, B, m = a.shape
-    d = h0.shape[1]
+    T, B, w = a.shape  # w >= m: a's row stride
+    m, d = ph.shape
     pht = ph.t().contiguous()  # (d, m)
     g = torch.empty(B, m, dtype=a.dtype, device=a.device)  # h_{t-1} P_h^T + b_h, per step
     outs = out.unbind(0)
-    fn = native.kernel("gru_fwd", dtype)
+    fn = native.kernel("gru_fwd_strided", dtype)
     at = None if fn is None else _Steps(a, out, r, z, n, gn).at
+    a = a[:, :, :m]
     h = h0
     for t in range(T):
         if bh is None:
@@ -329,7 +347,7 @@ def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
             gru_step_ops(a[t], g, h, outs[t], r[t], z[t], n[t], gn[t], s, d - s)
         else:
             a_t, h_t, r_t, z_t, n_t, gn_t = at(t)
-            fn(B, s, d - s, a_t, g.data_ptr(), h.data_ptr(), h_t, r_t, z_t, n_t, gn_t)
+            fn(B, s, d - s, w, a_t, g.data_ptr(), h.data_ptr(), h_t, r_t, z_t, n_t, gn_t)
         h = outs[t]
 
 
@@ -471,7 +489,7 @@ _SEQ = lambda T, B, d, s: _seq_shapes(T, B, d, s)[1]  # noqa: E731
 
 def _wide_seq_shapes(T, B, d, s, w):
     """lstm_seq and lstm_seq_infer: xz (and pht) may have rows wider than m, a row
-    stride w >= m (see lstm.padded_width); columns m.. are never read or written."""
+    stride w >= m (see padded_width); columns m.. are never read or written."""
     m, shapes = _seq_shapes(T, B, d, s)
     w = max(w, m)  # narrower: the check reports the expected (T, B, m)
     return {**shapes, "xz": (T, B, w), "pht": (d, w)}
@@ -515,7 +533,7 @@ OPS: dict[str, _Op] = {
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
         "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
-        state="h0", lead="a", shapes=_GRU_SEQ, cpu=_gru_seq_cpu),
+        state="h0", lead="a", shapes=_gru_wide_shapes, wide=True, cpu=_gru_seq_cpu),
     "gru_seq_backward": _Op(
         "(Tensor ph, Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h0, "
         "Tensor out, Tensor? d_out, Tensor(a!) dh, Tensor(b!) da, Tensor(c!) dg, int s) -> ()",
