@@ -398,6 +398,43 @@ def test_gru_sequence_operator_reads_only_m_columns_of_a_padded_a(native_lib, mo
         native.reset()
 
 
+def test_the_layers_hand_the_sequence_operators_zeros_as_padding(monkeypatch):
+    """The columns past m of the padded operands are zeros, not what the allocator
+    left there (torch.empty fills memory with NaN under deterministic mode, as
+    here), so that copies of them compare equal (tests/test_opcheck.py compares the
+    two paths' copies)."""
+    seen = {}
+
+    def spy(name, real):
+        def call(*args):
+            seen[name] = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            return real(*args)
+
+        return call
+
+    for name in ("lstm_seq", "lstm_seq_infer", "gru_seq"):
+        monkeypatch.setattr(ops, name, spy(name, getattr(ops, name)))
+    lstm, gru = RestrictedLSTM(5, 7, 1, sharing_rate=0.4), RestrictedGRU(5, 7, 1, sharing_rate=0.4)
+    lstm.kernel = gru.kernel = "shared-row"
+    x = torch.randn(3, 2, 5, requires_grad=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        lstm(x)
+        gru(x)
+        with torch.no_grad():
+            lstm(x)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    padded = {"lstm_seq": ["xz"], "lstm_seq_infer": ["xz", "pht"], "gru_seq": ["a"]}
+    for op, names in padded.items():
+        args = dict(zip(ops._arg_names(op), seen[op]))
+        d, s = args["h0"].shape[1], args["s"]
+        m = s + (4 if op.startswith("lstm") else 3) * (d - s)
+        for name in names:
+            assert args[name].shape[-1] == ops.padded_width(m) > m, (op, name)
+            assert torch.equal(args[name][..., m:], torch.zeros_like(args[name][..., m:])), (op, name)
+
+
 def test_gru_sequence_operators_check_their_arguments():
     T, B, d, s = 3, 2, 5, 2
     m = s + 3 * (d - s)

@@ -40,7 +40,7 @@ class SharedRowGRUFunction(torch.autograd.Function):
         m, d = ph.shape
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
-        a_all = x.new_empty(T, B, ops.padded_width(m))  # rows of a multiple of 16 values
+        a_all = ops.padded_empty(x, T, B, m=m)  # rows of a multiple of 16 values
         a_m = a_all.view(T * B, -1)[:, :m]  # (T*B, m), the columns the step reads
         if bx is None:
             torch.mm(x2, px.t(), out=a_m)

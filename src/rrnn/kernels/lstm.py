@@ -55,9 +55,8 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         m, d = ph.shape
         q = d - s
         x2 = x.reshape(T * B, k)  # (T*B, k)
-        w = ops.padded_width(m)
-        xz = x.new_empty(T, B, w)  # rows of w values, the first m used (see padded_width)
-        xzm = xz.view(T * B, w)[:, :m]  # (T*B, m), row stride w
+        xz = ops.padded_empty(x, T, B, m=m)  # (T, B, w): rows of w >= m values
+        xzm = xz.view(T * B, -1)[:, :m]  # (T*B, m), row stride w
         if bias is None:
             torch.mm(x2, px.t(), out=xzm)
         else:
@@ -126,11 +125,13 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
     if xz is None or xz.numel() < T * B * w:
         xz = x.new_empty(T * B * w)
     xz = xz[: T * B * w].view(T, B, w)
+    if w > m:
+        xz[..., m:].zero_()  # never read; defined all the same (see ops.padded_empty)
     torch.mm(x.reshape(T * B, k), px.t(), out=xz.view(T * B, w)[:, :m])  # x_t P_x^T
     bias = None if bx is None else bx + bh  # a shared bias row counts twice
     out = x.new_empty(T, B, d) if out is None else out  # h_1 .. h_T
     c_n = x.new_empty(B, d)
-    pht = ph.new_empty(d, w)
+    pht = ops.padded_empty(ph, d, m=m)
     pht[:, :m] = ph.t()  # P_h^T, rows of w values
     ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), pht, bias, out, c_n, s)
     return out, out[T - 1].clone(), c_n

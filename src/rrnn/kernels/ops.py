@@ -161,6 +161,18 @@ def padded_width(m: int) -> int:
     return -(-m // 16) * 16
 
 
+def padded_empty(like: Tensor, *shape: int, m: int) -> Tensor:
+    """A new tensor ``(*shape, padded_width(m))`` of ``like``'s dtype and device: its
+    first m columns for the caller to fill, the rest zeros. The operators never read
+    them, but defined values keep copies comparable (a NaN left there by the
+    allocator compares unequal to itself)."""
+    w = padded_width(m)
+    t = like.new_empty(*shape, w)
+    if w > m:
+        t[..., m:].zero_()
+    return t
+
+
 # --- LSTM layer, whole sequence ------------------------------------------------------
 def _seq_shapes(T, B, d, s):
     q = d - s
