@@ -80,7 +80,7 @@ def update(campaign: Path, runs: Path, log=print) -> None:
         have, got = _epochs(dst), _epochs(src)
         if dst.is_dir() and have > got:
             log(f"kept {src.name}: the committed copy has {have} epochs, "
-                f"the campaign's {got} (restarted without its checkpoint)")
+                f"the campaign's {got} (restarted from epoch 0, or not as far along)")
             continue
         _mirror_run(src, dst)
 
