@@ -625,6 +625,7 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     written = []
     colors = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:red"}
@@ -664,6 +665,11 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
                     ]
                     ax.plot(xs, [row[0] for row in rows], "--", color=colors[cell], alpha=0.6,
                             label=f"paper R{cell.upper()} {variant} (100 ep)")  # fmt: skip
+        ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+        if ys and max(ys) > 3 * min(ys):  # one run far off (lr 10, not training) would flatten the rest
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.0f"))
         ax.set_xlabel("recurrent parameters (exact)")
         ax.set_ylabel(f"test perplexity ({rule})")
         where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
