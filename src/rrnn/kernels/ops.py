@@ -332,13 +332,6 @@ def _gru_seq_shapes(T, B, d, s):
                "d_out": (T, B, d), "dh": (B, d), "da": (T, B, m), "dg": (T, B, m)}  # fmt: skip
 
 
-def _gru_wide_shapes(T, B, d, s, w):
-    """gru_seq: a may have rows wider than m, a row stride w >= m (see
-    padded_width); columns m.. are never read or written."""
-    m, shapes = _gru_seq_shapes(T, B, d, s)
-    return {**shapes, "a": (T, B, max(w, m))}
-
-
 def _gru_seq_cpu(a, h0, ph, bh, out, r, z, n, gn, s):
     dtype = _check_op("gru_seq", (a, h0, ph, bh, out, r, z, n, gn, s))
     T, B, w = a.shape  # w >= m: a's row stride
@@ -499,12 +492,16 @@ def _meta(op: str):
 _SEQ = lambda T, B, d, s: _seq_shapes(T, B, d, s)[1]  # noqa: E731
 
 
-def _wide_seq_shapes(T, B, d, s, w):
-    """lstm_seq and lstm_seq_infer: xz (and pht) may have rows wider than m, a row
-    stride w >= m (see padded_width); columns m.. are never read or written."""
-    m, shapes = _seq_shapes(T, B, d, s)
-    w = max(w, m)  # narrower: the check reports the expected (T, B, m)
-    return {**shapes, "xz": (T, B, w), "pht": (d, w)}
+def _wide(base: Callable, *names: str) -> Callable:
+    """``base``'s shapes, with the last dimension of ``names`` the row stride w >= m
+    the call's lead argument has (see padded_width): ``(T, B, d, s, w) -> shapes``."""
+
+    def shapes(T, B, d, s, w):
+        m, table = base(T, B, d, s)
+        w = max(w, m)  # narrower: the check reports the expected width m
+        return {**table, **{n: (*table[n][:-1], w) for n in names}}
+
+    return shapes
 
 
 _GRU_SEQ = lambda T, B, d, s: _gru_seq_shapes(T, B, d, s)[1]  # noqa: E731
@@ -533,7 +530,7 @@ OPS: dict[str, _Op] = {
     "lstm_seq": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
         "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()",
-        state="h0", lead="xz", shapes=_wide_seq_shapes, wide=True, cpu=_lstm_seq_cpu),
+        state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz"), wide=True, cpu=_lstm_seq_cpu),
     "lstm_seq_backward": _Op(
         "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
         "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()",
@@ -541,11 +538,12 @@ OPS: dict[str, _Op] = {
     "lstm_seq_infer": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
         "Tensor(c!) c_n, int s) -> ()",
-        state="h0", lead="xz", shapes=_wide_seq_shapes, wide=True, cpu=_lstm_seq_infer_cpu),
+        state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz", "pht"), wide=True,
+        cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
         "Tensor(c!) z, Tensor(d!) n, Tensor(e!) gn, int s) -> ()",
-        state="h0", lead="a", shapes=_gru_wide_shapes, wide=True, cpu=_gru_seq_cpu),
+        state="h0", lead="a", shapes=_wide(_gru_seq_shapes, "a"), wide=True, cpu=_gru_seq_cpu),
     "gru_seq_backward": _Op(
         "(Tensor ph, Tensor r, Tensor z, Tensor n, Tensor gn, Tensor h0, "
         "Tensor out, Tensor? d_out, Tensor(a!) dh, Tensor(b!) da, Tensor(c!) dg, int s) -> ()",
