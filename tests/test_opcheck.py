@@ -102,8 +102,29 @@ def path(request, monkeypatch):
 def test_opcheck(op, samples, path):
     if path == "torch-ops" and op in NO_FALLBACK:
         pytest.skip(f"rrnn::{op} has no torch-op version")
-    for args in samples[op][-1:]:  # the longest sequence: each opcheck run costs seconds
+    for args in _last_of_each_kind(op, samples[op]):  # each opcheck run costs seconds
         torch.library.opcheck(getattr(torch.ops.rrnn, op).default, tuple(args))
+
+
+def _last_of_each_kind(op: str, calls: list) -> list:
+    """The last call (the longest sequence), and for lstm_seq_infer the last one of
+    each ``fold`` (the first layer of the sample models is narrower than h: not
+    folded; the second is folded)."""
+    if op != "lstm_seq_infer":
+        return calls[-1:]
+    last = {}
+    for args in calls:
+        last[_fold(args)] = args
+    return list(last.values())
+
+
+def _fold(args: list) -> bool | None:
+    """lstm_seq_infer's ``fold`` (the dispatcher drops it where it is the default)."""
+    return len(args) > 8 and bool(args[8])
+
+
+def test_lstm_seq_infer_samples_cover_both_forms(samples):
+    assert {_fold(args) for args in samples["lstm_seq_infer"]} == {False, True}
 
 
 @pytest.mark.parametrize("op", sorted(set(OPS) - NO_FALLBACK))

@@ -240,6 +240,61 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, pad
         assert xz[..., m:].isnan().all()  # the padding is never written
 
 
+@pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_folded_inference_operator_equals_the_step_operator(route, dtype, monkeypatch):
+    """rrnn::lstm_seq_infer with ``fold``: out holds x on entry, xz only the private
+    columns of x P_x^T, and each step computes the shared ones as (x_t + h) S^T. Its
+    outputs equal the unfolded operator's maths (x_t S^T + h S^T) by steps; xz's
+    shared columns (NaN on entry) are not read, and the padding is never written."""
+    from rrnn.kernels import native
+
+    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
+        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
+    if route == "Python loop":
+        monkeypatch.setenv("RRNN_BLAS", "0")
+    if route == "torch ops":
+        monkeypatch.setattr(native, "kernel", lambda name, d: None)
+    tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    # every shared (s = d: no private rows), none worth folding aside; B = 37 splits
+    # into one block of rows per thread (2 threads), B = 1 and 5 split each step
+    for T, B, d, s, padding in ((5, 3, 6, 2, 0), (4, 17, 9, 9, 3), (3, 5, 41, 23, 0), (3, 37, 20, 10, 5),
+                                (2, 1, 32, 16, 0), (1, 4, 7, 1, 2)):  # fmt: skip
+        _, h0, c0, ph, _ = _seq_args(T, B, d, s, dtype=dtype)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(T, B, d, dtype=dtype, generator=g)
+        px = torch.cat([ph[:s], torch.randn(4 * (d - s), d, dtype=dtype, generator=g)])  # same S
+        bias = torch.randn(ph.shape[0], dtype=dtype, generator=g)
+        want_out, want_c = _infer_by_steps(x @ px.t(), h0, c0, ph, bias, s)
+        m = ph.shape[0]
+        xz = torch.full((T, B, m + padding), float("nan"), dtype=dtype)
+        xz[..., s:m] = x @ px[s:].t()
+        out, c_n = x.clone(), torch.full_like(h0, float("nan"))
+        ops.lstm_seq_infer(xz, h0, c0, _widen(ph.t().contiguous(), padding), bias, out, c_n, s, True)
+        torch.testing.assert_close(out, want_out, **tol)
+        torch.testing.assert_close(c_n, want_c, **tol)
+        assert xz[..., m:].isnan().all()  # the padding is never written
+
+
+def test_layers_fold_where_the_input_is_as_wide_as_h(monkeypatch):
+    """The inference path folds the shared rows exactly where x and h read the same
+    S (input_size = hidden_size, or a layer after the first) and s > 0."""
+    from rrnn import RestrictedLSTM
+
+    seen = []
+    real = ops.lstm_seq_infer
+    monkeypatch.setattr(ops, "lstm_seq_infer", lambda *a: (seen.append(a[-1]), real(*a))[1])
+    for k, r, want in ((5, 0.4, [False, True]), (7, 0.4, [True, True]), (7, 0.0, [False, False])):
+        seen.clear()
+        m = RestrictedLSTM(k, 7, 2, sharing_rate=r)
+        m.kernel = "shared-row"
+        x = torch.randn(4, 3, k)
+        with torch.no_grad():
+            got = m(x)
+        assert seen == want, (k, r)
+        torch.testing.assert_close(got, m.to_torch()(x))
+
+
 def test_inference_operator_checks_its_arguments():
     T, B, d, s = 3, 2, 5, 2
     xz, h0, c0, ph, (_, out, *_) = _seq_args(T, B, d, s)

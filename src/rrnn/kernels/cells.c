@@ -298,7 +298,13 @@ void rrnn_lstm_fwd_strided_##SUF(int64_t B, int64_t s, int64_t q, int64_t w,    
    values keep MKL's GEMM on its fast path (docs/kernels.md), and columns m.. are     \
    never read or written. bias (m,) is never NULL (zeros for a layer    \
    without one: the caller passes them); sig (B, m) and ts (B, s) are one step's      \
-   scratch; c alternates between c_n and c_tmp so that the last step writes c_n. */   \
+   scratch; c alternates between c_n and c_tmp so that the last step writes c_n.      \
+   With `fold` (the input as wide as h, so x and h read the same s shared rows S):    \
+   out holds the layer's input x on entry, xz only x P_x^T's private columns s..m-1,  \
+   and each step computes the shared columns as (x_t + h_{t-1}) S^T, one product      \
+   where two were (x_t S^T in the input projection, h_{t-1} S^T here), into z's      \
+   columns 0..s-1 (not read on entry), then its private columns += h_{t-1} P_hp^T.   \
+   u (B, d) is scratch for x_t + h_{t-1}; x_t is read before h_t is written over it. */ \
 typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
                                const int64_t *, const T *, const T *, const int64_t *,    \
                                const T *, const int64_t *, const T *, T *, const int64_t *); \
@@ -308,16 +314,26 @@ typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, cons
 static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t r1,      \
                                   int64_t s, int64_t q, int64_t w, gemm_##SUF##_t g, T *xz, \
                                   const T *pht, const T *bias, const T *h0, const T *c0,  \
-                                  T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split) {   \
-    const int64_t d = s + q, m = s + 4 * q, n = r1 - r0;                                  \
-    const T one = 1;                                                                      \
+                                  T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split,     \
+                                  int64_t fold, T *u) {                                   \
+    const int64_t d = s + q, m = s + 4 * q, n = r1 - r0, p = 4 * q;                       \
+    const T one = 1, zero = 0;                                                            \
     const char N = 'N';                                                                   \
     const T *h = h0, *cp = c0;                                                            \
     for (int64_t t = 0; t < steps; t++) {                                                 \
         T *z = xz + t * B * w, *ht = out + t * B * d;                                     \
         T *cn = (steps - 1 - t) % 2 == 0 ? c_n : c_tmp;                                   \
-        /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */           \
-        g(&N, &N, &m, &n, &d, &one, pht, &w, h + r0 * d, &d, &one, z + r0 * w, &w);       \
+        if (fold) {                                                                       \
+            /* u = x_t + h_{t-1} (x_t sits in ht until the step writes h_t there) */       \
+            _Pragma("omp simd") for (int64_t i = r0 * d; i < r1 * d; i++) u[i] = ht[i] + h[i]; \
+            /* z^T[0:s] = S (s x d) u^T; z^T[s:m] += P_hp (4q x d) h^T; columns r0.. */   \
+            if (s > 0) g(&N, &N, &s, &n, &d, &one, pht, &w, u + r0 * d, &d, &zero, z + r0 * w, &w); \
+            if (p > 0)                                                                    \
+                g(&N, &N, &p, &n, &d, &one, pht + s, &w, h + r0 * d, &d, &one, z + r0 * w + s, &w); \
+        } else {                                                                          \
+            /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */       \
+            g(&N, &N, &m, &n, &d, &one, pht, &w, h + r0 * d, &d, &one, z + r0 * w, &w);   \
+        }                                                                                 \
         if (split) {                                                                      \
             RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, w, z, bias, cp, cn, ht, sig, ts)); \
         } else {                                                                          \
@@ -336,15 +352,15 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, int64
                            T *restrict xz, const T *restrict pht, const T *restrict bias, \
                            const T *restrict h0, const T *restrict c0, T *restrict out,   \
                            T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
-                           T *restrict ts) {                                              \
+                           T *restrict ts, int64_t fold, T *restrict u) {                 \
     const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
     const int64_t nb = RRNN_SEQUENCE_BLOCKS(B);                                           \
     if (nb > 1) {                                                                         \
         RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, w, g, \
-                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0));        \
+                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0, fold, u)); \
     } else {                                                                              \
         lstm_infer_rows_##SUF(steps, B, 0, B, s, q, w, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
-                              sig, ts, 1);                                                \
+                              sig, ts, 1, fold, u);                                       \
     }                                                                                     \
 }                                                                                         \
 /* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \

@@ -114,27 +114,54 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
     one step's activations instead of the T steps' that backward would need. Both
     GEMMs write rows of :func:`.ops.padded_width` values, of which the first m are used.
 
+    Where x is as wide as h (k_x = d: every layer after the first, and the first
+    when input_size = hidden_size) the two inputs read the same s shared rows S, and
+    ``x_t S^T + h S^T = (x_t + h) S^T``: the input projection then covers only the
+    4q private columns, and each step computes the shared ones from x_t + h_{t-1}
+    (the operator's ``fold``): 2m - s rows of products per token instead of 2m (at
+    r = 0.9, H = 200: 340 instead of 520; docs/benchmarks.md). The sums round
+    differently from the training path's, within float rounding.
+
     ``out``: where to write the outputs, contiguous (T, B, d); it may be ``x``
-    itself (x P_x^T is taken before any output is written). ``xz``: a contiguous
-    buffer of at least T*B*padded_width(m) elements for x P_x^T, which the layers of
-    one call can share. Both serve to allocate less fresh memory per call (see
+    itself (x P_x^T is taken before any output is written, and with ``fold`` the
+    operator reads x_t there before writing h_t). ``xz``: a contiguous buffer of at
+    least :func:`infer_buffer_size` elements for x P_x^T, which the layers of one
+    call can share. Both serve to allocate less fresh memory per call (see
     docs/kernels.md)."""
     T, B, k = x.shape
     m, d = ph.shape
     w = ops.padded_width(m)
-    if xz is None or xz.numel() < T * B * w:
-        xz = x.new_empty(T * B * w)
-    xz = xz[: T * B * w].view(T, B, w)
+    fold = k == d and s > 0
+    # with fold the GEMM writes columns s..m-1: start the rows so that column s is
+    # 64-byte aligned (MKL's SGEMM measured 8% slower into an unaligned one at r = 0.5)
+    off = -s % 16 if fold else 0
+    if xz is None or xz.numel() < infer_buffer_size(T, B, m):
+        xz = x.new_empty(infer_buffer_size(T, B, m))
+    xz = xz[off : off + T * B * w].view(T, B, w)
     if w > m:
         xz[..., m:].zero_()  # never read; defined all the same (see ops.padded_empty)
-    torch.mm(x.reshape(T * B, k), px.t(), out=xz.view(T * B, w)[:, :m])  # x_t P_x^T
+    x2 = x.reshape(T * B, k)  # (T*B, k)
+    if fold:
+        torch.mm(x2, px[s:].t(), out=xz.view(T * B, w)[:, s:m])  # x_t P_xp^T, private rows
+        if out is None:
+            out = x.clone(memory_format=torch.contiguous_format)  # the operator reads x_t here
+        elif out.data_ptr() != x.data_ptr():
+            out.copy_(x)
+    else:
+        torch.mm(x2, px.t(), out=xz.view(T * B, w)[:, :m])  # x_t P_x^T
+        out = x.new_empty(T, B, d) if out is None else out  # h_1 .. h_T
     bias = None if bx is None else bx + bh  # a shared bias row counts twice
-    out = x.new_empty(T, B, d) if out is None else out  # h_1 .. h_T
     c_n = x.new_empty(B, d)
     pht = ops.padded_empty(ph, d, m=m)
     pht[:, :m] = ph.t()  # P_h^T, rows of w values
-    ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), pht, bias, out, c_n, s)
+    ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), pht, bias, out, c_n, s, fold)
     return out, out[T - 1].clone(), c_n
+
+
+def infer_buffer_size(T: int, B: int, m: int) -> int:
+    """Elements of the x P_x^T buffer :func:`lstm_infer` needs: T*B rows of
+    padded_width(m) values, plus up to 15 to align the rows' column s."""
+    return T * B * ops.padded_width(m) + 15
 
 
 def lstm_step(

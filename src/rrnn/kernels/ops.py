@@ -12,7 +12,8 @@ operators, never through a raw pointer taken elsewhere:
                             recurrent GEMM and the fused step per time step
 ``rrnn::lstm_seq_backward`` its backward (back through time)
 ``rrnn::lstm_seq_infer``    a whole sequence of one packed LSTM layer without autograd:
-                            the time loop in C, the recurrent GEMM by torch's BLAS
+                            the time loop in C, the recurrent GEMM by torch's BLAS;
+                            with ``fold``, the shared rows as (x_t + h_{t-1}) S^T
 ``rrnn::gru_seq``           a whole sequence of one packed GRU layer, forward
 ``rrnn::gru_seq_backward``  its backward (back through time)
 ``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
@@ -245,7 +246,7 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
         dc.copy_(cur)
 
 
-def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
+def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
     dtype = _check_op("lstm_seq_infer", (xz, h0, c0, pht, bias, out, c_n, s))
     T, B, w = xz.shape  # w >= m: the row stride of xz and pht (see padded_width)
     d = h0.shape[1]
@@ -255,19 +256,25 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s):
         return
     new = functools.partial(torch.empty, dtype=xz.dtype, device=xz.device)
     sig, tan_s, c_tmp = new(B, m), new(B, s), new(B, d)
+    u = new(B, d) if fold else None  # x_t + h_{t-1}
     fn, gemm = native.kernel("lstm_infer", dtype), native.blas_gemm(dtype)
     if fn is not None and gemm is not None:
         b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
         fn(T, B, s, d - s, w, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
            c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
-           tan_s.data_ptr())  # fmt: skip
+           tan_s.data_ptr(), int(fold), None if u is None else u.data_ptr())  # fmt: skip
         return
     tan_g, tanh_c = new(B, d - s), new(B, d)
     # the same steps from Python: torch's GEMM, then the step operator (C or torch ops)
     zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)
     h, c = h0, c0
     for t in range(T):
-        zs[t].addmm_(h, pht[:, :m])  # xz ends as on the C path: z_t without the bias
+        if fold:  # x_t sits in outs[t] until the step writes h_t there
+            torch.add(outs[t], h, out=u)
+            torch.mm(u, pht[:, :s], out=zs[t][:, :s])  # (x_t + h_{t-1}) S^T
+            zs[t][:, s:].addmm_(h, pht[:, s:m])
+        else:
+            zs[t].addmm_(h, pht[:, :m])  # xz ends as on the C path: z_t without the bias
         z = zs[t].contiguous() if bias is None else zs[t] + bias
         c_new = c_n if (T - 1 - t) % 2 == 0 else c_tmp  # the last step writes c_n
         lstm_step(z, c, c_new, outs[t], sig, tan_s, tan_g, tanh_c, s)
@@ -452,6 +459,7 @@ def _check_op(op: str, args: tuple) -> torch.dtype:
         return spec.check(*args)
     named = dict(zip(_arg_names(op), args))
     s = named.pop("s")
+    named.pop("fold", None)  # lstm_seq_infer's flag: no tensor
     if spec.lead:
         seq, st = named[spec.lead], named[spec.state]
         if seq.dim() != 3 or st.dim() != 2:
@@ -537,7 +545,7 @@ OPS: dict[str, _Op] = {
         state="dh", lead="sig", shapes=_SEQ, cpu=_lstm_seq_backward_cpu),
     "lstm_seq_infer": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
-        "Tensor(c!) c_n, int s) -> ()",
+        "Tensor(c!) c_n, int s, bool fold=False) -> ()",
         state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz", "pht"), wide=True,
         cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(

@@ -66,7 +66,7 @@ def shared_row_forward(module, data: Tensor, hx):
                     out, h, c = _lstm.SharedRowLSTMFunction.apply(*args, s)
                 else:
                     if xz is None:
-                        xz = inp.new_empty(inp.shape[0] * inp.shape[1] * ops.padded_width(ph.shape[0]))
+                        xz = inp.new_empty(_lstm.infer_buffer_size(inp.shape[0], inp.shape[1], ph.shape[0]))
                     over = inp if layer > 0 and dirs == 1 and inp.is_contiguous() else None
                     out, h, c = _lstm.lstm_infer(*args, s, out=over, xz=xz)
                 c_n.append(c)
