@@ -217,6 +217,26 @@ def test_streaming_unbatched_and_bidirectional_step():
     torch.testing.assert_close(c, ref_c)
 
 
+@pytest.mark.parametrize("rate", [0.5, 0.9, 1.0])
+def test_streaming_folds_the_shared_rows_of_layers_as_wide_as_h(rate):
+    """rrnn::lstm_stream computes a shared row as (x + h) S^T where x is as wide as
+    h (layers after the first; here the first too with input_size = 16): s = 8, 14
+    and 16 shared rows, in blocks of four and one by one, against torch.nn with the
+    same weights over steps with a carried state."""
+    for k in (16, 5):
+        m = rrnn.RestrictedLSTM(k, 16, 3, sharing_rate=rate, dtype=F64).eval()
+        ref = m.to_torch().eval()
+        state = ref_state = None
+        with torch.no_grad():
+            for _ in range(3):
+                x = torch.randn(1, 3, k, dtype=F64)
+                m.kernel = "stream"
+                out, state = m(x, state)
+                ref_out, ref_state = ref(x, ref_state)
+                torch.testing.assert_close(out, ref_out)
+                torch.testing.assert_close(state, ref_state)
+
+
 def test_stream_cache_follows_parameter_updates():
     m = rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5).eval()
     x = torch.randn(1, 2, 4)

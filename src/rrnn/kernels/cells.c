@@ -558,10 +558,29 @@ void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_ar
     for (int64_t l = 0; l < L; l++) {                                                         \
         const int64_t s = s_arr[l], q = d - s, m = s + 4 * q, k = k_arr[l], kk = k + d;       \
         const T *Wl = W[l], *bl = bias[l];                                                 \
+        /* where x is as wide as h, the s shared rows read x and h through the same  \
+           weights: (x + h) S^T, each row's first k weights only (kernels/lstm.py) */  \
+        const int64_t fs = k == d ? s : 0;                                                 \
         for (int64_t b = 0; b < B; b++) {                                                     \
             const T *xb = in + b * k, *hb = h0[l] + b * d;                                 \
             T *zb = z + b * m;                                                             \
             int64_t r = 0;                                                                    \
+            for (; r + 4 <= fs; r += 4) {                                                  \
+                const T *w0 = Wl + r * kk, *w1 = w0 + kk, *w2 = w1 + kk, *w3 = w2 + kk;    \
+                T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                          \
+                for (int64_t j = 0; j < k; j++) {                                             \
+                    T v = xb[j] + hb[j];                                                   \
+                    a0 += w0[j] * v; a1 += w1[j] * v; a2 += w2[j] * v; a3 += w3[j] * v;    \
+                }                                                                          \
+                zb[r] = a0 + (bl ? bl[r] : 0); zb[r + 1] = a1 + (bl ? bl[r + 1] : 0);       \
+                zb[r + 2] = a2 + (bl ? bl[r + 2] : 0); zb[r + 3] = a3 + (bl ? bl[r + 3] : 0); \
+            }                                                                              \
+            for (; r < fs; r++) {                                                          \
+                const T *w = Wl + r * kk;                                                  \
+                T a = bl ? bl[r] : 0;                                                      \
+                for (int64_t j = 0; j < k; j++) a += w[j] * (xb[j] + hb[j]);                  \
+                zb[r] = a;                                                                 \
+            }                                                                              \
             for (; r + 4 <= m; r += 4) {                                                   \
                 const T *w0 = Wl + r * kk, *w1 = w0 + kk, *w2 = w1 + kk, *w3 = w2 + kk;    \
                 T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                          \
