@@ -223,6 +223,31 @@ def test_compression_figures_compare_like_with_like_and_tell_methods_apart(tmp_p
     assert "ptb-lstm-r0-plain-lr1" in section and "-dense" in section
 
 
+def test_compressed_runs_of_two_settings_get_a_table_and_figures_each(tmp_path):
+    """Compressed runs at lr 1 and lr 10: each setting its own table, verdict and
+    Pareto figure, so that the lr-10 dense model (better than anything at lr 1) is
+    never ranked against the lr-1 runs."""
+    root = tmp_path / "sweep"
+    for lr, shift in ((1.0, 0), (10.0, -40)):
+        make_run(root, "lstm", 0.0, [(150 + shift, 140 + shift)], lr=lr, variant="plain")
+        make_run(root, "lstm", 0.5, [(160 + shift, 150 + shift)], lr=lr, variant="plain")
+        make_run(root, "lstm", 0.5, [(155 + shift, 145 + shift)], lr=lr, compress="dense", variant="plain")
+    make_run(root, "lstm", 0.5, [(158, 148)], lr=1.0, compress="prune", variant="plain")
+    R.write_report(root, log=lambda m: None)
+    text = (root / "report.md").read_text()
+    section = text.split("## Compression methods")[1].split("\n## ")[0]
+    parts = section.split("\n### ")[1:]
+    assert [p.splitlines()[0] for p in parts] == [
+        "ptb, plain, lr 1, init authors, 1 epochs", "ptb, plain, lr 10, init authors, 1 epochs"]
+    lr1, lr10 = parts
+    assert "-lr10" not in lr1 and "-lr1-" not in lr10 and "prune" not in lr10
+    assert "**dense, hidden" in lr1 and "(155.00)" in lr1  # its own setting's best
+    assert "(115.00)" in lr10
+    made = sorted(p.name for p in root.glob("pareto-*.png"))
+    assert made == ["pareto-params-lr1.png", "pareto-params-lr10.png"]
+    assert "![pareto-params-lr10](pareto-params-lr10.png)" in text
+
+
 def test_damaged_files_are_named_and_never_kill_the_report(sweep, tmp_path):
     bad = make_run(sweep, "lstm", 0.3, [(150, 140)], summary=False)
     with open(bad / "metrics.jsonl", "ab") as f:

@@ -63,20 +63,35 @@ def _so_far(run) -> str:
     return f", {run.status} after {run.epochs_done}/{run.train.get('epochs')} epochs"
 
 
+INTRO = (
+    "Recurrent parameters in Table II's convention (no embedding, no decoder): "
+    "*stored* is what the compressed model keeps (for pruning the nonzero values of "
+    "the CSR form plus the biases, its index arrays not counted), *nonzero* the "
+    "nonzero entries, *dense* the model trained. Latency: the recurrent stack's "
+    "forward pass (batch 1 one token per call; batch 80 x 35 steps), and its ratio "
+    "to the classical torch.nn stack of the full size timed beside it (< 1 is faster); "
+    "`rrnn report --latency` measures it."
+)
+
+
 def section(runs, rule: str) -> str:
     """Markdown: every run with its counts, perplexity and latency, and which wins."""
+    return "\n".join(["## Compression methods", "", INTRO, "", *_table(runs, rule)])
+
+
+def sections(groups: list[tuple[str, list]], rule: str) -> str:
+    """:func:`section` for runs trained in several settings (``(label, runs)`` per
+    setting, e.g. one lr and another): one table and verdict per setting, so that no
+    method is ranked against a run trained with another recipe."""
+    lines = ["## Compression methods", "", INTRO, ""]
+    for label, runs in groups:
+        lines += [f"### {label}", "", *_table(runs, rule), ""]
+    return "\n".join(lines[:-1])
+
+
+def _table(runs, rule: str) -> list[str]:
     rows = sorted(runs, key=lambda r: (r.dataset, r.rnn_params))
     lines = [
-        "## Compression methods",
-        "",
-        "Recurrent parameters in Table II's convention (no embedding, no decoder): "
-        "*stored* is what the compressed model keeps (for pruning the nonzero values of "
-        "the CSR form plus the biases, its index arrays not counted), *nonzero* the "
-        "nonzero entries, *dense* the model trained. Latency: the recurrent stack's "
-        "forward pass (batch 1 one token per call; batch 80 x 35 steps), and its ratio "
-        "to the classical torch.nn stack of the full size timed beside it (< 1 is faster); "
-        "`rrnn report --latency` measures it.",
-        "",
         "| method | run | recurrent params stored | nonzero | dense | test (valid) | "
         "latency batch 1 | latency batch 80 |",
         "|---|---|---|---|---|---|---|---|",
@@ -116,7 +131,7 @@ def section(runs, rule: str) -> str:
     if off:
         lines += ["", "**Off budget** (more than 2% from the recurrent budget):"]
         lines += [f"- {r.name}: {r.summary['budget_note']}" for r in off]
-    return "\n".join(lines)
+    return lines
 
 
 def _int(x) -> str:
@@ -206,8 +221,10 @@ def _equal_size_panel(ax, runs, rule: str) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
-def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
-    """pareto-params.png, and pareto-latency.png where latency was measured."""
+def pareto_figures(runs, rule: str, out: Path, suffix: str = "", label: str = "") -> list[Path]:
+    """pareto-params.png, and pareto-latency.png where latency was measured (named
+    ``pareto-params{suffix}.png`` etc. where a report has one per setting, ``label``
+    naming the setting in the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,12 +243,12 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
             ("batch80", "latency per batch of 80 x 35 steps (ms)",
              lambda r: _latency(r, "batch80")["latency_s"] * 1e3 if _latency(r, "batch80") else None),
         ]  # fmt: skip
-    groups = [("pareto-params.png", panels[:1])]
+    groups = [(f"pareto-params{suffix}.png", panels[:1])]
     if timed:
-        groups.append(("pareto-latency.png", panels[1:]))
+        groups.append((f"pareto-latency{suffix}.png", panels[1:]))
     same = _at_one_budget(done)
     for filename, group in groups:
-        extra = filename == "pareto-params.png" and len(same) > 1
+        extra = filename.startswith("pareto-params") and len(same) > 1
         fig, axes = plt.subplots(1, len(group) + extra, figsize=(6.5 * (len(group) + extra), 4.8),
                                  squeeze=False)  # fmt: skip
         for ax, (_, xlabel, xfn) in zip(axes[0], group):
@@ -262,8 +279,8 @@ def pareto_figures(runs, rule: str, out: Path) -> list[Path]:
             ax.legend(fontsize=7)
         if extra:
             _equal_size_panel(axes[0][-1], same, rule)
-        title = f"compression methods, {epochs} epochs"
-        if filename == "pareto-latency.png":
+        title = f"compression methods, {label}" if label else f"compression methods, {epochs} epochs"
+        if filename.startswith("pareto-latency"):
             where = "; ".join(
                 sorted(
                     {

@@ -711,8 +711,9 @@ def write_report(
     # lr, schedule), not with every run of the sweep
     like = {c.group() for c in compressed}
     compared = [r for r in every if r.group() in like and r.train["cell"] == "lstm"]
+    settings = _settings(compared)
     atomic_write_text(out / "report.csv", _csv_text(every, rule))
-    pngs, fig_note = _write_figures(runs, every, compared, rule, out, log)
+    pngs, fig_note = _write_figures(runs, every, settings, rule, out, log)
     found = claims(runs, rule)
     # a report rebuilt from a results folder's runs/ is named after the folder
     name = sweep_dir.parent.name if sweep_dir.name == "runs" else sweep_dir.name
@@ -732,7 +733,7 @@ def write_report(
         "",
         claims_markdown(found, runs),
         "",
-        *([pareto.section(compared, rule), ""] if compressed else []),
+        *([_compression_section(settings, rule), ""] if compressed else []),
         "## Figures",
         "",
     ]
@@ -771,12 +772,37 @@ def _csv_text(every: list, rule: str) -> str:
     return buf.getvalue()
 
 
-def _write_figures(runs, every, compared, rule, out: Path, log) -> tuple[list, str]:
+# the group() fields, named for a figure's file name where settings differ in them
+_GROUP_FIELDS = ("", "", "lr", "init-", "epochs", "layers", "emb", "hidden", "batch", "bptt",
+                 "dropout", "momentum", "wd", "clip")  # fmt: skip
+
+
+def _settings(compared: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
+    """The compared runs per training setting: ``(label, file suffix, runs)``, one
+    entry with no label or suffix where they share one setting (the usual case).
+    A method is ranked only against runs trained like it (e.g. at its own lr)."""
+    groups = _groups(compared)
+    if len(groups) <= 1:
+        return [("", "", compared)] if compared else []
+    keys = sorted(groups, key=str)
+    differ = [i for i in range(len(keys[0])) if len({k[i] for k in keys}) > 1]
+    slug = lambda key: "".join(f"-{_GROUP_FIELDS[i]}{key[i]:g}" if isinstance(key[i], float)  # noqa: E731
+                               else f"-{_GROUP_FIELDS[i]}{key[i]}" for i in differ)  # fmt: skip
+    return [(_label(k), slug(k), groups[k]) for k in keys]
+
+
+def _compression_section(settings, rule: str) -> str:
+    if len(settings) == 1:
+        return pareto.section(settings[0][2], rule)
+    return pareto.sections([(label, members) for label, _, members in settings], rule)
+
+
+def _write_figures(runs, every, settings, rule, out: Path, log) -> tuple[list, str]:
     """The figures' paths and, where matplotlib is missing, the note that says so."""
     try:
         pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
-        if any(r.method != "restrict" for r in every):
-            pngs += pareto.pareto_figures(compared, rule, out)
+        for label, suffix, members in settings:
+            pngs += pareto.pareto_figures(members, rule, out, suffix=suffix, label=label)
         return pngs, ""
     except ImportError:
         note = 'Figures need matplotlib: pip install "rrnn[plot]", then run rrnn report again.'
