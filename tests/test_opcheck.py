@@ -64,9 +64,10 @@ def samples(request) -> dict[str, list]:
     torch.manual_seed(0)
     record = _Record()
     with record:
-        for cls in (rrnn.RestrictedLSTM, rrnn.RestrictedGRU):
+        # r = 0.8: training folds the second layer's shared rows too (s >= 2q)
+        for cls, rate in ((rrnn.RestrictedLSTM, 0.4), (rrnn.RestrictedGRU, 0.4), (rrnn.RestrictedLSTM, 0.8)):
             for steps in (1, 4):  # one step (gru_step) and a sequence
-                m = cls(3, 5, 2, sharing_rate=0.4, dtype=dtype)
+                m = cls(3, 5, 2, sharing_rate=rate, dtype=dtype)
                 m.kernel = "shared-row"
                 x = torch.randn(steps, 2, 3, dtype=dtype, requires_grad=True)
                 m(x)[0].sum().backward()
@@ -106,25 +107,33 @@ def test_opcheck(op, samples, path):
         torch.library.opcheck(getattr(torch.ops.rrnn, op).default, tuple(args))
 
 
+# the operators with a folded form (the shared rows as (x_t + h) S^T), and where
+# their calls say so: lstm_seq_infer's ``fold`` and lstm_seq's optional ``x``
+FOLD_ARG = {"lstm_seq_infer": 8, "lstm_seq": 10}
+
+
 def _last_of_each_kind(op: str, calls: list) -> list:
-    """The last call (the longest sequence), and for lstm_seq_infer the last one of
-    each ``fold`` (the first layer of the sample models is narrower than h: not
-    folded; the second is folded)."""
-    if op != "lstm_seq_infer":
+    """The last call (the longest sequence), and for an operator with a folded form
+    the last one of each form (the first layer of the sample models is narrower than
+    h: not folded; the second is folded)."""
+    if op not in FOLD_ARG:
         return calls[-1:]
     last = {}
     for args in calls:
-        last[_fold(args)] = args
+        last[_fold(op, args)] = args
     return list(last.values())
 
 
-def _fold(args: list) -> bool | None:
-    """lstm_seq_infer's ``fold`` (the dispatcher drops it where it is the default)."""
-    return len(args) > 8 and bool(args[8])
+def _fold(op: str, args: list) -> bool:
+    """Whether a call takes the folded form (the dispatcher drops a trailing
+    argument left at its default)."""
+    i = FOLD_ARG[op]
+    return len(args) > i and args[i] is not None and args[i] is not False
 
 
-def test_lstm_seq_infer_samples_cover_both_forms(samples):
-    assert {_fold(args) for args in samples["lstm_seq_infer"]} == {False, True}
+@pytest.mark.parametrize("op", sorted(FOLD_ARG))
+def test_samples_cover_both_forms(op, samples):
+    assert {_fold(op, args) for args in samples[op]} == {False, True}
 
 
 @pytest.mark.parametrize("op", sorted(set(OPS) - NO_FALLBACK))

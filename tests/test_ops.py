@@ -189,6 +189,38 @@ def test_sequence_operators_check_their_arguments():
     ops.lstm_seq(*meta, s)
 
 
+@pytest.mark.parametrize("native_lib", [True, False])
+def test_folded_sequence_operator_equals_the_unfolded_one(native_lib, monkeypatch):
+    """lstm_seq given x: xz holds the private columns of x P_x^T (and the bias in all
+    columns), each step adds (x_t + h) S^T to the shared ones; every output and
+    buffer equals the unfolded call's on x_t P_x^T (S the same rows of P_x and P_h)."""
+    from rrnn.kernels import native
+
+    native.reset()
+    if not native_lib:
+        monkeypatch.setenv("RRNN_NATIVE", "0")
+    try:
+        for T, B, d, s in ((4, 3, 6, 2), (3, 5, 20, 20), (2, 2, 9, 1)):
+            _, h0, c0, ph, bufs = _seq_args(T, B, d, s)
+            g = torch.Generator().manual_seed(2)
+            x = torch.randn(T, B, d, dtype=ph.dtype, generator=g)
+            px = torch.cat([ph[:s], torch.randn(4 * (d - s), d, dtype=ph.dtype, generator=g)])
+            bias = torch.randn(ph.shape[0], dtype=ph.dtype, generator=g)
+            runs = []
+            for fold in (False, True):
+                cs, out, sig, ts, tg, tc = (b.clone() for b in bufs)
+                cs[0] = c0
+                xz = x @ px.t() + bias
+                if fold:
+                    xz[..., :s] = bias[:s]
+                ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, s, x if fold else None)
+                runs.append((xz, cs, out, sig, ts, tg, tc))
+            for a, b in zip(*runs):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+    finally:
+        native.reset()
+
+
 def _infer_by_steps(xz, h0, c0, ph, bias, s):
     """What rrnn::lstm_seq_infer computes, by lstm_step calls."""
     h, c, outs = h0, c0, []
@@ -293,6 +325,34 @@ def test_layers_fold_where_the_input_is_as_wide_as_h(monkeypatch):
             got = m(x)
         assert seen == want, (k, r)
         torch.testing.assert_close(got, m.to_torch()(x))
+
+
+def test_training_folds_where_the_shared_rows_are_at_least_twice_the_private(monkeypatch):
+    """The training path folds only at s >= 2q (r >= 2/3; lstm.folds_in_training),
+    where it measured faster, and its gradients match torch.nn's there."""
+    from rrnn import RestrictedLSTM
+
+    seen = []
+    real = ops.lstm_seq
+    monkeypatch.setattr(ops, "lstm_seq", lambda *a: (seen.append(a[-1] is not None), real(*a))[1])
+    for r, want in ((0.5, [False, False]), (0.6, [False, False]), (0.7, [True, True]), (1.0, [True, True])):
+        seen.clear()
+        m = RestrictedLSTM(10, 10, 2, sharing_rate=r, dtype=torch.float64)
+        m.kernel = "shared-row"
+        x = torch.randn(4, 3, 10, dtype=torch.float64, requires_grad=True)
+        y, (h, c) = m(x)
+        (y.sin().sum() + c.sum()).backward()
+        assert seen == want, r
+        ref = m.to_torch()
+        x_ref = x.detach().requires_grad_()
+        y_ref, (_, c_ref) = ref(x_ref)
+        (y_ref.sin().sum() + c_ref.sum()).backward()
+        torch.testing.assert_close(x.grad, x_ref.grad)
+        # each shared entry's gradient is the sum over the matrices that read it
+        S = m.weight_shared_l1.shape[0]
+        want_shared = sum(getattr(ref, f"weight_{i}h_l1").grad.view(4, 10, 10)[:, :S] for i in "ih").sum(0)
+        if S:
+            torch.testing.assert_close(m.weight_shared_l1.grad, want_shared)
 
 
 def test_inference_operator_checks_its_arguments():

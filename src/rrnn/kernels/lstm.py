@@ -34,6 +34,23 @@ from torch.autograd.function import once_differentiable
 from . import ops
 
 
+def folds(k: int, d: int, s: int) -> bool:
+    """Whether a layer computes its shared rows as ``(x_t + h) S^T``: where x is as
+    wide as h (k = d), x and h read the same s shared rows S, and one product does
+    the work of ``x_t S^T + h S^T`` (see :func:`lstm_infer`)."""
+    return k == d and s > 0
+
+
+def folds_in_training(k: int, d: int, s: int) -> bool:
+    """:func:`folds`, where the training path gains by it: at least twice as many
+    shared rows as private ones per gate (r >= 2/3). There the step's extra products
+    (x_t + h, and the shared and private columns apart) cost less than the saved
+    columns of the input projection and of one weight gradient; at r = 0.5 `rrnn
+    bench` measured training 2% slower folded, at r = 0.9 12% faster
+    (docs/benchmarks.md, "Folding the shared rows")."""
+    return folds(k, d, s) and s >= 2 * (d - s)
+
+
 class SharedRowLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -54,13 +71,17 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         T, B, k = x.shape
         m, d = ph.shape
         q = d - s
+        fold = folds_in_training(k, d, s)  # the shared rows as (x_t + h) S^T
         x2 = x.reshape(T * B, k)  # (T*B, k)
-        xz = ops.padded_empty(x, T, B, m=m)  # (T, B, w): rows of w >= m values
+        xz = _projection_buffer(x, T, B, m, s if fold else 0)  # (T, B, w): rows of w >= m values
         xzm = xz.view(T * B, -1)[:, :m]  # (T*B, m), row stride w
+        a = s if fold else 0  # the input projection's first column: the private ones only
         if bias is None:
-            torch.mm(x2, px.t(), out=xzm)
+            torch.mm(x2, px[a:].t(), out=xzm[:, a:])
         else:
-            torch.addmm(bias, x2, px.t(), out=xzm)
+            torch.addmm(bias[a:], x2, px[a:].t(), out=xzm[:, a:])
+        if fold:
+            xzm[:, :s] = 0 if bias is None else bias[:s]  # each step adds (x_t + h) S^T
         # xz: (T, B, w); its first m columns become the pre-activations z_t step by step
         sig = x.new_empty(T, B, m)  # sigmoid of every packed column
         tan_s = x.new_empty(T, B, s)  # tanh(S)
@@ -69,8 +90,10 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         tc = x.new_empty(T, B, d)  # tanh(c_t)
         out = x.new_empty(T, B, d)  # h_1 .. h_T
         cs[0] = c0
-        ops.lstm_seq(xz, h0.contiguous(), ph.contiguous(), cs, out, sig, tan_s, tan_g, tc, s)
+        x_in = x.contiguous() if fold else None
+        ops.lstm_seq(xz, h0.contiguous(), ph.contiguous(), cs, out, sig, tan_s, tan_g, tc, s, x_in)
         ctx.s = s
+        ctx.fold = fold
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, h0, px, ph, sig, tan_s, tan_g, cs, tc, out)
         return out, out[T - 1].clone(), cs[T].clone()
@@ -89,18 +112,67 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         ops.lstm_seq_backward(ph.contiguous(), sig, tan_s, tan_g, tc, cs, d_out, dh, dc, dz_all, s)
         dz2 = dz_all.view(T * B, m)  # (T*B, m)
         dx = torch.mm(dz2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
-        dpx = torch.mm(dz2.t(), x.reshape(T * B, k)) if ctx.needs_input_grad[3] else None
-        dph = None
-        if ctx.needs_input_grad[4]:
-            dph = torch.mm(dz_all[0].t(), h0)  # (m, d): step 0 reads h0, step t reads h_t-1
-            if T > 1:
-                dph.addmm_(dz2[B:].t(), out[:-1].reshape((T - 1) * B, d))
+        if ctx.fold and ctx.needs_input_grad[3] and ctx.needs_input_grad[4]:
+            dpx, dph = _folded_weight_grads(dz_all, x, h0, out, s)
+        else:
+            dpx, dph = _weight_grads(dz_all, x, h0, out, ctx.needs_input_grad[3], ctx.needs_input_grad[4])
         dbias = dz2.sum(0) if ctx.has_bias else None
         dbx = dbias if ctx.has_bias and ctx.needs_input_grad[5] else None
         dbh = dbias.clone() if ctx.has_bias and ctx.needs_input_grad[6] else None
         dh0 = dh if ctx.needs_input_grad[1] else None
         dc0 = dc if ctx.needs_input_grad[2] else None
         return dx, dh0, dc0, dpx, dph, dbx, dbh, None
+
+
+def _projection_buffer(x: Tensor, T: int, B: int, m: int, a: int) -> Tensor:
+    """x P_x^T's buffer (T, B, padded_width(m)), its padding zeros, its rows placed so
+    that column ``a`` (where the GEMM starts writing) is 64-byte aligned."""
+    w, off = ops.padded_width(m), -a % 16
+    xz = x.new_empty(T * B * w + off)[off:].view(T, B, w)
+    if w > m:
+        xz[..., m:].zero_()
+    return xz
+
+
+def _x_plus_h_prev(x: Tensor, h0: Tensor, out: Tensor) -> Tensor:
+    """(T*B, d): x_t + h_{t-1} for every step, h_0 = h0."""
+    T, B, d = out.shape
+    u = x.clone(memory_format=torch.contiguous_format)
+    u[0] += h0
+    u[1:] += out[:-1]
+    return u.view(T * B, d)
+
+
+def _weight_grads(dz_all: Tensor, x: Tensor, h0: Tensor, out: Tensor, want_x: bool, want_h: bool):
+    """dP_x = dz^T x and dP_h = dz^T h_prev (each None where not wanted)."""
+    T, B, m = dz_all.shape
+    dz2 = dz_all.view(T * B, m)  # (T*B, m)
+    dpx = torch.mm(dz2.t(), x.reshape(T * B, -1)) if want_x else None
+    dph = None
+    if want_h:
+        d = out.shape[2]
+        dph = torch.mm(dz_all[0].t(), h0)  # (m, d): step 0 reads h0, step t reads h_t-1
+        if T > 1:
+            dph.addmm_(dz2[B:].t(), out[:-1].reshape((T - 1) * B, d))
+    return dpx, dph
+
+
+def _folded_weight_grads(dz_all: Tensor, x: Tensor, h0: Tensor, out: Tensor, s: int):
+    """The weight gradients of a folded layer: the shared rows were read as
+    (x_t + h_{t-1}) S^T, so their gradient is one product, dz_S^T (x + h_prev),
+    returned in dP_x's shared rows (dP_h's are zero: P_x and P_h are both made from
+    the same S, and autograd adds the two). The private rows as before."""
+    T, B, m = dz_all.shape
+    d = out.shape[2]
+    dz2 = dz_all.view(T * B, m)  # (T*B, m)
+    dpx = torch.empty(m, d, dtype=x.dtype, device=x.device)
+    torch.mm(dz2[:, :s].t(), _x_plus_h_prev(x, h0, out), out=dpx[:s])
+    torch.mm(dz2[:, s:].t(), x.reshape(T * B, d), out=dpx[s:])
+    dph = torch.zeros_like(dpx)
+    torch.mm(dz_all[0, :, s:].t(), h0, out=dph[s:])  # step 0 reads h0, step t reads h_t-1
+    if T > 1:
+        dph[s:].addmm_(dz2[B:, s:].t(), out[:-1].reshape((T - 1) * B, d))
+    return dpx, dph
 
 
 def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
@@ -131,7 +203,7 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
     T, B, k = x.shape
     m, d = ph.shape
     w = ops.padded_width(m)
-    fold = k == d and s > 0
+    fold = folds(k, d, s)
     # with fold the GEMM writes columns s..m-1: start the rows so that column s is
     # 64-byte aligned (MKL's SGEMM measured 8% slower into an unaligned one at r = 0.5)
     off = -s % 16 if fold else 0

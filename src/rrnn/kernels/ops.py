@@ -9,7 +9,8 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::gru_step``          one packed GRU step, forward (see :mod:`.gru`)
 ``rrnn::gru_step_backward`` its backward
 ``rrnn::lstm_seq``          a whole sequence of one packed LSTM layer, forward: the
-                            recurrent GEMM and the fused step per time step
+                            recurrent GEMM and the fused step per time step; given
+                            x, the shared rows as (x_t + h_{t-1}) S^T
 ``rrnn::lstm_seq_backward`` its backward (back through time)
 ``rrnn::lstm_seq_infer``    a whole sequence of one packed LSTM layer without autograd:
                             the time loop in C, the recurrent GEMM by torch's BLAS;
@@ -180,7 +181,7 @@ def _seq_shapes(T, B, d, s):
     m = s + 4 * q
     return m, {"xz": (T, B, m), "h0": (B, d), "ph": (m, d), "cs": (T + 1, B, d),
                "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
-               "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d),
+               "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d), "x": (T, B, d),
                "dz": (T, B, m), "c0": (B, d), "c_n": (B, d), "pht": (d, m),
                "bias": (m,)}  # fmt: skip
 
@@ -196,27 +197,47 @@ class _Steps:
         return [b + t * k for b, k in zip(self.base, self.step)]
 
 
-def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s):
-    dtype = _check_op("lstm_seq", (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s))
+def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s, x=None):
+    dtype = _check_op("lstm_seq", (xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s, x))
     T, B, w = xz.shape  # w >= m: xz's row stride
     m, d = ph.shape
     pht = ph.t().contiguous()  # (d, m): measured a few percent faster per step than the view
     zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)  # the GEMM writes rows of w values
+    step = _recurrent_product(zs, pht, s, x)
     fn = native.kernel("lstm_fwd_strided", dtype)
     if fn is None:
         h = h0
         for t in range(T):
-            zs[t].addmm_(h, pht)
+            step(t, h)
             lstm_step_ops(zs[t], cs[t], cs[t + 1], outs[t], sig[t], tan_s[t], tan_g[t], tanh_c[t], s, d - s)
             h = outs[t]
         return
     at = _Steps(xz, cs, out, sig, tan_s, tan_g, tanh_c).at
     h = h0
     for t in range(T):
-        zs[t].addmm_(h, pht)  # z_t = x_t P_x^T + bias (already in xz) + h_{t-1} P_h^T
+        step(t, h)  # z_t = x_t P_x^T + bias (already in xz) + h_{t-1} P_h^T
         z, c_prev, h_t, sg, ts, tg, tc = at(t)
         fn(B, s, d - s, w, z, c_prev, at(t + 1)[1], h_t, sg, ts, tg, tc)
         h = outs[t]
+
+
+def _recurrent_product(zs, pht, s: int, x):
+    """``step(t, h)``: adds step t's recurrent product to ``zs[t]`` (B, m). Without
+    ``x``, ``h P_h^T``. With ``x`` (T, B, d; lstm_seq's fold), zs[t] holds the
+    private columns of x_t P_x^T and the bias, and the shared columns take
+    ``(x_t + h) S^T``: x and h read the same s shared rows (kernels/lstm.py)."""
+    if x is None:
+        return lambda t, h: zs[t].addmm_(h, pht)
+    m = pht.shape[1]
+    st, phpt = pht[:, :s], pht[:, s:m]
+    u = torch.empty_like(x[0])
+
+    def step(t, h):
+        torch.add(x[t], h, out=u)
+        zs[t][:, :s].addmm_(u, st)
+        zs[t][:, s:].addmm_(h, phpt)
+
+    return step
 
 
 def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
@@ -537,7 +558,8 @@ OPS: dict[str, _Op] = {
         cpu=_lstm_stream_cpu, check=_lstm_stream_args),
     "lstm_seq": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
-        "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s) -> ()",
+        "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s, "
+        "Tensor? x=None) -> ()",
         state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz"), wide=True, cpu=_lstm_seq_cpu),
     "lstm_seq_backward": _Op(
         "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
