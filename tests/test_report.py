@@ -248,6 +248,20 @@ def test_compressed_runs_of_two_settings_get_a_table_and_figures_each(tmp_path):
     assert "![pareto-params-lr10](pareto-params-lr10.png)" in text
 
 
+def test_no_smaller_finished_run_is_said_so_not_ranked(tmp_path):
+    """With only the full-size run finished, no method is named 'lowest below the
+    largest model': the section says none has finished and lists the runs so far."""
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.0, [(150, 140)], status="early-stopped", epochs=100, variant="plain")
+    make_run(root, "lstm", 0.5, [(155, 145), (150, 141)], status="running", epochs=100,
+             compress="dense", variant="plain")  # fmt: skip
+    R.write_report(root, log=lambda m: None)
+    section = (root / "report.md").read_text().split("## Compression methods")[1]
+    assert "Lowest test perplexity" not in section
+    assert "No run below the largest model (964,800) has finished yet." in section
+    assert "So far, still training: **dense, hidden" in section
+
+
 def test_damaged_files_are_named_and_never_kill_the_report(sweep, tmp_path):
     bad = make_run(sweep, "lstm", 0.3, [(150, 140)], summary=False)
     with open(bad / "metrics.jsonl", "ab") as f:

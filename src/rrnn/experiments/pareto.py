@@ -108,15 +108,19 @@ def _table(runs, rule: str) -> list[str]:
     done = [r for r in runs if r.finished and r.selected(rule)[0] is not None]
     if done:
         largest = max(r.rnn_params for r in done)
-        small = [r for r in done if r.rnn_params < largest] or done
-        best = min(small, key=lambda r: r.selected(rule)[0])
-        lines += ["", f"Lowest test perplexity among the finished runs below the largest model "
-                  f"({largest:,}): **{describe(best)}** ({_num(best.selected(rule)[0])})."]  # fmt: skip
+        small = [r for r in done if r.rnn_params < largest]
+        best = min(small, key=lambda r: r.selected(rule)[0]) if small else None
+        bar = best.selected(rule)[0] if best else float("inf")
+        lines.append("")
+        lines.append(f"Lowest test perplexity among the finished runs below the largest model "
+                     f"({largest:,}): **{describe(best)}** ({_num(bar)})." if best else
+                     f"No run below the largest model ({largest:,}) has finished yet.")  # fmt: skip
         ahead = [r for r in runs if not r.finished and r.rnn_params < largest
-                 and (r.selected(rule)[0] or float("inf")) < best.selected(rule)[0]]  # fmt: skip
+                 and (r.selected(rule)[0] or float("inf")) < bar]  # fmt: skip
         if ahead:
-            lines.append("Lower so far, still training: " + "; ".join(
+            lines.append(("Lower so far" if best else "So far") + ", still training: " + "; ".join(
                 f"**{describe(r)}** ({_num(r.selected(rule)[0])}{_so_far(r)})" for r in ahead) + ".")  # fmt: skip
+        small = small or done
         for shape, words in (("stream", "batch 1"), ("batch80", "batch 80")):
             timed = [r for r in small if _latency(r, shape)]
             if timed:
@@ -185,6 +189,9 @@ def _fit_to_finished(ax, runs, rule: str, xs, named: bool = True) -> None:
     if not done:
         return
     low, high = min(done), max(done)
+    # a run still training within a fifth of the finished ones stays on the axis
+    near = [r.selected(rule)[0] for r in runs if not r.finished and r.selected(rule)[0] <= 1.2 * high]
+    high = max([high, *near])
     top = high + 0.25 * max(high - low, 0.05 * high)
     off = [(x, r) for x, r in zip(xs, runs) if not r.finished and r.selected(rule)[0] > top]
     if not off:
@@ -221,10 +228,10 @@ def _equal_size_panel(ax, runs, rule: str) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
-def pareto_figures(runs, rule: str, out: Path, suffix: str = "", label: str = "") -> list[Path]:
+def pareto_figures(runs, rule: str, out: Path, suffix: str = "", setting: str = "") -> list[Path]:
     """pareto-params.png, and pareto-latency.png where latency was measured (named
-    ``pareto-params{suffix}.png`` etc. where a report has one per setting, ``label``
-    naming the setting in the title)."""
+    ``pareto-params{suffix}.png`` etc. where a report has one per setting,
+    ``setting`` naming it in the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,7 +286,7 @@ def pareto_figures(runs, rule: str, out: Path, suffix: str = "", label: str = ""
             ax.legend(fontsize=7)
         if extra:
             _equal_size_panel(axes[0][-1], same, rule)
-        title = f"compression methods, {label}" if label else f"compression methods, {epochs} epochs"
+        title = f"compression methods, {setting}" if setting else f"compression methods, {epochs} epochs"
         if filename.startswith("pareto-latency"):
             where = "; ".join(
                 sorted(

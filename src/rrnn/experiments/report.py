@@ -802,7 +802,7 @@ def _write_figures(runs, every, settings, rule, out: Path, log) -> tuple[list, s
     try:
         pngs = figures(runs, rule, out) + [learning_curves(every, out)]  # methods' curves too
         for label, suffix, members in settings:
-            pngs += pareto.pareto_figures(members, rule, out, suffix=suffix, label=label)
+            pngs += pareto.pareto_figures(members, rule, out, suffix=suffix, setting=label)
         return pngs, ""
     except ImportError:
         note = 'Figures need matplotlib: pip install "rrnn[plot]", then run rrnn report again.'
