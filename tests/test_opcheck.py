@@ -108,8 +108,9 @@ def test_opcheck(op, samples, path):
 
 
 # the operators with a folded form (the shared rows as (x_t + h) S^T), and where
-# their calls say so: lstm_seq_infer's ``fold`` and lstm_seq's optional ``x``
-FOLD_ARG = {"lstm_seq_infer": 8, "lstm_seq": 10}
+# their calls say so: lstm_seq_infer's ``fold``, lstm_seq's optional ``x`` and
+# lstm_seq_backward's optional ``g``
+FOLD_ARG = {"lstm_seq_infer": 8, "lstm_seq": 10, "lstm_seq_backward": 11}
 
 
 def _last_of_each_kind(op: str, calls: list) -> list:

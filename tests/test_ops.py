@@ -214,7 +214,14 @@ def test_folded_sequence_operator_equals_the_unfolded_one(native_lib, monkeypatc
                 if fold:
                     xz[..., :s] = bias[:s]
                 ops.lstm_seq(xz, h0, ph, cs, out, sig, ts, tg, tc, s, x if fold else None)
-                runs.append((xz, cs, out, sig, ts, tg, tc))
+                # backward: given g, the shared part of each step's dh is kept there
+                dh, dc = torch.ones(B, d, dtype=x.dtype), torch.ones(B, d, dtype=x.dtype)
+                dz = torch.zeros(T, B, ph.shape[0], dtype=x.dtype)
+                g = torch.full((T, B, d), float("nan"), dtype=x.dtype) if fold else None
+                ops.lstm_seq_backward(ph, sig, ts, tg, tc, cs, torch.sin(out), dh, dc, dz, s, g)
+                if fold:
+                    torch.testing.assert_close(g, dz[..., :s] @ ph[:s], rtol=0, atol=1e-13)
+                runs.append((xz, cs, out, sig, ts, tg, tc, dh, dc, dz))
             for a, b in zip(*runs):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
     finally:

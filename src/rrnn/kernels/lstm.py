@@ -109,9 +109,15 @@ class SharedRowLSTMFunction(torch.autograd.Function):
         dh = x.new_zeros(B, d) if d_hT is None else d_hT.contiguous().clone()  # becomes dh0
         dc = x.new_zeros(B, d) if d_cT is None else d_cT.contiguous().clone()  # becomes dc0
         d_out = None if d_out is None else d_out.contiguous()
-        ops.lstm_seq_backward(ph.contiguous(), sig, tan_s, tan_g, tc, cs, d_out, dh, dc, dz_all, s)
+        # folded, x_t read the shared rows as h_{t-1} did: dx takes dh's dz_S S (g)
+        g = x.new_empty(T, B, d) if ctx.fold and ctx.needs_input_grad[0] else None
+        ops.lstm_seq_backward(ph.contiguous(), sig, tan_s, tan_g, tc, cs, d_out, dh, dc, dz_all, s, g)
         dz2 = dz_all.view(T * B, m)  # (T*B, m)
-        dx = torch.mm(dz2, px).view(T, B, k) if ctx.needs_input_grad[0] else None
+        dx = None
+        if g is not None:  # dx = dz_S S + dz_P P_xp
+            dx = torch.addmm(g.view(T * B, d), dz2[:, s:], px[s:]).view(T, B, k)
+        elif ctx.needs_input_grad[0]:
+            dx = torch.mm(dz2, px).view(T, B, k)
         if ctx.fold and ctx.needs_input_grad[3] and ctx.needs_input_grad[4]:
             dpx, dph = _folded_weight_grads(dz_all, x, h0, out, s)
         else:

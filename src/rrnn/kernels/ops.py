@@ -11,7 +11,8 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::lstm_seq``          a whole sequence of one packed LSTM layer, forward: the
                             recurrent GEMM and the fused step per time step; given
                             x, the shared rows as (x_t + h_{t-1}) S^T
-``rrnn::lstm_seq_backward`` its backward (back through time)
+``rrnn::lstm_seq_backward`` its backward (back through time); given g, it keeps each
+                            step's shared part dz_S S for a folded layer's dx
 ``rrnn::lstm_seq_infer``    a whole sequence of one packed LSTM layer without autograd:
                             the time loop in C, the recurrent GEMM by torch's BLAS;
                             with ``fold``, the shared rows as (x_t + h_{t-1}) S^T
@@ -181,7 +182,7 @@ def _seq_shapes(T, B, d, s):
     m = s + 4 * q
     return m, {"xz": (T, B, m), "h0": (B, d), "ph": (m, d), "cs": (T + 1, B, d),
                "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
-               "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d), "x": (T, B, d),
+               "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d), "x": (T, B, d), "g": (T, B, d),
                "dz": (T, B, m), "c0": (B, d), "c_n": (B, d), "pht": (d, m),
                "bias": (m,)}  # fmt: skip
 
@@ -240,11 +241,28 @@ def _recurrent_product(zs, pht, s: int, x):
     return step
 
 
-def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s):
-    dtype = _check_op("lstm_seq_backward", (ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s))
+def _recurrent_gradient(dzs, ph, dh, s: int, g):
+    """``back(t)``: dh = dz_t P_h, the gradient reaching h_{t-1}. With ``g`` (T, B, d;
+    lstm_seq_backward's fold) the shared columns' part ``dz_S S`` is kept in g[t]
+    too: a folded layer's x_t read S as h_{t-1} did, so its input gradient takes the
+    same product (kernels/lstm.py) instead of computing it again."""
+    if g is None:
+        return lambda t: torch.mm(dzs[t], ph, out=dh)
+    shared, private = ph[:s], ph[s:]
+
+    def back(t):
+        torch.mm(dzs[t][:, :s], shared, out=g[t])
+        torch.addmm(g[t], dzs[t][:, s:], private, out=dh)
+
+    return back
+
+
+def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s, g=None):
+    dtype = _check_op("lstm_seq_backward", (ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz, s, g))
     T, B, _ = sig.shape
     d = dh.shape[1]
     dzs = dz.unbind(0)
+    back = _recurrent_gradient(dzs, ph, dh, s, g)
     spare = torch.empty_like(dc)  # dc and dc_prev alternate between dc and spare
     cur, nxt = dc, spare
     fn = native.kernel("lstm_bwd_out", dtype)
@@ -252,7 +270,7 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
         for t in range(T - 1, -1, -1):
             dy = dh if d_out is None else dh.add_(d_out[t])
             lstm_backward_ops(sig[t], tan_s[t], tan_g[t], tanh_c[t], cs[t], dy, cur, dzs[t], nxt, s, d - s)
-            torch.mm(dzs[t], ph, out=dh)
+            back(t)
             cur, nxt = nxt, cur
     else:
         at = _Steps(sig, tan_s, tan_g, tanh_c, cs, d_out, dz).at
@@ -261,7 +279,7 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
             sg, ts, tg, tc, c_prev, dy_out, dz_t = at(t)
             fn(B, s, d - s, sg, ts, tg, tc, c_prev, p_dh, dy_out or None, cur.data_ptr(), dz_t,
                nxt.data_ptr())  # fmt: skip
-            torch.mm(dzs[t], ph, out=dh)  # the gradient reaching h_{t-1} through P_h
+            back(t)  # the gradient reaching h_{t-1} through P_h
             cur, nxt = nxt, cur
     if cur is not dc:
         dc.copy_(cur)
@@ -563,7 +581,8 @@ OPS: dict[str, _Op] = {
         state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz"), wide=True, cpu=_lstm_seq_cpu),
     "lstm_seq_backward": _Op(
         "(Tensor ph, Tensor sig, Tensor tan_s, Tensor tan_g, Tensor tanh_c, "
-        "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s) -> ()",
+        "Tensor cs, Tensor? d_out, Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dz, int s, "
+        "Tensor(d!)? g=None) -> ()",
         state="dh", lead="sig", shapes=_SEQ, cpu=_lstm_seq_backward_cpu),
     "lstm_seq_infer": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
