@@ -99,6 +99,26 @@ def test_progress_reads_the_tail_of_the_metrics(tmp_path):
     assert done == pytest.approx(1.25) and where == "epoch 2/4 batch 5/20"
 
 
+def test_the_rate_counts_a_run_restarted_from_epoch_0_from_there(tmp_path, monkeypatch):
+    """A run whose metrics said 10 epochs when the sweep started, then restarted from
+    epoch 0 (its checkpoint lost) and reached epoch 2: 2 epochs were trained, not -8,
+    so the log shows a rate and an ETA instead of a negative rate."""
+    from types import SimpleNamespace
+
+    run = tmp_path / "r"
+    run.mkdir()
+    write = lambda e: (run / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": e}) + "\n")  # noqa: E731
+    write(10)
+    said = []
+    sweep = SimpleNamespace(out=tmp_path, results={}, show_bar=False, log_every=0, log=said.append)
+    view = S._View(sweep, [SimpleNamespace(name="r", config={"epochs": 100})])
+    write(2)
+    clock = iter([view.start + 3600.0] * 2)
+    monkeypatch.setattr(S.time, "monotonic", lambda: next(clock))
+    view.update([], 0)
+    assert "2.00 epochs/h" in said[-1] and "eta 2940 min" in said[-1], said[-1]
+
+
 # --- running, skipping, adding, resuming ---------------------------------------
 def test_sweep_runs_in_parallel_skips_finished_and_adds_a_new_grid(tmp_path, corpus, capsys):
     out = tmp_path / "sweep"

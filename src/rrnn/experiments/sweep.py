@@ -520,7 +520,8 @@ class _View:
         self.sweep, self.out = sweep, sweep.out
         self.epochs = {r.name: r.config["epochs"] for r in pending}
         self.total = float(sum(self.epochs.values()))
-        self.done0 = self._done()
+        self.base = self._each()  # where each run stood when the sweep started
+        self.done0 = sum(self.base.values())
         self.start = self.last = time.monotonic()
         show = sys.stderr.isatty() if sweep.show_bar is None else sweep.show_bar
         self.bars: dict[str, object] | None = {} if show else None
@@ -536,14 +537,23 @@ class _View:
                 "[{elapsed}<{remaining}] {postfix}",
             )  # fmt: skip
 
-    def _done(self) -> float:
+    def _each(self) -> dict[str, float]:
         # a run stopped by patience has nothing left: it counts as its whole schedule
-        return sum(
-            epochs
+        return {
+            name: float(epochs)
             if self.sweep.results.get(name) == "early-stopped"
             else min(progress(self.out / name, epochs)[0], epochs)
             for name, epochs in self.epochs.items()
-        )
+        }
+
+    def _done(self) -> float:
+        return sum(self._each().values())
+
+    def _gained(self) -> float:
+        """Epochs trained since the sweep started: a run that restarted from epoch 0
+        (its checkpoint lost) counts from there, not as a negative step."""
+        now = self._each()
+        return sum(n - self.base[k] if n >= self.base[k] else n for k, n in now.items())
 
     def say(self, message: str) -> None:
         if self.main is not None:
@@ -583,7 +593,7 @@ class _View:
         if now - self.last < self.sweep.log_every:
             return
         self.last = now
-        rate = (done - self.done0) / (now - self.start)  # epochs per second
+        rate = self._gained() / (now - self.start)  # epochs per second
         eta = f"{(self.total - done) / rate / 60:.0f} min" if rate > 0 else "unknown"
         where = "; ".join(
             f"{r.name}: {progress(self.out / r.name, r.config['epochs'])[1]}" for r in running
