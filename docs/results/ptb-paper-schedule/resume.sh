@@ -4,16 +4,14 @@
 # run is skipped too, so this is safe to start at every session. On a fresh
 # machine, first docs/results/restore.sh ptb-paper-schedule (README, "Setting it up again").
 # Since 2026-12-07 the lanes put first what fits one session (about 30 epochs a run):
-#   lane 1: the plain LSTM r = 0.9 at lr 10 (12 epochs), then the tied-dropout pair
-#   lane 2: ISS at lr 10 (about 25 epochs), then cubic pruning and the small dense LSTM
-#           at lr 10 where unfinished, low rank at lr 10 and at lr 1 (50 epochs or
-#           more: they finish only where ~/rrnn-runs survives), then the tied pair
+#   lane 1: ISS at lr 10 (about 25 epochs), then the tied-dropout pair
+#   lane 2: low rank at lr 10 and at lr 1 (50 epochs or more: they finish only where
+#           ~/rrnn-runs survives), then the tied pair
 cd ~/rrnn-runs
 tied="cells=lstm sharing-rates=0,0.5 variants=tied-dropout"
 comp="cells=lstm sharing-rates=0.5 variants=plain"
 lane() { for grid in "$@"; do ./session.sh --grid "$grid" --jobs 1; done; }
-lane "cells=lstm sharing-rates=0.9 variants=plain" "$tied" &
+lane "$comp compresses=iss" "$tied" &
 sleep 90  # lane 1 has taken its run
-lane "$comp compresses=iss" "$comp compresses=prune" "$comp compresses=dense" "$comp compresses=lowrank" \
-  "$comp compresses=lowrank lrs=1" "$tied" &
+lane "$comp compresses=lowrank" "$comp compresses=lowrank lrs=1" "$tied" &
 wait
