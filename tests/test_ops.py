@@ -241,6 +241,21 @@ def _infer_by_steps(xz, h0, c0, ph, bias, s):
     return torch.stack(outs), c
 
 
+def _infer_route(route: str, dtype, monkeypatch) -> dict:
+    """Sets up one route of rrnn::lstm_seq_infer (the C time loop calling torch's
+    BLAS, the Python loop used without that BLAS, or the torch-op version; skips
+    where the first is unavailable) and returns the comparison tolerance."""
+    from rrnn.kernels import native
+
+    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
+        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
+    if route == "Python loop":
+        monkeypatch.setenv("RRNN_BLAS", "0")
+    if route == "torch ops":
+        monkeypatch.setattr(native, "kernel", lambda name, d: None)
+    return dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("padding", [0, 3])
 @pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
 @pytest.mark.parametrize("has_bias", [True, False])
@@ -251,15 +266,7 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, pad
     for an odd number of steps (c ends in c_n, not the spare) and an even one; with
     ``padding``, xz and P_h^T have rows wider than m, whose extra columns (NaN) are
     never read or written."""
-    from rrnn.kernels import native
-
-    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
-        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
-    if route == "Python loop":
-        monkeypatch.setenv("RRNN_BLAS", "0")
-    if route == "torch ops":
-        monkeypatch.setattr(native, "kernel", lambda name, d: None)
-    tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    tol = _infer_route(route, dtype, monkeypatch)
     # the C step cuts each row into spans of 16 lanes: short spans, full vectors with
     # a partial one after (d = 41), and whole vectors only (d = 40 and 32); B = 37
     # splits into one block of rows per thread for the whole sequence (2 threads)
@@ -286,15 +293,7 @@ def test_folded_inference_operator_equals_the_step_operator(route, dtype, monkey
     columns of x P_x^T, and each step computes the shared ones as (x_t + h) S^T. Its
     outputs equal the unfolded operator's maths (x_t S^T + h S^T) by steps; xz's
     shared columns (NaN on entry) are not read, and the padding is never written."""
-    from rrnn.kernels import native
-
-    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
-        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
-    if route == "Python loop":
-        monkeypatch.setenv("RRNN_BLAS", "0")
-    if route == "torch ops":
-        monkeypatch.setattr(native, "kernel", lambda name, d: None)
-    tol = dict(rtol=0, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    tol = _infer_route(route, dtype, monkeypatch)
     # every shared (s = d: no private rows), none worth folding aside; B = 37 splits
     # into one block of rows per thread (2 threads), B = 1 and 5 split each step
     for T, B, d, s, padding in ((5, 3, 6, 2, 0), (4, 17, 9, 9, 3), (3, 5, 41, 23, 0), (3, 37, 20, 10, 5),

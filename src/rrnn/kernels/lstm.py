@@ -154,18 +154,22 @@ def _x_plus_h_prev(x: Tensor, h0: Tensor, out: Tensor) -> Tensor:
     return u.view(T * B, d)
 
 
+def _dz_h_prev(dz: Tensor, h0: Tensor, out: Tensor, into: Tensor | None = None) -> Tensor:
+    """dz^T h_prev, (n, d) for dz (T, B, n) (a column slice of dz_all is fine): step 0
+    reads h0, step t reads h_{t-1} = out[t-1]. Written into ``into`` where given."""
+    T, B, n = dz.shape
+    d = out.shape[2]
+    res = torch.mm(dz[0].t(), h0, out=into) if into is not None else torch.mm(dz[0].t(), h0)
+    if T > 1:
+        res.addmm_(dz[1:].reshape((T - 1) * B, n).t(), out[:-1].reshape((T - 1) * B, d))
+    return res
+
+
 def _weight_grads(dz_all: Tensor, x: Tensor, h0: Tensor, out: Tensor, want_x: bool, want_h: bool):
     """dP_x = dz^T x and dP_h = dz^T h_prev (each None where not wanted)."""
     T, B, m = dz_all.shape
-    dz2 = dz_all.view(T * B, m)  # (T*B, m)
-    dpx = torch.mm(dz2.t(), x.reshape(T * B, -1)) if want_x else None
-    dph = None
-    if want_h:
-        d = out.shape[2]
-        dph = torch.mm(dz_all[0].t(), h0)  # (m, d): step 0 reads h0, step t reads h_t-1
-        if T > 1:
-            dph.addmm_(dz2[B:].t(), out[:-1].reshape((T - 1) * B, d))
-    return dpx, dph
+    dpx = torch.mm(dz_all.view(T * B, m).t(), x.reshape(T * B, -1)) if want_x else None
+    return dpx, _dz_h_prev(dz_all, h0, out) if want_h else None
 
 
 def _folded_weight_grads(dz_all: Tensor, x: Tensor, h0: Tensor, out: Tensor, s: int):
@@ -180,9 +184,7 @@ def _folded_weight_grads(dz_all: Tensor, x: Tensor, h0: Tensor, out: Tensor, s: 
     torch.mm(dz2[:, :s].t(), _x_plus_h_prev(x, h0, out), out=dpx[:s])
     torch.mm(dz2[:, s:].t(), x.reshape(T * B, d), out=dpx[s:])
     dph = torch.zeros_like(dpx)
-    torch.mm(dz_all[0, :, s:].t(), h0, out=dph[s:])  # step 0 reads h0, step t reads h_t-1
-    if T > 1:
-        dph[s:].addmm_(dz2[B:, s:].t(), out[:-1].reshape((T - 1) * B, d))
+    _dz_h_prev(dz_all[..., s:], h0, out, into=dph[s:])
     return dpx, dph
 
 

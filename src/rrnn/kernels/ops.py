@@ -222,20 +222,26 @@ def _lstm_seq_cpu(xz, h0, ph, cs, out, sig, tan_s, tan_g, tanh_c, s, x=None):
         h = outs[t]
 
 
-def _recurrent_product(zs, pht, s: int, x):
+def _recurrent_product(zs, pht, s: int, x, shared_unset: bool = False):
     """``step(t, h)``: adds step t's recurrent product to ``zs[t]`` (B, m). Without
-    ``x``, ``h P_h^T``. With ``x`` (T, B, d; lstm_seq's fold), zs[t] holds the
-    private columns of x_t P_x^T and the bias, and the shared columns take
-    ``(x_t + h) S^T``: x and h read the same s shared rows (kernels/lstm.py)."""
-    if x is None:
-        return lambda t, h: zs[t].addmm_(h, pht)
+    ``x``, ``h P_h^T``. With ``x`` (T, B, d: the folded form of lstm_seq and
+    lstm_seq_infer), zs[t] holds the private columns of x_t P_x^T, and the shared
+    columns take ``(x_t + h) S^T``: x and h read the same s shared rows
+    (kernels/lstm.py); added to what they hold (lstm_seq: the bias), or, with
+    ``shared_unset`` (lstm_seq_infer), written over it unread. x[t] is read before
+    anything else of the step, so x may be the output buffer being filled."""
     m = pht.shape[1]
+    if x is None:
+        return lambda t, h: zs[t].addmm_(h, pht[:, :m])
     st, phpt = pht[:, :s], pht[:, s:m]
     u = torch.empty_like(x[0])
 
     def step(t, h):
         torch.add(x[t], h, out=u)
-        zs[t][:, :s].addmm_(u, st)
+        if shared_unset:
+            torch.mm(u, st, out=zs[t][:, :s])
+        else:
+            zs[t][:, :s].addmm_(u, st)
         zs[t][:, s:].addmm_(h, phpt)
 
     return step
@@ -295,25 +301,22 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
         return
     new = functools.partial(torch.empty, dtype=xz.dtype, device=xz.device)
     sig, tan_s, c_tmp = new(B, m), new(B, s), new(B, d)
-    u = new(B, d) if fold else None  # x_t + h_{t-1}
     fn, gemm = native.kernel("lstm_infer", dtype), native.blas_gemm(dtype)
     if fn is not None and gemm is not None:
+        u = new(B, d) if fold else None  # x_t + h_{t-1}
         b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
         fn(T, B, s, d - s, w, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
            c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
            tan_s.data_ptr(), int(fold), None if u is None else u.data_ptr())  # fmt: skip
         return
     tan_g, tanh_c = new(B, d - s), new(B, d)
-    # the same steps from Python: torch's GEMM, then the step operator (C or torch ops)
+    # the same steps from Python: torch's GEMM, then the step operator (C or torch ops);
+    # folded, x_t sits in out[t] until the step writes h_t there
     zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)
+    product = _recurrent_product(zs, pht[:, :m], s, out if fold else None, shared_unset=True)
     h, c = h0, c0
     for t in range(T):
-        if fold:  # x_t sits in outs[t] until the step writes h_t there
-            torch.add(outs[t], h, out=u)
-            torch.mm(u, pht[:, :s], out=zs[t][:, :s])  # (x_t + h_{t-1}) S^T
-            zs[t][:, s:].addmm_(h, pht[:, s:m])
-        else:
-            zs[t].addmm_(h, pht[:, :m])  # xz ends as on the C path: z_t without the bias
+        product(t, h)  # xz ends as on the C path: z_t without the bias
         z = zs[t].contiguous() if bias is None else zs[t] + bias
         c_new = c_n if (T - 1 - t) % 2 == 0 else c_tmp  # the last step writes c_n
         lstm_step(z, c, c_new, outs[t], sig, tan_s, tan_g, tanh_c, s)
