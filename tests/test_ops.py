@@ -243,15 +243,12 @@ def _infer_by_steps(xz, h0, c0, ph, bias, s):
 
 def _infer_route(route: str, dtype, monkeypatch) -> dict:
     """Sets up one route of rrnn::lstm_seq_infer (the C time loop calling torch's
-    BLAS, with its weights packed once where that BLAS is MKL or with the plain
-    GEMM; the Python loop used without that BLAS; the torch-op version; skips where
-    the C loop is unavailable) and returns the comparison tolerance."""
+    BLAS, the Python loop used without that BLAS, or the torch-op version; skips
+    where the first is unavailable) and returns the comparison tolerance."""
     from rrnn.kernels import native
 
-    if route.startswith("C loop") and (native.library() is None or native.blas_gemm(dtype) is None):
+    if route == "C loop" and (native.library() is None or native.blas_gemm(dtype) is None):
         pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
-    if route == "C loop, plain GEMM":
-        monkeypatch.setenv("RRNN_PACKED_GEMM", "0")
     if route == "Python loop":
         monkeypatch.setenv("RRNN_BLAS", "0")
     if route == "torch ops":
@@ -260,7 +257,7 @@ def _infer_route(route: str, dtype, monkeypatch) -> dict:
 
 
 @pytest.mark.parametrize("padding", [0, 3])
-@pytest.mark.parametrize("route", ["C loop", "C loop, plain GEMM", "Python loop", "torch ops"])
+@pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
 @pytest.mark.parametrize("has_bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, padding, monkeypatch):
@@ -289,7 +286,7 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, pad
         assert xz[..., m:].isnan().all()  # the padding is never written
 
 
-@pytest.mark.parametrize("route", ["C loop", "C loop, plain GEMM", "Python loop", "torch ops"])
+@pytest.mark.parametrize("route", ["C loop", "Python loop", "torch ops"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_folded_inference_operator_equals_the_step_operator(route, dtype, monkeypatch):
     """rrnn::lstm_seq_infer with ``fold``: out holds x on entry, xz only the private
@@ -398,45 +395,6 @@ def test_a_gemm_that_is_not_gemm_is_refused():
     assert native._gemm_works(f32, torch.float32) and native._gemm_works(f64, torch.float64)
     getpid = ctypes.cast(ctypes.CDLL(None).getpid, ctypes.c_void_p).value
     assert not native._gemm_works(getpid, torch.float32)
-
-
-def test_the_c_loop_packs_its_weights_where_torch_runs_on_mkl(monkeypatch):
-    """Where torch's BLAS is MKL, rrnn::lstm_seq_infer's float32 C loop is given MKL's
-    packed GEMM (each weight block packed once per call); float64, RRNN_PACKED_GEMM=0
-    and a BLAS without the routines get none. Its products are checked by the
-    routes of the two tests above."""
-    from rrnn.kernels import native
-
-    if native.library() is None or native.blas_gemm(torch.float32) is None:
-        pytest.skip("no C compiler, or torch exports no BLAS GEMM here")
-    if not torch.backends.mkl.is_available():
-        pytest.skip("torch is not built with MKL here: no packed GEMM to use")
-    assert native.packed_gemm(torch.float32) is not None
-    assert native.packed_gemm(torch.float64) is None
-    seen = []
-    real = native.packed_gemm
-    monkeypatch.setattr(native, "packed_gemm", lambda dtype: seen.append(real(dtype)) or seen[-1])
-    xz, h0, c0, ph, _ = _seq_args(3, 4, 6, 2, dtype=torch.float32)
-    out, c_n = torch.empty(3, 4, 6), torch.empty(4, 6)
-    ops.lstm_seq_infer(xz, h0, c0, ph.t().contiguous(), None, out, c_n, 2)
-    assert seen and seen[-1] is not None
-    monkeypatch.setenv("RRNN_PACKED_GEMM", "0")
-    assert real(torch.float32) is None
-
-
-def test_packed_routines_that_do_not_pack_are_refused():
-    """The check of MKL's packed-GEMM routines before cells.c calls them can fail:
-    a compute that computes nothing (libc's getpid) is caught."""
-    import ctypes
-
-    from rrnn.kernels import native
-
-    if native.packed_gemm(torch.float32) is None:
-        pytest.skip("no packed GEMM here (no MKL, no C compiler, or torch exports no BLAS)")
-    fns = native._packed["float32"][0]
-    assert native._packed_works(fns)
-    getpid = ctypes.cast(ctypes.CDLL(None).getpid, ctypes.c_void_p).value
-    assert not native._packed_works(native._PackedGemm(fns.get_size, fns.pack, getpid))
 
 
 def _xent_ref(logits, target, bias, scale):

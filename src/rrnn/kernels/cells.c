@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h> /* sizes are int64_t: a C long is 32 bits on Windows */
-#include <stdlib.h>
 #include <string.h>
 
 /* The batch rows of a step are independent: with OpenMP (built with -fopenmp only
@@ -309,48 +308,6 @@ void rrnn_lstm_fwd_strided_##SUF(int64_t B, int64_t s, int64_t q, int64_t w,    
 typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, const int64_t *,      \
                                const int64_t *, const T *, const T *, const int64_t *,    \
                                const T *, const int64_t *, const T *, T *, const int64_t *); \
-/* MKL's packed GEMM (Fortran interface; native.packed_gemm finds and checks it), or   \
-   NULL: a weight block packed once per call instead of by every step's GEMM, which  \
-   repacks it (paper size, 105 steps: 19.5 -> 18.4 ms; docs/kernels.md). */           \
-typedef struct {                                                                          \
-    size_t (*get_size)(const char *, const int64_t *, const int64_t *, const int64_t *);  \
-    void (*pack)(const char *, const char *, const int64_t *, const int64_t *,            \
-                 const int64_t *, const T *, const T *, const int64_t *, T *);            \
-    void (*compute)(const char *, const char *, const int64_t *, const int64_t *,         \
-                    const int64_t *, const T *, const int64_t *, const T *,               \
-                    const int64_t *, const T *, T *, const int64_t *);                    \
-} packed_##SUF##_t;                                                                       \
-/* One weight block of the time loop: a (rows x d, column-major, leading dimension w), \
-   multiplied into rows x n products; `packed` is a's packed copy, or NULL where MKL's \
-   packed GEMM is not given (or its buffer could not be allocated): plain GEMM then. */ \
-typedef struct {                                                                          \
-    const T *a;                                                                           \
-    T *packed;                                                                            \
-    int64_t rows;                                                                         \
-} block_##SUF##_t;                                                                        \
-static block_##SUF##_t block_##SUF(const packed_##SUF##_t *pk, const T *a, int64_t rows,  \
-                                   int64_t n, int64_t d, int64_t w) {                     \
-    block_##SUF##_t blk = {a, NULL, rows};                                                \
-    if (pk == NULL || rows <= 0 || n <= 0) return blk;                                    \
-    const char A = 'A', N = 'N';                                                          \
-    const T one = 1;                                                                      \
-    const size_t bytes = (pk->get_size(&A, &rows, &n, &d) + 63) / 64 * 64;                \
-    blk.packed = bytes > 0 ? (T *)aligned_alloc(64, bytes) : NULL;                        \
-    if (blk.packed != NULL) pk->pack(&A, &N, &rows, &n, &d, &one, a, &w, blk.packed);     \
-    return blk;                                                                           \
-}                                                                                         \
-/* z^T (rows x n, column-major, leading dimension w) = beta z^T + blk.a hm^T */          \
-static inline void block_mm_##SUF(gemm_##SUF##_t g, const packed_##SUF##_t *pk,          \
-                                  const block_##SUF##_t *blk, int64_t n, int64_t d,       \
-                                  int64_t w, const T *hm, T beta, T *z) {                 \
-    const char N = 'N', P = 'P';                                                          \
-    const T one = 1;                                                                      \
-    if (blk->rows <= 0) return;                                                           \
-    if (blk->packed != NULL)                                                              \
-        pk->compute(&P, &N, &blk->rows, &n, &d, blk->packed, &w, hm, &d, &beta, z, &w);   \
-    else                                                                                  \
-        g(&N, &N, &blk->rows, &n, &d, &one, blk->a, &w, hm, &d, &beta, z, &w);            \
-}                                                                                         \
 /* The time loop over rows [r0, r1) of the batch; with `split`, each step's rows are \
    also split over the threads (RRNN_ROW_BLOCKS) and the GEMM runs on BLAS's own     \
    threads; without, one thread does it all. */                                       \
@@ -358,12 +315,10 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
                                   int64_t s, int64_t q, int64_t w, gemm_##SUF##_t g, T *xz, \
                                   const T *pht, const T *bias, const T *h0, const T *c0,  \
                                   T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split,     \
-                                  int64_t fold, T *u, const packed_##SUF##_t *pk) {       \
-    const int64_t d = s + q, m = s + 4 * q, n = r1 - r0;                                  \
+                                  int64_t fold, T *u) {                                   \
+    const int64_t d = s + q, m = s + 4 * q, n = r1 - r0, p = 4 * q;                       \
     const T one = 1, zero = 0;                                                            \
-    /* folded: S (s x d) times u, then P_hp (4q x d) times h; else P_h (m x d) times h */ \
-    block_##SUF##_t shared = block_##SUF(pk, pht, fold ? s : 0, n, d, w);                 \
-    block_##SUF##_t rest = block_##SUF(pk, pht + (fold ? s : 0), fold ? 4 * q : m, n, d, w); \
+    const char N = 'N';                                                                   \
     const T *h = h0, *cp = c0;                                                            \
     for (int64_t t = 0; t < steps; t++) {                                                 \
         T *z = xz + t * B * w, *ht = out + t * B * d;                                     \
@@ -371,11 +326,14 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
         if (fold) {                                                                       \
             /* u = x_t + h_{t-1} (x_t sits in ht until the step writes h_t there) */       \
             _Pragma("omp simd") for (int64_t i = r0 * d; i < r1 * d; i++) u[i] = ht[i] + h[i]; \
-            /* z^T[0:s] = S u^T (columns 0..s-1 are not read on entry) */                 \
-            block_mm_##SUF(g, pk, &shared, n, d, w, u + r0 * d, zero, z + r0 * w);         \
+            /* z^T[0:s] = S (s x d) u^T; z^T[s:m] += P_hp (4q x d) h^T; columns r0.. */   \
+            if (s > 0) g(&N, &N, &s, &n, &d, &one, pht, &w, u + r0 * d, &d, &zero, z + r0 * w, &w); \
+            if (p > 0)                                                                    \
+                g(&N, &N, &p, &n, &d, &one, pht + s, &w, h + r0 * d, &d, &one, z + r0 * w + s, &w); \
+        } else {                                                                          \
+            /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */       \
+            g(&N, &N, &m, &n, &d, &one, pht, &w, h + r0 * d, &d, &one, z + r0 * w, &w);   \
         }                                                                                 \
-        /* column-major: z^T[a:m] (rows x n) += P_h[a:m] (rows x d) h^T (d x n), columns r0.. */ \
-        block_mm_##SUF(g, pk, &rest, n, d, w, h + r0 * d, one, z + r0 * w + (fold ? s : 0)); \
         if (split) {                                                                      \
             RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, w, z, bias, cp, cn, ht, sig, ts)); \
         } else {                                                                          \
@@ -384,8 +342,6 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
         h = ht;                                                                           \
         cp = cn;                                                                          \
     }                                                                                     \
-    free(shared.packed);                                                                  \
-    free(rest.packed);                                                                    \
 }                                                                                         \
 /* A batch of at least RRNN_MIN_SEQUENCE_ROWS rows per thread is cut into one block of \
    rows per thread, and each thread runs the whole time loop on its block with a     \
@@ -396,17 +352,15 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, int64
                            T *restrict xz, const T *restrict pht, const T *restrict bias, \
                            const T *restrict h0, const T *restrict c0, T *restrict out,   \
                            T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
-                           T *restrict ts, int64_t fold, T *restrict u,                   \
-                           const void *packed) {                                          \
+                           T *restrict ts, int64_t fold, T *restrict u) {                 \
     const gemm_##SUF##_t g = (gemm_##SUF##_t)gemm;                                        \
-    const packed_##SUF##_t *pk = (const packed_##SUF##_t *)packed;                        \
     const int64_t nb = RRNN_SEQUENCE_BLOCKS(B);                                           \
     if (nb > 1) {                                                                         \
         RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, w, g, \
-                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0, fold, u, pk)); \
+                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0, fold, u)); \
     } else {                                                                              \
         lstm_infer_rows_##SUF(steps, B, 0, B, s, q, w, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
-                              sig, ts, 1, fold, u, pk);                                   \
+                              sig, ts, 1, fold, u);                                       \
     }                                                                                     \
 }                                                                                         \
 /* dh: the gradient reaching h_t through the recurrence; dout (or NULL): the one      \

@@ -304,72 +304,8 @@ def blas_gemm(dtype) -> int | None:
     return _gemm[name]
 
 
-_PACKED_SYMBOLS = ("sgemm_pack_get_size", "sgemm_pack", "sgemm_compute")  # MKL, float32 only
-_packed: dict = {}  # "float32" -> (struct of the three addresses, its address), or None
-
-
-class _PackedGemm(ctypes.Structure):
-    """cells.c's ``packed_f32_t``: MKL's packed-GEMM routines, in its order."""
-
-    _fields_ = [(name, _P) for name in ("get_size", "pack", "compute")]
-
-
-def _packed_works(fns: _PackedGemm) -> bool:
-    """One product through the packed routines exactly as cells.c calls them
-    (int64_t sizes, A packed, z^T += A h^T column-major), against torch.mm."""
-    import torch
-
-    size = ctypes.POINTER(ctypes.c_int64)
-    flt = ctypes.POINTER(ctypes.c_float)
-    get_size = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_char_p, size, size, size)(fns.get_size)
-    pack = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, size, size, size, flt, _P, size,
-                            _P)(fns.pack)  # fmt: skip
-    compute = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, size, size, size, _P, size,
-                               _P, size, flt, _P, size)(fns.compute)  # fmt: skip
-    g = torch.Generator().manual_seed(0)
-    m, b, d, w = 7, 3, 5, 9  # a (m x d) in a (d, w) row-major array: leading dimension w
-    pht, h = torch.randn(d, w, generator=g), torch.randn(b, d, generator=g)
-    z = torch.randn(b, w, generator=g)
-    want = z[:, :m] + h @ pht[:, :m]
-    n = lambda v: ctypes.byref(ctypes.c_int64(v))  # noqa: E731
-    one = ctypes.c_float(1)
-    nbytes = get_size(b"A", n(m), n(b), n(d))
-    if not 0 < nbytes < 1 << 40:
-        return False
-    buf = torch.empty((nbytes + 3) // 4 + 16)
-    dest = buf.data_ptr() + (-buf.data_ptr() % 64)
-    pack(b"A", b"N", n(m), n(b), n(d), ctypes.byref(one), pht.data_ptr(), n(w), dest)
-    compute(b"P", b"N", n(m), n(b), n(d), dest, n(w), h.data_ptr(), n(d), ctypes.byref(one),
-            z.data_ptr(), n(w))  # fmt: skip
-    return torch.allclose(z[:, :m], want, rtol=1e-5, atol=1e-5)
-
-
-def packed_gemm(dtype) -> int | None:
-    """The address of a ``packed_f32_t`` holding MKL's packed-GEMM routines
-    (``sgemm_pack_get_size``, ``sgemm_pack``, ``sgemm_compute``), with which cells.c's
-    inference time loop packs each weight block once per call instead of at every
-    step; None for other dtypes, where torch's BLAS is not MKL, where the check
-    against torch.mm fails, or with RRNN_BLAS=0 or RRNN_PACKED_GEMM=0 (the loop then
-    calls the plain GEMM of :func:`blas_gemm`; same products)."""
-    import torch
-
-    if dtype != torch.float32 or blas_gemm(dtype) is None or os.environ.get("RRNN_PACKED_GEMM", "1") == "0":
-        return None
-    if "float32" not in _packed:
-        lib = _torch_library()
-        fns = [None if lib is None else getattr(lib, name, None) for name in _PACKED_SYMBOLS]
-        entry = None
-        if all(f is not None for f in fns):
-            struct = _PackedGemm(*(ctypes.cast(f, ctypes.c_void_p).value for f in fns))
-            entry = (struct, ctypes.addressof(struct)) if _packed_works(struct) else None
-        _packed["float32"] = entry
-    entry = _packed["float32"]
-    return None if entry is None else entry[1]
-
-
 def reset() -> None:
     """Forget the loaded library (tests switch implementations with this)."""
     global _lib
     _lib = _UNSET
     _gemm.clear()
-    _packed.clear()

@@ -307,8 +307,7 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
         b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
         fn(T, B, s, d - s, w, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
            c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
-           tan_s.data_ptr(), int(fold), None if u is None else u.data_ptr(),
-           native.packed_gemm(dtype))  # fmt: skip
+           tan_s.data_ptr(), int(fold), None if u is None else u.data_ptr())  # fmt: skip
         return
     tan_g, tanh_c = new(B, d - s), new(B, d)
     # the same steps from Python: torch's GEMM, then the step operator (C or torch ops);
