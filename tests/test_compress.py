@@ -627,6 +627,37 @@ def test_a_method_that_ends_off_its_budget_says_so(tmp_path):
     ] is None
 
 
+def test_a_run_still_training_is_not_called_off_budget(tmp_path):
+    """Gradual pruning and ISS reach their budget only at the end of their ramp, so
+    a summary written between epochs carries how far the model is (budget_off) but
+    no note, and the report lists under "Off budget" only runs that ended (also for
+    a summary an older version wrote mid-run with a note)."""
+    import json
+
+    from rrnn.experiments import report as R
+    from rrnn.lm.train import train
+
+    from .lm_helpers import small_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    run = tmp_path / "sweep" / "run"
+    mid = []
+
+    def log(message):
+        if message.startswith("epoch   1 |"):  # summary.json was written just before
+            mid.append(json.loads((run / "summary.json").read_text()))
+
+    cfg = small_config(corpus, compress="dense", variant="plain", epochs=2, target_params=1000)
+    final = train(cfg, run, log=log, progress=False)
+    assert [m["status"] for m in mid] == ["running"]
+    assert mid[0]["budget_off"] == pytest.approx(-0.088) and mid[0]["budget_note"] is None
+    assert "off its budget" in final["budget_note"]
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    R.write_report(tmp_path / "sweep", log=lambda m: None)
+    assert "Off budget" not in (tmp_path / "sweep" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
 def test_sparse_rnn_round_trips_through_a_state_dict(mode, tmp_path):
     import warnings

@@ -131,7 +131,8 @@ def _table(runs, rule: str) -> list[str]:
                            for r in runs if r.latency})  # fmt: skip
         if machines:
             lines.append("Latency measured on: " + "; ".join(machines) + ".")
-    off = [r for r in runs if isinstance(r.summary.get("budget_note"), str)]
+    # only runs that ended: a summary written mid-ramp (before this rule) may carry a note
+    off = [r for r in runs if r.finished and isinstance(r.summary.get("budget_note"), str)]
     if off:
         lines += ["", "**Off budget** (more than 2% from the recurrent budget):"]
         lines += [f"- {r.name}: {r.summary['budget_note']}" for r in off]

@@ -405,15 +405,17 @@ class _RunRecord:
         if note:
             self.log(f"warning: {note}")
 
-    def _budget(self) -> dict:
-        """A compared method's budget and how far the model ended from it; more
-        than BUDGET_TOLERANCE off is said in the summary (and logged at the end)."""
+    def _budget(self, ended: bool = True) -> dict:
+        """A compared method's budget and how far the model is from it; more than
+        BUDGET_TOLERANCE off at the end is said in the summary (and logged). A run
+        still training has no note: gradual pruning and ISS reach their budget only
+        at the end of their ramp, and the full model is not off budget before it."""
         if self.cfg.compress == "restrict":
             return {}
         budget, stored = self.cfg.budget(), self.method.counts()["rnn_params"]
         off = stored / budget - 1.0
         note = None
-        if abs(off) > BUDGET_TOLERANCE:
+        if ended and abs(off) > BUDGET_TOLERANCE:
             note = (f"{self.cfg.compress} stores {stored:,} recurrent parameters, {off:+.1%} "
                     f"off its budget of {budget:,}")  # fmt: skip
         return {"budget": budget, "budget_off": off, "budget_note": note}
@@ -438,7 +440,7 @@ class _RunRecord:
             "total_params": self.total_params,
             "compress": self.cfg.compress,
             **self.method.counts(),
-            **self._budget(),
+            **self._budget(ended=status in FINISHED),
             "train_seconds": round(state.elapsed, 3),
             "train_tokens_per_s": tokens / max(state.elapsed, 1e-9) if tokens else None,
             "dataset": self.corpus.name if self.cfg.corpus is None else None,
