@@ -131,19 +131,22 @@ def test_a_fallback_build_is_cached_under_its_own_flags(tmp_path, monkeypatch):
     assert native.build() == built and calls == []  # found again, nothing recompiled
 
 
+@pytest.mark.parametrize("input_size", [7, 24])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_inference_reuses_only_buffers_it_made(bidirectional):
+def test_inference_reuses_only_buffers_it_made(bidirectional, input_size):
     """Without autograd the shared-row LSTM writes a layer's output over its input
     from the second layer on, and the layers share one x P_x^T buffer: the caller's
     input and state stay untouched, and every layer's h_n and c_n equal the path
-    autograd records (which keeps every buffer)."""
+    autograd records (which keeps every buffer). With input_size = hidden_size the
+    first layer folds too, reading x_t where it writes h_t: in a copy, never in the
+    caller's x."""
     from rrnn.modules import RestrictedLSTM
 
     torch.manual_seed(0)
-    lstm = RestrictedLSTM(7, 24, 3, sharing_rate=0.5, bidirectional=bidirectional)
+    lstm = RestrictedLSTM(input_size, 24, 3, sharing_rate=0.5, bidirectional=bidirectional)
     lstm.kernel = "shared-row"
     dirs = 2 if bidirectional else 1
-    x, h0, c0 = torch.randn(6, 5, 7), torch.randn(3 * dirs, 5, 24), torch.randn(3 * dirs, 5, 24)
+    x, h0, c0 = torch.randn(6, 5, input_size), torch.randn(3 * dirs, 5, 24), torch.randn(3 * dirs, 5, 24)
     kept = [t.clone() for t in (x, h0, c0)]
     with torch.no_grad():
         out, (h_n, c_n) = lstm(x, (h0, c0))
