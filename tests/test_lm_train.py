@@ -215,6 +215,16 @@ def test_divergence_in_the_first_epoch_cites_no_checkpoint(tmp_path, corpus, mon
     assert json.loads((out / "summary.json").read_text())["stop_reason"].startswith("diverged:")
 
 
+@pytest.mark.parametrize("clip, advice", [(1e30, "Lower --lr (or --clip, now 1e+30)"), (0.0, "set --clip (> 0)")])
+def test_divergence_advice_follows_the_clip_in_use(tmp_path, corpus, monkeypatch, clip, advice):
+    """A run that clipped its gradients is not told to set --clip (the campaign's
+    lr 10 runs diverged with clip 0.25)."""
+    monkeypatch.setattr(T, "cosine_lr", lambda base, e, n: 1e38)
+    with pytest.raises(T.TrainingDiverged) as err:
+        T.train(small_config(corpus, epochs=1, clip=clip), tmp_path / "run", **QUIET)
+    assert advice in str(err.value)
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="tied weights need embedding size == hidden size"):
         ModelConfig(vocab_size=10, embedding_size=8, hidden_size=16, tie_weights=True)

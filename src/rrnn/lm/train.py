@@ -506,9 +506,12 @@ class _Run(_RunRecord):
             if ckpt.is_file()
             else "It diverged before its first checkpoint, so there is none to go back to. "
         )
+        clip = self.cfg.clip
+        fix = (f"Lower --lr (or --clip, now {clip:g})" if clip and clip > 0
+               else "Lower --lr, set --clip (> 0)")  # fmt: skip
         return TrainingDiverged(
             f"training diverged: {why} at epoch {epoch + 1}, batch {batch + 1} (lr {lr:.4g}). "
-            f"{where}Lower --lr, set --clip (> 0) and start again."
+            f"{where}{fix} and start again."
         )
 
     def train_epoch(self, epoch: int, flag: _StopFlag, show_bar: bool) -> str:
