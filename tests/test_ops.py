@@ -264,8 +264,8 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, pad
     """rrnn::lstm_seq_infer (the C time loop calling torch's BLAS, the Python loop
     used without that BLAS, and the torch-op version) against lstm_step by steps,
     for an odd number of steps (c ends in c_n, not the spare) and an even one; with
-    ``padding``, xz and P_h^T have rows wider than m, whose extra columns (NaN) are
-    never read or written."""
+    ``padding``, xz has rows wider than m, whose extra columns (NaN) are never read
+    or written; P_h is read as given, (m, d)."""
     tol = _infer_route(route, dtype, monkeypatch)
     # the C step cuts each row into spans of 16 lanes: short spans, full vectors with
     # a partial one after (d = 41), and whole vectors only (d = 40 and 32); B = 37
@@ -276,9 +276,9 @@ def test_inference_operator_equals_the_step_operator(route, has_bias, dtype, pad
         bias = torch.randn(ph.shape[0], dtype=dtype) if has_bias else None
         want_out, want_c = _infer_by_steps(xz, h0, c0, ph, bias, s)
         out, c_n = torch.full((T, B, d), float("nan"), dtype=dtype), torch.full_like(h0, float("nan"))
-        xz, pht = _widen(xz, padding), _widen(ph.t().contiguous(), padding)
+        xz = _widen(xz, padding)
         xz_in = xz.clone()
-        ops.lstm_seq_infer(xz, h0, c0, pht, bias, out, c_n, s)
+        ops.lstm_seq_infer(xz, h0, c0, ph, bias, out, c_n, s)
         torch.testing.assert_close(out, want_out, **tol)
         torch.testing.assert_close(c_n, want_c, **tol)
         m = ph.shape[0]
@@ -308,7 +308,7 @@ def test_folded_inference_operator_equals_the_step_operator(route, dtype, monkey
         xz = torch.full((T, B, m + padding), float("nan"), dtype=dtype)
         xz[..., s:m] = x @ px[s:].t()
         out, c_n = x.clone(), torch.full_like(h0, float("nan"))
-        ops.lstm_seq_infer(xz, h0, c0, _widen(ph.t().contiguous(), padding), bias, out, c_n, s, True)
+        ops.lstm_seq_infer(xz, h0, c0, ph, bias, out, c_n, s, True)
         torch.testing.assert_close(out, want_out, **tol)
         torch.testing.assert_close(c_n, want_c, **tol)
         assert xz[..., m:].isnan().all()  # the padding is never written
@@ -364,21 +364,22 @@ def test_training_folds_where_the_shared_rows_are_at_least_twice_the_private(mon
 def test_inference_operator_checks_its_arguments():
     T, B, d, s = 3, 2, 5, 2
     xz, h0, c0, ph, (_, out, *_) = _seq_args(T, B, d, s)
-    pht, c_n = ph.t().contiguous(), torch.zeros_like(h0)
-    ops.lstm_seq_infer(xz, h0, c0, pht, None, out, c_n, s)  # fine
-    with pytest.raises(ValueError, match=r"pht has shape \(14, 5\), expected \(5, 14\)"):
-        ops.lstm_seq_infer(xz, h0, c0, ph, None, out, c_n, s)
+    c_n = torch.zeros_like(h0)
+    ops.lstm_seq_infer(xz, h0, c0, ph, None, out, c_n, s)  # fine
+    ops.lstm_seq_infer(_widen(xz, 2), h0, c0, ph, None, out, c_n, s)  # rows wider than m: fine
+    with pytest.raises(ValueError, match=r"ph has shape \(5, 14\), expected \(14, 5\)"):
+        ops.lstm_seq_infer(xz, h0, c0, ph.t().contiguous(), None, out, c_n, s)  # P_h^T is not P_h
+    with pytest.raises(ValueError, match="ph must be contiguous"):
+        ops.lstm_seq_infer(xz, h0, c0, ph.t().contiguous().t(), None, out, c_n, s)
     with pytest.raises(ValueError, match=r"bias has shape \(13,\), expected \(14,\)"):
-        ops.lstm_seq_infer(xz, h0, c0, pht, torch.zeros(13, dtype=xz.dtype), out, c_n, s)
+        ops.lstm_seq_infer(xz, h0, c0, ph, torch.zeros(13, dtype=xz.dtype), out, c_n, s)
     with pytest.raises(ValueError, match=r"xz has shape \(3, 2, 13\), expected \(3, 2, 14\)"):
-        ops.lstm_seq_infer(xz[..., :13].contiguous(), h0, c0, pht, None, out, c_n, s)
-    with pytest.raises(ValueError, match=r"pht has shape \(5, 14\), expected \(5, 16\)"):
-        ops.lstm_seq_infer(_widen(xz, 2), h0, c0, pht, None, out, c_n, s)  # one row stride for both
+        ops.lstm_seq_infer(xz[..., :13].contiguous(), h0, c0, ph, None, out, c_n, s)
     with pytest.raises(ValueError, match="c_n and c0 overlap|c0 and c_n overlap"):
-        ops.lstm_seq_infer(xz, h0, c0, pht, None, out, c0, s)
+        ops.lstm_seq_infer(xz, h0, c0, ph, None, out, c0, s)
     with pytest.raises(ValueError, match="c0 has dtype torch.float32"):
-        ops.lstm_seq_infer(xz, h0, c0.float(), pht, None, out, c_n, s)
-    meta = [t.to("meta") for t in (xz, h0, c0, pht)]
+        ops.lstm_seq_infer(xz, h0, c0.float(), ph, None, out, c_n, s)
+    meta = [t.to("meta") for t in (xz, h0, c0, ph)]
     ops.lstm_seq_infer(*meta, None, out.to("meta"), c_n.to("meta"), s)
 
 
@@ -546,7 +547,7 @@ def test_the_layers_hand_the_sequence_operators_zeros_as_padding(monkeypatch):
             lstm(x)
     finally:
         torch.use_deterministic_algorithms(False)
-    padded = {"lstm_seq": ["xz"], "lstm_seq_infer": ["xz", "pht"], "gru_seq": ["a"]}
+    padded = {"lstm_seq": ["xz"], "lstm_seq_infer": ["xz"], "gru_seq": ["a"]}
     for op, names in padded.items():
         args = dict(zip(ops._arg_names(op), seen[op]))
         d, s = args["h0"].shape[1], args["s"]

@@ -293,10 +293,11 @@ void rrnn_lstm_fwd_strided_##SUF(int64_t B, int64_t s, int64_t q, int64_t w,    
    by native.blas_gemm; its integer arguments are passed as int64_t, which an LP64    \
    BLAS reads correctly too, as the low half on a little-endian machine), then the    \
    inference rows with the bias added. xz (steps, B, w) holds x_t P_x^T in its first  \
-   m = s + 4q columns on entry and is overwritten there; pht is P_h^T in the first m  \
-   columns of (d, w). w >= m is the row stride of both: rows of a multiple of 16      \
-   values keep MKL's GEMM on its fast path (docs/kernels.md), and columns m.. are     \
-   never read or written. bias (m,) is never NULL (zeros for a layer    \
+   m = s + 4q columns on entry and is overwritten there; ph is P_h (m, d), row-major, \
+   read by the GEMM as the transpose of a column-major (d x m): no P_h^T copy per    \
+   call, and no slower (docs/kernels.md). w >= m is xz's row stride: rows of a       \
+   multiple of 16 values keep MKL's GEMM on its fast path, and columns m.. are       \
+   never read or written. bias (m,) is never NULL (zeros for a layer                  \
    without one: the caller passes them); sig (B, m) and ts (B, s) are one step's      \
    scratch; c alternates between c_n and c_tmp so that the last step writes c_n.      \
    With `fold` (the input as wide as h, so x and h read the same s shared rows S):    \
@@ -313,12 +314,12 @@ typedef void (*gemm_##SUF##_t)(const char *, const char *, const int64_t *, cons
    threads; without, one thread does it all. */                                       \
 static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t r1,      \
                                   int64_t s, int64_t q, int64_t w, gemm_##SUF##_t g, T *xz, \
-                                  const T *pht, const T *bias, const T *h0, const T *c0,  \
+                                  const T *ph, const T *bias, const T *h0, const T *c0,   \
                                   T *out, T *c_n, T *c_tmp, T *sig, T *ts, int split,     \
                                   int64_t fold, T *u) {                                   \
     const int64_t d = s + q, m = s + 4 * q, n = r1 - r0, p = 4 * q;                       \
     const T one = 1, zero = 0;                                                            \
-    const char N = 'N';                                                                   \
+    const char N = 'N', Tr = 'T';                                                         \
     const T *h = h0, *cp = c0;                                                            \
     for (int64_t t = 0; t < steps; t++) {                                                 \
         T *z = xz + t * B * w, *ht = out + t * B * d;                                     \
@@ -327,12 +328,12 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
             /* u = x_t + h_{t-1} (x_t sits in ht until the step writes h_t there) */       \
             _Pragma("omp simd") for (int64_t i = r0 * d; i < r1 * d; i++) u[i] = ht[i] + h[i]; \
             /* z^T[0:s] = S (s x d) u^T; z^T[s:m] += P_hp (4q x d) h^T; columns r0.. */   \
-            if (s > 0) g(&N, &N, &s, &n, &d, &one, pht, &w, u + r0 * d, &d, &zero, z + r0 * w, &w); \
+            if (s > 0) g(&Tr, &N, &s, &n, &d, &one, ph, &d, u + r0 * d, &d, &zero, z + r0 * w, &w); \
             if (p > 0)                                                                    \
-                g(&N, &N, &p, &n, &d, &one, pht + s, &w, h + r0 * d, &d, &one, z + r0 * w + s, &w); \
+                g(&Tr, &N, &p, &n, &d, &one, ph + s * d, &d, h + r0 * d, &d, &one, z + r0 * w + s, &w); \
         } else {                                                                          \
             /* column-major: z^T (m x n) += P_h (m x d) h^T (d x n), columns r0.. */       \
-            g(&N, &N, &m, &n, &d, &one, pht, &w, h + r0 * d, &d, &one, z + r0 * w, &w);   \
+            g(&Tr, &N, &m, &n, &d, &one, ph, &d, h + r0 * d, &d, &one, z + r0 * w, &w);    \
         }                                                                                 \
         if (split) {                                                                      \
             RRNN_ROW_BLOCKS(B, lstm_inf_rows_##SUF(b0, b1, s, q, w, z, bias, cp, cn, ht, sig, ts)); \
@@ -349,7 +350,7 @@ static void lstm_infer_rows_##SUF(int64_t steps, int64_t B, int64_t r0, int64_t 
    thread): rows never depend on each other, so the threads meet once per sequence   \
    instead of twice per step. A smaller batch splits each step instead. */            \
 void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, int64_t w, void *gemm, \
-                           T *restrict xz, const T *restrict pht, const T *restrict bias, \
+                           T *restrict xz, const T *restrict ph, const T *restrict bias,  \
                            const T *restrict h0, const T *restrict c0, T *restrict out,   \
                            T *restrict c_n, T *restrict c_tmp, T *restrict sig,           \
                            T *restrict ts, int64_t fold, T *restrict u) {                 \
@@ -357,9 +358,9 @@ void rrnn_lstm_infer_##SUF(int64_t steps, int64_t B, int64_t s, int64_t q, int64
     const int64_t nb = RRNN_SEQUENCE_BLOCKS(B);                                           \
     if (nb > 1) {                                                                         \
         RRNN_PARALLEL_BLOCKS(nb, lstm_infer_rows_##SUF(steps, B, B * k_ / nb, B * (k_ + 1) / nb, s, q, w, g, \
-                             xz, pht, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0, fold, u)); \
+                             xz, ph, bias, h0, c0, out, c_n, c_tmp, sig, ts, 0, fold, u)); \
     } else {                                                                              \
-        lstm_infer_rows_##SUF(steps, B, 0, B, s, q, w, g, xz, pht, bias, h0, c0, out, c_n, c_tmp, \
+        lstm_infer_rows_##SUF(steps, B, 0, B, s, q, w, g, xz, ph, bias, h0, c0, out, c_n, c_tmp, \
                               sig, ts, 1, fold, u);                                       \
     }                                                                                     \
 }                                                                                         \

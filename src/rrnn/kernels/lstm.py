@@ -230,9 +230,7 @@ def lstm_infer(x: Tensor, h0: Tensor, c0: Tensor, px: Tensor, ph: Tensor,
         out = x.new_empty(T, B, d) if out is None else out  # h_1 .. h_T
     bias = None if bx is None else bx + bh  # a shared bias row counts twice
     c_n = x.new_empty(B, d)
-    pht = ops.padded_empty(ph, d, m=m)
-    pht[:, :m] = ph.t()  # P_h^T, rows of w values
-    ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), pht, bias, out, c_n, s, fold)
+    ops.lstm_seq_infer(xz, h0.contiguous(), c0.contiguous(), ph.contiguous(), bias, out, c_n, s, fold)
     return out, out[T - 1].clone(), c_n
 
 

@@ -256,8 +256,9 @@ def _torch_library():
 
 def _gemm_works(address: int, dtype) -> bool:
     """One product through ``address`` exactly as cells.c calls it (int64_t sizes,
-    column-major z^T += P h^T), against torch.mm: a BLAS that reads its integers
-    differently, or a symbol that is not GEMM, gives a wrong number here, not later."""
+    column-major z^T += P h^T with P (m, d) row-major read transposed, z's rows
+    wider than m), against torch.mm: a BLAS that reads its integers differently,
+    or a symbol that is not GEMM, gives a wrong number here, not later."""
     import torch
 
     scalar = ctypes.c_float if dtype == torch.float32 else ctypes.c_double
@@ -266,14 +267,15 @@ def _gemm_works(address: int, dtype) -> bool:
                              ctypes.POINTER(scalar), _P, size, _P, size, ctypes.POINTER(scalar),
                              _P, size)  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    m, b, d = 7, 3, 5
-    pht, h = torch.randn(d, m, generator=g, dtype=dtype), torch.randn(b, d, generator=g, dtype=dtype)
-    z = torch.randn(b, m, generator=g, dtype=dtype)
-    want = z + h @ pht
+    m, b, d, w = 7, 3, 5, 9
+    ph, h = torch.randn(m, d, generator=g, dtype=dtype), torch.randn(b, d, generator=g, dtype=dtype)
+    z = torch.randn(b, w, generator=g, dtype=dtype)
+    want = z.clone()
+    want[:, :m] += h @ ph.t()
     n = lambda v: ctypes.byref(ctypes.c_int64(v))  # noqa: E731
     one = scalar(1)
-    proto(address)(b"N", b"N", n(m), n(b), n(d), ctypes.byref(one), pht.data_ptr(), n(m),
-                   h.data_ptr(), n(d), ctypes.byref(one), z.data_ptr(), n(m))  # fmt: skip
+    proto(address)(b"T", b"N", n(m), n(b), n(d), ctypes.byref(one), ph.data_ptr(), n(d),
+                   h.data_ptr(), n(d), ctypes.byref(one), z.data_ptr(), n(w))  # fmt: skip
     return torch.allclose(z, want, rtol=1e-5, atol=1e-5)
 
 

@@ -291,9 +291,9 @@ def _lstm_seq_backward_cpu(ph, sig, tan_s, tan_g, tanh_c, cs, d_out, dh, dc, dz,
         dc.copy_(cur)
 
 
-def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
-    dtype = _check_op("lstm_seq_infer", (xz, h0, c0, pht, bias, out, c_n, s))
-    T, B, w = xz.shape  # w >= m: the row stride of xz and pht (see padded_width)
+def _lstm_seq_infer_cpu(xz, h0, c0, ph, bias, out, c_n, s, fold=False):
+    dtype = _check_op("lstm_seq_infer", (xz, h0, c0, ph, bias, out, c_n, s))
+    T, B, w = xz.shape  # w >= m: the row stride of xz (see padded_width)
     d = h0.shape[1]
     m = s + 4 * (d - s)
     if T == 0 or B == 0:
@@ -305,7 +305,7 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
     if fn is not None and gemm is not None:
         u = new(B, d) if fold else None  # x_t + h_{t-1}
         b = new(m).zero_() if bias is None else bias  # the C loop always adds a bias row
-        fn(T, B, s, d - s, w, gemm, xz.data_ptr(), pht.data_ptr(), b.data_ptr(), h0.data_ptr(),
+        fn(T, B, s, d - s, w, gemm, xz.data_ptr(), ph.data_ptr(), b.data_ptr(), h0.data_ptr(),
            c0.data_ptr(), out.data_ptr(), c_n.data_ptr(), c_tmp.data_ptr(), sig.data_ptr(),
            tan_s.data_ptr(), int(fold), None if u is None else u.data_ptr())  # fmt: skip
         return
@@ -313,7 +313,7 @@ def _lstm_seq_infer_cpu(xz, h0, c0, pht, bias, out, c_n, s, fold=False):
     # the same steps from Python: torch's GEMM, then the step operator (C or torch ops);
     # folded, x_t sits in out[t] until the step writes h_t there
     zs, outs = xz[:, :, :m].unbind(0), out.unbind(0)
-    product = _recurrent_product(zs, pht[:, :m], s, out if fold else None, shared_unset=True)
+    product = _recurrent_product(zs, ph.t(), s, out if fold else None, shared_unset=True)
     h, c = h0, c0
     for t in range(T):
         product(t, h)  # xz ends as on the C path: z_t without the bias
@@ -588,9 +588,9 @@ OPS: dict[str, _Op] = {
         "Tensor(d!)? g=None) -> ()",
         state="dh", lead="sig", shapes=_SEQ, cpu=_lstm_seq_backward_cpu),
     "lstm_seq_infer": _Op(
-        "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor pht, Tensor? bias, Tensor(b!) out, "
+        "(Tensor(a!) xz, Tensor h0, Tensor c0, Tensor ph, Tensor? bias, Tensor(b!) out, "
         "Tensor(c!) c_n, int s, bool fold=False) -> ()",
-        state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz", "pht"), wide=True,
+        state="h0", lead="xz", shapes=_wide(_seq_shapes, "xz"), wide=True,
         cpu=_lstm_seq_infer_cpu),
     "gru_seq": _Op(
         "(Tensor a, Tensor h0, Tensor ph, Tensor? bh, Tensor(a!) out, Tensor(b!) r, "
