@@ -16,7 +16,8 @@ z_S = u S^T (u = x_t + h) and z_P += h P_hp^T. Timed here, one thread, medians o
 2. alternatives: the weights packed once per layer (oneMKL's ``sgemm_pack`` /
    ``sgemm_compute``; torch built with MKL only); the input projection in chunks of
    c steps (to keep z in cache); one product per step over [x_t, h] (k = 2d) in
-   place of the input projection and z_P.
+   place of the input projection and z_P; and the loop as it was until 2026-12-07,
+   P_h^T copied into rows of w values once per layer and call, then read.
 
 Each line is ms per forward (all layers); FLOP rates in GFLOP/s.
 """
@@ -60,9 +61,11 @@ class Blas:
             self.pack = _fn(lib, "sgemm_pack", c, c, I64, I64, I64, F32, p, I64, p)
             self.compute = _fn(lib, "sgemm_compute", c, c, I64, I64, I64, p, I64, p, I64, F32, p, I64)
 
-    def mm(self, rows, n, k, a, lda, b, ldb, z, ldz, beta):
-        """z^T (rows x n) = beta z^T + a (rows x k) b^T, column-major, as the loop's."""
-        self.gemm(b"N", b"N", _v(rows), _v(n), _v(k), ONE, a, _v(lda), b, _v(ldb), beta, z, _v(ldz))
+    def mm(self, rows, n, k, a, lda, b, ldb, z, ldz, beta, trans=b"N"):
+        """z^T (rows x n) = beta z^T + A (rows x k) b^T, column-major, as the loop's:
+        A = a, or with trans b"T" the transpose of a (k x rows) column-major array,
+        i.e. a (rows, k) row-major one read in place."""
+        self.gemm(trans, b"N", _v(rows), _v(n), _v(k), ONE, a, _v(lda), b, _v(ldb), beta, z, _v(ldz))
 
 
 def _interleaved_ms(fns: list, repeats: int) -> list[float]:
@@ -101,7 +104,8 @@ def main() -> int:
         print("needs 0 < r < 1 (shared and private rows)", file=sys.stderr)
         return 1
     g = torch.Generator().manual_seed(0)
-    pht = torch.randn(d, w, generator=g)  # [S | P_hp] as the loop's P_h^T: column-major (w x d)
+    pht = torch.randn(d, w, generator=g)  # [S | P_hp]^T in rows of w values: the loop's until 2026-12-07
+    ph = pht[:, :m].t().contiguous()  # P_h (m, d): what the loop reads now, transposed in place
     pxt = torch.randn(d, p, generator=g)  # P_xp^T
     x = torch.randn(T * n, d, generator=g)
     h, u = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
@@ -115,11 +119,20 @@ def main() -> int:
             r0, r1 = t0 * n, min(T, t0 + chunk) * n
             torch.mm(x[r0:r1], pxt, out=xz.view(T * n, w)[r0:r1, s:m])
 
-    def steps(fresh: bool):
+    def steps(fresh: bool, in_place: bool = True):
         for t in range(T):
             z = (xz[t] if fresh else hot).data_ptr()
-            blas.mm(s, n, d, a_s, w, u.data_ptr(), d, z, w, ZERO)
-            blas.mm(p, n, d, a_p, w, h.data_ptr(), d, z + 4 * s, w, ONE)
+            if in_place:  # as the loop: P_h read transposed where it lies
+                blas.mm(s, n, d, ph.data_ptr(), d, u.data_ptr(), d, z, w, ZERO, b"T")
+                blas.mm(p, n, d, ph.data_ptr() + 4 * s * d, d, h.data_ptr(), d, z + 4 * s, w, ONE, b"T")
+            else:
+                blas.mm(s, n, d, a_s, w, u.data_ptr(), d, z, w, ZERO)
+                blas.mm(p, n, d, a_p, w, h.data_ptr(), d, z + 4 * s, w, ONE)
+
+    def copied_steps():  # the loop until 2026-12-07: P_h^T copied into rows of w values, then read
+        for _ in range(L):
+            pht[:, :m] = ph.t()
+            steps(True, in_place=False)
 
     def forward(fresh=True, chunk=T):
         for _ in range(L):
@@ -152,6 +165,7 @@ def main() -> int:
         ("input projections (x P_xp^T, one GEMM a layer)", lambda: [projection() for _ in range(L)], p),
         ("step products, z hot", lambda: [steps(False) for _ in range(L)], s + p),
         ("step products, z streamed (as in the loop)", lambda: [steps(True) for _ in range(L)], s + p),
+        ("  before 2026-12-07: P_h^T copied per layer, then read", copied_steps, s + p),
         ("all the loop's products", lambda: forward(), s + 2 * p),
         (f"  alternative: input projection in chunks of {args.chunk} steps", lambda: forward(chunk=args.chunk),
          s + 2 * p),
