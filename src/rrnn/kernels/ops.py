@@ -183,7 +183,7 @@ def _seq_shapes(T, B, d, s):
     return m, {"xz": (T, B, m), "h0": (B, d), "ph": (m, d), "cs": (T + 1, B, d),
                "out": (T, B, d), "sig": (T, B, m), "tan_s": (T, B, s), "tan_g": (T, B, q),
                "tanh_c": (T, B, d), "d_out": (T, B, d), "dh": (B, d), "dc": (B, d), "x": (T, B, d), "g": (T, B, d),
-               "dz": (T, B, m), "c0": (B, d), "c_n": (B, d), "pht": (d, m),
+               "dz": (T, B, m), "c0": (B, d), "c_n": (B, d),
                "bias": (m,)}  # fmt: skip
 
 
