@@ -106,6 +106,37 @@ def test_rows_split_over_threads_give_the_numbers_of_one_thread():
     torch.testing.assert_close(two_train, one_train, rtol=0, atol=1e-6)
 
 
+@needs_native
+@pytest.mark.parametrize("input_size", [12, 24])  # the first layer unfolded, then folded too
+def test_a_small_batch_split_over_threads_gives_the_numbers_of_one_thread(input_size):
+    """A batch too small for a block of rows per thread runs each step on BLAS's
+    threads and its fused step's rows split over the threads (rrnn_lstm_infer's split
+    mode). Every split (2 and 3 threads, 1 to 20 rows) gives the one-thread numbers;
+    many steps and calls, so that a missing synchronisation would have its chances
+    to show (a step split by hidden units instead, tried on 2026-12-07, failed here
+    with either of its barriers removed)."""
+    from rrnn import RestrictedLSTM
+
+    torch.manual_seed(0)
+    m = RestrictedLSTM(input_size, 24, 3, sharing_rate=0.3)  # s = 7, q = 17: unequal shares
+    m.kernel = "shared-row"
+    before = torch.get_num_threads()
+    try:
+        for B in (1, 5, 20):
+            x = torch.randn(40, B, input_size)
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                want = m(x)
+            for n in (2, 3):
+                torch.set_num_threads(n)
+                for _ in range(5):
+                    with torch.no_grad():
+                        got = m(x)
+                    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sizes_are_64_bit_on_every_platform():
     assert all(
         sig[0] is ctypes.c_int64 and ctypes.sizeof(sig[0]) == 8
