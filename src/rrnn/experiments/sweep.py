@@ -546,14 +546,11 @@ class _View:
             for name, epochs in self.epochs.items()
         }
 
-    def _done(self) -> float:
-        return sum(self._each().values())
-
-    def _gained(self) -> float:
-        """Epochs trained since the sweep started: a run that restarted from epoch 0
-        (its checkpoint lost) counts from there, not as a negative step."""
-        now = self._each()
-        return sum(n - self.base[k] if n >= self.base[k] else n for k, n in now.items())
+    def _gained(self, each: dict[str, float]) -> float:
+        """Epochs trained since the sweep started, from ``each`` (:meth:`_each` now): a
+        run that restarted from epoch 0 (its checkpoint lost) counts from there, not
+        as a negative step."""
+        return sum(n - self.base[k] if n >= self.base[k] else n for k, n in each.items())
 
     def say(self, message: str) -> None:
         if self.main is not None:
@@ -577,7 +574,8 @@ class _View:
         self.say(f"{outcome:11s} {run.name}")
 
     def update(self, running: list[Run], n_pending: int) -> None:
-        done = self._done()
+        each = self._each()  # each run's progress, read once per update
+        done = sum(each.values())
         finished = sum(v in FINISHED for v in self.sweep.results.values())
         counts = f"{finished} finished, {len(running)} running, {n_pending} waiting"
         if self.main is not None:
@@ -593,7 +591,7 @@ class _View:
         if now - self.last < self.sweep.log_every:
             return
         self.last = now
-        rate = self._gained() / (now - self.start)  # epochs per second
+        rate = self._gained(each) / (now - self.start)  # epochs per second
         eta = f"{(self.total - done) / rate / 60:.0f} min" if rate > 0 else "unknown"
         where = "; ".join(
             f"{r.name}: {progress(self.out / r.name, r.config['epochs'])[1]}" for r in running
