@@ -710,3 +710,38 @@ def test_compression_options_are_their_own_object_and_the_files_stay_flat():
     run = Path(__file__).resolve().parents[1] / "docs/results/ptb-paper-schedule/runs"
     stored = json.loads((run / "ptb-lstm-r0-plain-lr10-authors-seed1/config.json").read_text())
     assert TrainConfig.from_dict(stored["train"]).to_dict().keys() == stored["train"].keys()
+
+
+def test_latency_of_a_run_without_checkpoint_times_its_architecture(tmp_path, corpus):
+    """Committed runs carry no checkpoints: their latency is that of the run's final
+    architecture with fresh weights, the same shapes (and, for pruning, the same
+    nonzero count) as the trained model."""
+    import shutil
+
+    from rrnn.experiments.latency import measure_sweep, run_model
+    from rrnn.experiments.sweep import expand
+
+    trained, bare = tmp_path / "trained", tmp_path / "bare"
+    base = small_config(corpus, epochs=2, variant="plain", prune_freq=2, compress_start=0.5).to_dict()
+    runs = expand(base, {"compresses": ["restrict", "dense", "prune", "iss", "lowrank"]})
+    for run in runs:
+        T.train(T.TrainConfig.from_dict(run.config), trained / run.name, **QUIET)
+        shutil.copytree(trained / run.name, bare / run.name, ignore=shutil.ignore_patterns("*.pt"))
+    for run in runs:
+        model, _, weights = run_model(trained / run.name)
+        shaped, t, shaped_weights = run_model(bare / run.name)
+        assert (weights, shaped_weights) == ("best.pt", "architecture")
+        assert t == json.loads((trained / run.name / "config.json").read_text())["train"]
+        shapes = {n: p.shape for n, p in model.rnn.named_parameters()}
+        assert {n: p.shape for n, p in shaped.rnn.named_parameters()} == shapes, run.name
+        assert type(shaped.rnn) is type(model.rnn)
+        nonzero = sum(int(p.count_nonzero()) for p in shaped.rnn.parameters())
+        summary = json.loads((bare / run.name / "summary.json").read_text())
+        if run.name.endswith("-prune"):
+            assert nonzero == summary["rnn_params_nonzero"] < summary["rnn_params_dense"]
+        if run.name.endswith("-iss"):
+            assert list(shaped.rnn.widths) == summary["widths"]
+    records = measure_sweep(bare, log=lambda m: None, repeats=2, stream_block=2)
+    assert sorted(r["run"] for r in records) == sorted(r.name for r in runs)
+    assert all(r["weights"] == "architecture" for r in records)
+    assert json.loads((bare / runs[0].name / "latency.json").read_text())["weights"] == "architecture"

@@ -387,3 +387,27 @@ def test_a_run_early_in_training_does_not_squash_the_figure(tmp_path):
     assert 140 < ax.get_ylim()[1] < 261
     assert any("261.00 (above)" in t.get_text() for t in ax.texts)
     plt.close(fig)
+
+
+def test_the_latency_verdict_compares_runs_of_one_size(tmp_path):
+    """The smallest model is the fastest whatever the method; the verdict names the
+    fastest among the runs at the compressed runs' budget (here the restricted layer
+    at batch 1, the dense one at batch 80), never the smaller r = 0.9 model."""
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain")
+    timings = {  # (batch 1, batch 80) in ms
+        make_run(root, "lstm", 0.9, [(170, 160)], **plain): (0.1, 10.0),
+        make_run(root, "lstm", 0.5, [(160, 150)], **plain): (0.3, 38.0),
+        make_run(root, "lstm", 0.0, [(150, 140)], **plain): (0.4, 56.0),
+        make_run(root, "lstm", 0.5, [(155, 145)], compress="dense", **plain): (0.35, 34.0),
+    }
+    for d, (stream, batch) in timings.items():
+        shapes = {shape: {"latency_s": ms / 1e3, "ratio_to_torch": ms / ref, "form": "dense"}
+                  for shape, ms, ref in (("stream", stream, 0.4), ("batch80", batch, 56.0))}  # fmt: skip
+        record = {"shapes": shapes, "weights": "architecture", "machine": {"cpu": "a CPU", "threads": 1}}
+        (d / "latency.json").write_text(json.dumps(record))
+    R.write_report(root, log=lambda m: None)
+    section = (root / "report.md").read_text().split("## Compression methods")[1]
+    assert "Lowest batch 1 latency at one size (within 2% of 542,700): **restricted r=0.5**" in section
+    assert "Lowest batch 80 latency at one size (within 2% of 542,700): **dense, hidden" in section
+    assert "4 of the 4 timed runs had no best.pt" in section

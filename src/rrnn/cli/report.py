@@ -55,7 +55,8 @@ def add_parser(sub) -> None:
         "--latency",
         action="store_true",
         help="first time every finished run's best.pt (batch 1 streaming and batch 80 "
-        "sequences, beside the full-size torch.nn stack) into its latency.json; the "
+        "sequences, beside the full-size torch.nn stack) into its latency.json, or, where "
+        "it has no best.pt (committed runs), its final architecture with fresh weights; the "
         "compression section and pareto-latency.png use it. Run it on an idle machine",
     )
     p.add_argument(

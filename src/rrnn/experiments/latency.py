@@ -11,6 +11,12 @@ is its latency, and both are recorded. The result goes to ``latency.json`` in th
 run directory, with the machine and thread count; for a report written elsewhere
 (``rrnn report --out``), to ``OUT/latency/RUN.json``, leaving the run folders as
 they are.
+
+What is timed: the run's ``best.pt`` where it has one; otherwise (committed runs
+carry no checkpoints) the run's final architecture, read from its ``summary.json``,
+with fresh weights: a forward pass's time depends on the shapes, not on the values,
+except for a pruned model's CSR form, which gets a random mask keeping the run's
+recorded nonzero count. The record's ``weights`` says which.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import torch
 
 from ..baselines.sparse import SparseRNN
 from ..fileio import atomic_write_text, machine, read_json
+from ..lm.config import ModelConfig
+from ..lm.model import RNNModel
 from ..lm.train import FINISHED
 from ..timing import interleaved
 from ..torch_classes import TORCH_LAYERS
@@ -40,15 +48,53 @@ def _runner(module, x, hx):
 
 
 @torch.no_grad()
-def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, dest=None) -> dict:
-    """Time ``run_dir``'s best checkpoint; writes the latency record to ``dest``
-    (default ``run_dir/latency.json``) and returns it."""
+def _masked(stack, nonzero: int, generator) -> None:
+    """Zero random entries of every weight matrix of ``stack`` (the same fraction of
+    each; biases are never pruned) so that ``nonzero`` parameters stay nonzero."""
+    weights = [p for p in stack.parameters() if p.dim() > 1]
+    biases = sum(p.numel() for p in stack.parameters() if p.dim() == 1)
+    keep = (nonzero - biases) / sum(w.numel() for w in weights)
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"a nonzero count of {nonzero:,} does not fit this model's weights")
+    for w in weights:
+        order = torch.randperm(w.numel(), generator=generator)
+        w.view(-1)[order[round(keep * w.numel()) :]] = 0.0
+
+
+def run_model(run_dir) -> tuple[RNNModel, dict, str]:
+    """``(model, train config, weights)`` to time for ``run_dir``: its best.pt
+    (``weights`` "best.pt"), else its final architecture with fresh weights
+    ("architecture"; see the module's docstring)."""
     from ..lm.checkpoint import load_checkpoint, model_from_checkpoint
 
     run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    model = model_from_checkpoint(ckpt).eval()
-    t = ckpt.train_config
+    if (run_dir / "best.pt").is_file():
+        ckpt = load_checkpoint(run_dir / "best.pt")
+        return model_from_checkpoint(ckpt).eval(), ckpt.train_config, "best.pt"
+    summary, config = read_json(run_dir / "summary.json"), read_json(run_dir / "config.json")
+    if not isinstance(summary, dict) or not isinstance(summary.get("model"), dict):
+        raise FileNotFoundError(
+            f"{run_dir} has neither best.pt nor a summary.json with its model; "
+            "time a run that has trained at least one epoch"
+        )
+    spec = dict(summary["model"])
+    if spec.get("compress") == "iss" and summary.get("widths"):
+        spec["widths"] = summary["widths"]  # the model after the cut
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = RNNModel(ModelConfig.from_dict(spec)).eval()
+    if spec.get("compress") == "prune":
+        _masked(model.rnn, int(summary["rnn_params_nonzero"]), generator)
+    return model, config["train"], "architecture"
+
+
+@torch.no_grad()
+def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, dest=None) -> dict:
+    """Time ``run_dir``'s model (:func:`run_model`); writes the latency record to
+    ``dest`` (default ``run_dir/latency.json``) and returns it."""
+    run_dir = Path(run_dir)
+    model, t, weights = run_model(run_dir)
     torch.manual_seed(0)
     reference = TORCH_LAYERS[t["cell"]](t["embedding_size"], t["hidden_size"], t["layers"]).eval()
     stack = model.rnn
@@ -56,7 +102,8 @@ def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, d
     if model.config.compress == "prune":
         forms["sparse"] = SparseRNN(stack)
     frozen = getattr(stack, "frozen", None)
-    record = {"run": run_dir.name, "compress": model.config.compress, "shapes": {}}
+    record = {"run": run_dir.name, "compress": model.config.compress, "weights": weights,
+              "shapes": {}}  # fmt: skip
     for shape, (steps, batch) in SHAPES.items():
         x = torch.randn(steps, batch, t["embedding_size"])  # (T, B, E)
         h = torch.zeros(t["layers"], batch, t["hidden_size"])  # (L, B, H)
@@ -95,16 +142,20 @@ def measure_run(run_dir, repeats: int = 30, stream_block: int = 20, log=print, d
 
 
 def measure_sweep(sweep_dir, log=print, dest_dir=None, **kw) -> list[dict]:
-    """Every finished run of ``sweep_dir`` that has a best.pt; records into each run
-    folder, or into ``dest_dir/latency/RUN.json`` where ``dest_dir`` is given."""
+    """Every finished run of ``sweep_dir`` (from its best.pt, or its architecture
+    where it has none); records into each run folder, or into
+    ``dest_dir/latency/RUN.json`` where ``dest_dir`` is given."""
     out = []
-    for d in sorted(Path(sweep_dir).iterdir()):
+    for d in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
         summary = read_json(d / "summary.json")
-        if d.is_dir() and (d / "best.pt").is_file() and isinstance(summary, dict):
-            if summary.get("status") in FINISHED:
-                dest = None
-                if dest_dir is not None:
-                    dest = Path(dest_dir) / "latency" / f"{d.name}.json"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                out.append(measure_run(d, log=log, dest=dest, **kw))
+        if not isinstance(summary, dict) or summary.get("status") not in FINISHED:
+            continue
+        if not (d / "best.pt").is_file() and not isinstance(summary.get("model"), dict):
+            log(f"{d.name}: no best.pt and no model in summary.json (an old run); not timed")
+            continue
+        dest = None
+        if dest_dir is not None:
+            dest = Path(dest_dir) / "latency" / f"{d.name}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        out.append(measure_run(d, log=log, dest=dest, **kw))
     return out

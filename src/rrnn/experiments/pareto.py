@@ -120,17 +120,25 @@ def _table(runs, rule: str) -> list[str]:
         if ahead:
             lines.append(("Lower so far" if best else "So far") + ", still training: " + "; ".join(
                 f"**{describe(r)}** ({_num(r.selected(rule)[0])}{_so_far(r)})" for r in ahead) + ".")  # fmt: skip
-        small = small or done
+        # the smallest model is the fastest; what a user asks is which is fastest at one size
+        same = _at_one_budget(done)
+        scope = f"at one size (within 2% of {_budget(done):,.0f})" if same else "among them"
         for shape, words in (("stream", "batch 1"), ("batch80", "batch 80")):
-            timed = [r for r in small if _latency(r, shape)]
+            timed = [r for r in (same or small or done) if _latency(r, shape)]
             if timed:
                 fast = min(timed, key=lambda r: _latency(r, shape)["latency_s"])
-                lines.append(f"Lowest {words} latency among them: **{describe(fast)}** "
+                lines.append(f"Lowest {words} latency {scope}: **{describe(fast)}** "
                              f"({_fmt_latency(_latency(fast, shape))}).")  # fmt: skip
         machines = sorted({describe_machine(r.latency["machine"]) + f", {r.latency['machine'].get('threads')} thread(s)"
                            for r in runs if r.latency})  # fmt: skip
         if machines:
             lines.append("Latency measured on: " + "; ".join(machines) + ".")
+        shaped = [r for r in runs if r.latency and r.latency.get("weights") == "architecture"]
+        if shaped:
+            lines.append(f"{len(shaped)} of the {sum(1 for r in runs if r.latency)} timed runs had no "
+                         "best.pt (checkpoints are not kept with committed runs) and were timed as "
+                         "their final architecture with fresh weights: a forward pass's time depends "
+                         "on the shapes, a pruned model's CSR form on its nonzero count, both kept.")  # fmt: skip
     # only runs that ended: a summary written mid-ramp (before this rule) may carry a note
     off = [r for r in runs if r.finished and isinstance(r.summary.get("budget_note"), str)]
     if off:
@@ -172,13 +180,18 @@ def _dot(ax, run, x, y, label) -> None:
     ax.scatter(x, y, marker=marker, s=90 if marker == "*" else 60, label=label, **filled)
 
 
-def _at_one_budget(runs, tolerance: float = 0.02) -> list:
-    """The runs within ``tolerance`` of the compressed runs' common size (the budget
-    the methods are compared at), or none when there is no compressed run."""
+def _budget(runs) -> float | None:
+    """The compressed runs' common size (the budget the methods are compared at), or
+    None when there is no compressed run."""
     sizes = [r.rnn_params for r in runs if r.method != "restrict"]
-    if not sizes:
+    return statistics.median(sizes) if sizes else None
+
+
+def _at_one_budget(runs, tolerance: float = 0.02) -> list:
+    """The runs within ``tolerance`` of :func:`_budget`, or none."""
+    budget = _budget(runs)
+    if budget is None:
         return []
-    budget = statistics.median(sizes)
     return [r for r in runs if abs(r.rnn_params - budget) <= tolerance * budget]
 
 
