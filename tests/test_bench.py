@@ -52,6 +52,15 @@ def test_grid_records_paths_and_ratios():
     assert table.count("\n") == 3 and "| stream (B=1, T=1, H=200, L=3) | LSTM | 0.5 |" in table
 
 
+def test_the_recorded_path_is_the_one_timed_inside_frozen():
+    """Inference is timed inside frozen(), where a GRU without shared rows streams
+    (outside it would take torch's GRU): the record names the path that ran."""
+    records = run_grid(("gru",), (0.0,), ("stream",), repeats=1, stream_repeats=1,
+                       stream_block=1, log=lambda m: None)  # fmt: skip
+    by = {r["pass"]: r for r in records}
+    assert by["forward"]["path"] == "stream"
+
+
 def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     assert (

@@ -237,6 +237,27 @@ def test_streaming_folds_the_shared_rows_of_layers_as_wide_as_h(rate):
                 torch.testing.assert_close(state, ref_state)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.9, 1.0, [0.3, 0.8, 0.5]])
+def test_gru_streaming_step_equals_torch(rate, bias):
+    """rrnn::gru_stream (one call for the stack: both products in C, rows in blocks
+    of four and one by one, then the fused cell) against torch.nn with the same
+    weights, over steps with a carried state; a first layer narrower and one as
+    wide as h, a batch of 1 and of 3."""
+    for k, batch in ((16, 3), (5, 1)):
+        m = rrnn.RestrictedGRU(k, 16, 3, sharing_rate=rate, bias=bias, dtype=F64).eval()
+        m.kernel = "stream"  # r = 0 included, which auto may leave to torch's GRU
+        ref = m.to_torch().eval()
+        state = ref_state = None
+        with torch.no_grad(), m.frozen():
+            for _ in range(3):
+                x = torch.randn(1, batch, k, dtype=F64)
+                out, state = m(x, state)
+                ref_out, ref_state = ref(x, ref_state)
+                torch.testing.assert_close(out, ref_out)
+                torch.testing.assert_close(state, ref_state)
+
+
 def test_stream_cache_follows_parameter_updates():
     m = rrnn.RestrictedLSTM(4, 6, 2, sharing_rate=0.5).eval()
     x = torch.randn(1, 2, 4)
@@ -316,7 +337,11 @@ def test_each_dispatch_rule_answers_on_its_own():
         assert D._autocast(step)[0] == "reference"
     assert D._autocast(step) is None
     gru = rrnn.RestrictedGRU(4, 8, 2, sharing_rate=0.0).eval()
-    assert D._gru_step_without_sharing(D.Call(gru, step.data, None, 1, None, False, False))[0] == "reference"
+    gru_step = D.Call(gru, step.data, None, 1, None, False, False)
+    assert D._gru_step_without_sharing(gru_step)[0] == "reference"
+    with gru.frozen(), torch.no_grad():  # packed once: the stack operator beats torch's GRU
+        assert D._gru_step_without_sharing(gru_step) is None
+        assert gru.path_for(step.data) == "stream"
     rnn = D.Call(rrnn.RestrictedRNN(4, 8, 2), seq.data, None, 5, None, True, False)
     assert D._no_shared_row(rnn)[0] == "reference" and D._no_shared_row(seq) is None
     path, why = D._static(seq)  # r = 0.5 against the LSTM's training threshold 0.15

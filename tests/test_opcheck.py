@@ -21,8 +21,8 @@ from rrnn.lm.loss import linear_cross_entropy
 
 OPS = ("lstm_step", "lstm_step_backward", "gru_step", "gru_step_backward", "lstm_seq",
        "lstm_seq_backward", "lstm_seq_infer", "gru_seq", "gru_seq_backward", "lstm_stream",
-       "softmax_xent_")  # fmt: skip
-NO_FALLBACK = {"lstm_stream"}  # refuses to run without the compiled kernels, by design
+       "gru_stream", "softmax_xent_")  # fmt: skip
+NO_FALLBACK = {"lstm_stream", "gru_stream"}  # refuse to run without the compiled kernels, by design
 
 
 class _Record(TorchDispatchMode):
@@ -53,6 +53,8 @@ def _step_samples(dtype) -> dict[str, list]:
         "lstm_step": [[r(B, m4), r(B, d), r(B, d), r(B, d), r(B, m4), r(B, s), r(B, q), r(B, d), s]],
         "lstm_step_backward": [[p(B, m4), r(B, s), r(B, q), r(B, d), r(B, d), r(B, d), r(B, d),
                                 r(B, m4), r(B, d), s]],  # fmt: skip
+        # the per-layer streaming step (bidirectional GRUs; gru_stream runs the others)
+        "gru_step": [[r(B, m3), r(B, m3), r(B, d), r(B, d), r(B, d), r(B, q), r(B, d), r(B, d), s]],
         "gru_step_backward": [[p(B, d), p(B, q), r(B, d), r(B, d), r(B, d), r(B, d), r(B, m3),
                                r(B, m3), r(B, d), s]],  # fmt: skip
     }
@@ -73,7 +75,7 @@ def samples(request) -> dict[str, list]:
                 m(x)[0].sum().backward()
                 with torch.no_grad():  # a sequence without autograd (lstm_seq_infer)
                     m(x)
-            with torch.no_grad():  # one streamed step (lstm_stream, gru_step)
+            with torch.no_grad():  # one streamed step (lstm_stream, gru_stream)
                 cls(3, 5, 2, sharing_rate=0.4, dtype=dtype).eval()(torch.randn(1, 2, 3, dtype=dtype))
         hidden = torch.randn(6, 4, dtype=dtype, requires_grad=True)
         weight = torch.randn(7, 4, dtype=dtype, requires_grad=True)

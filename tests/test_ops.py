@@ -49,6 +49,32 @@ def test_streaming_runs_through_the_stack_operator():
     assert "rrnn.lstm_stream.default" in log.names
 
 
+def test_gru_streaming_runs_through_the_stack_operator():
+    m = RestrictedGRU(6, 8, 3, sharing_rate=0.5).eval()
+    with torch.no_grad(), _Log() as log:
+        m(torch.randn(1, 2, 6))
+    assert log.names.count("rrnn.gru_stream.default") == 1  # one call for the three layers
+    assert "rrnn.gru_step.default" not in log.names
+
+
+def test_gru_stream_operator_checks_the_layer_lists():
+    B, d, k = 1, 4, 3
+    x, h = torch.zeros(B, k), torch.zeros(2, B, d)
+    px, ph = [torch.zeros(3 * d, k), torch.zeros(3 * d, d)], [torch.zeros(3 * d, d)] * 2
+    scratch = [torch.zeros(B, 3 * d), torch.zeros(B, 3 * d)] + [torch.zeros(B, d) for _ in range(4)]
+    ops.gru_stream(x, h, px, ph, [None, None], [None, None], [0, 0], h.clone(), *scratch)
+    with pytest.raises(ValueError, match="2 layers of state but 1 P_x"):
+        ops.gru_stream(x, h, px[:1], ph, [None, None], [None, None], [0, 0], h.clone(), *scratch)
+    with pytest.raises(ValueError, match=r"px\[1\] has shape"):
+        ops.gru_stream(x, h, [px[0], px[0]], ph, [None, None], [None, None], [0, 0], h.clone(),
+                       *scratch)  # fmt: skip
+    with pytest.raises(ValueError, match=r"bh\[0\] has shape"):
+        ops.gru_stream(x, h, px, ph, [None, None], [torch.zeros(d), None], [0, 0], h.clone(),
+                       *scratch)  # fmt: skip
+    with pytest.raises(ValueError, match="h0 and h_n overlap"):
+        ops.gru_stream(x, h, px, ph, [None, None], [None, None], [0, 0], h, *scratch)
+
+
 def _lstm_args(B=2, d=5, s=2, dtype=torch.float32):
     q = d - s
     m = s + 4 * q

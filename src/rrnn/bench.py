@@ -79,10 +79,11 @@ def bench_case(
     theirs.train(backward)
     ref = copy.deepcopy(ours)  # the same weights on the reference path
     ref.kernel = "reference"
-    path = ours.path_for(x, hx) if backward else _path_no_grad(ours, x, hx)  # may tune first
     # inference runs as documented for it: inside frozen(), where one-step calls
-    # keep their packed weights (outside, each call packs them afresh)
+    # keep their packed weights (outside, each call packs them afresh); the path is
+    # read there too, since auto may choose differently inside
     with contextlib.nullcontext() if backward else ours.frozen():
+        path = ours.path_for(x, hx) if backward else _path_no_grad(ours, x, hx)  # may tune first
         times = interleaved(
             {
                 "torch": _step(theirs, x, hx, backward),

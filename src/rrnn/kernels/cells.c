@@ -569,6 +569,7 @@ void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_ar
             for (; r + 4 <= fs; r += 4) {                                                  \
                 const T *w0 = Wl + r * kk, *w1 = w0 + kk, *w2 = w1 + kk, *w3 = w2 + kk;    \
                 T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                          \
+                _Pragma("omp simd reduction(+ : a0, a1, a2, a3)")         \
                 for (int64_t j = 0; j < k; j++) {                                             \
                     T v = xb[j] + hb[j];                                                   \
                     a0 += w0[j] * v; a1 += w1[j] * v; a2 += w2[j] * v; a3 += w3[j] * v;    \
@@ -579,16 +580,19 @@ void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_ar
             for (; r < fs; r++) {                                                          \
                 const T *w = Wl + r * kk;                                                  \
                 T a = bl ? bl[r] : 0;                                                      \
+                _Pragma("omp simd reduction(+ : a)")                           \
                 for (int64_t j = 0; j < k; j++) a += w[j] * (xb[j] + hb[j]);                  \
                 zb[r] = a;                                                                 \
             }                                                                              \
             for (; r + 4 <= m; r += 4) {                                                   \
                 const T *w0 = Wl + r * kk, *w1 = w0 + kk, *w2 = w1 + kk, *w3 = w2 + kk;    \
                 T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                          \
+                _Pragma("omp simd reduction(+ : a0, a1, a2, a3)")         \
                 for (int64_t j = 0; j < k; j++) {                                             \
                     T v = xb[j];                                                           \
                     a0 += w0[j] * v; a1 += w1[j] * v; a2 += w2[j] * v; a3 += w3[j] * v;    \
                 }                                                                          \
+                _Pragma("omp simd reduction(+ : a0, a1, a2, a3)")         \
                 for (int64_t j = 0; j < d; j++) {                                             \
                     T v = hb[j];                                                           \
                     a0 += w0[k + j] * v; a1 += w1[k + j] * v;                              \
@@ -600,7 +604,9 @@ void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_ar
             for (; r < m; r++) {                                                           \
                 const T *w = Wl + r * kk;                                                  \
                 T a = bl ? bl[r] : 0;                                                      \
+                _Pragma("omp simd reduction(+ : a)")                           \
                 for (int64_t j = 0; j < k; j++) a += w[j] * xb[j];                            \
+                _Pragma("omp simd reduction(+ : a)")                           \
                 for (int64_t j = 0; j < d; j++) a += w[k + j] * hb[j];                        \
                 zb[r] = a;                                                                 \
             }                                                                              \
@@ -612,6 +618,56 @@ void rrnn_lstm_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_ar
 
 DEFINE_STREAM(float, f32)
 DEFINE_STREAM(double, f64)
+
+/*
+ * A whole unidirectional GRU stack, one time step, inference: for each layer l,
+ * a = P_x[l] in + b_x[l] and g = P_h[l] h0[l] + b_h[l] (m = s + 3q rows each; the
+ * reset gate multiplies g alone, so the two products stay apart), then the fused
+ * GRU cell above. One call per step from Python instead of three per layer. Rows
+ * four at a time, as the LSTM's stream step.
+ */
+#define DEFINE_GRU_STREAM(T, SUF)                                                         \
+/* y[r] = bias[r] + W[r, :n] . v for r < m; W is (m, n), contiguous. */                   \
+static void stream_rows_##SUF(int64_t m, int64_t n, const T *restrict W, const T *restrict v, \
+                              const T *restrict bias, T *restrict y) {                    \
+    int64_t r = 0;                                                                        \
+    for (; r + 4 <= m; r += 4) {                                                          \
+        const T *w0 = W + r * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;                \
+        T a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                 \
+        _Pragma("omp simd reduction(+ : a0, a1, a2, a3)")                                 \
+        for (int64_t j = 0; j < n; j++) {                                                 \
+            const T x = v[j];                                                             \
+            a0 += w0[j] * x; a1 += w1[j] * x; a2 += w2[j] * x; a3 += w3[j] * x;           \
+        }                                                                                 \
+        y[r] = a0 + (bias ? bias[r] : 0); y[r + 1] = a1 + (bias ? bias[r + 1] : 0);       \
+        y[r + 2] = a2 + (bias ? bias[r + 2] : 0); y[r + 3] = a3 + (bias ? bias[r + 3] : 0); \
+    }                                                                                     \
+    for (; r < m; r++) {                                                                  \
+        const T *w = W + r * n;                                                           \
+        T a = bias ? bias[r] : 0;                                                         \
+        _Pragma("omp simd reduction(+ : a)")                                              \
+        for (int64_t j = 0; j < n; j++) a += w[j] * v[j];                                 \
+        y[r] = a;                                                                         \
+    }                                                                                     \
+}                                                                                         \
+void rrnn_gru_stream_##SUF(int64_t L, int64_t B, int64_t d, const int64_t *s_arr,         \
+                           const int64_t *k_arr, T *const *PX, T *const *PH,              \
+                           T *const *BX, T *const *BH, const T *x, T *const *h0,          \
+                           T *const *h1, T *a, T *g, T *rr, T *zz, T *nn, T *gn) {        \
+    const T *in = x;                                                                      \
+    for (int64_t l = 0; l < L; l++) {                                                     \
+        const int64_t s = s_arr[l], q = d - s, m = s + 3 * q, k = k_arr[l];               \
+        for (int64_t b = 0; b < B; b++) {                                                 \
+            stream_rows_##SUF(m, k, PX[l], in + b * k, BX[l], a + b * m);                 \
+            stream_rows_##SUF(m, d, PH[l], h0[l] + b * d, BH[l], g + b * m);              \
+        }                                                                                 \
+        rrnn_gru_fwd_##SUF(B, s, q, a, g, h0[l], h1[l], rr, zz, nn, gn);                  \
+        in = h1[l];                                                                       \
+    }                                                                                     \
+}
+
+DEFINE_GRU_STREAM(float, f32)
+DEFINE_GRU_STREAM(double, f64)
 
 /*
  * Softmax cross-entropy of a block of logits rows, in place (the decoder's loss,

@@ -99,7 +99,9 @@ def _needs_grad(module, data: Tensor, hx) -> bool:
 # thread, 3 x 200, r = 0.5 and 0.9; docs/kernels.md): the LSTM's stream step wins
 # to batch 16 and loses at 32 (0.80x at r = 0.5), the GRU's wins to 32, and the
 # plain RNN's loses at every batch (0.84-0.93x). Inside frozen() the packed weights
-# are kept and streaming won for every cell at every batch measured (1 to 32).
+# are kept and streaming beat the reference path for every cell at every batch
+# measured (1 to 32); a GRU at r = 0 too since its stack runs as one operator
+# (rrnn::gru_stream; docs/benchmarks.md, "One operator for the GRU's stream step").
 STREAM_MAX_BATCH = {"lstm": 16, "gru": 32}
 
 
@@ -115,13 +117,15 @@ def _stream_pays(module, data: Tensor) -> bool:
 
 
 def _gru_without_shared_rows(module, data: Tensor) -> bool:
-    """A GRU on CPU whose every layer has 0 shared rows: packing saves no work, and
-    its streaming step (one operator call per layer) measured 0.92x to 0.98x the
-    reference path inside ``frozen()``; so ``auto`` keeps torch's GRU there."""
+    """A GRU on CPU whose every layer has 0 shared rows, outside ``frozen()``: packing
+    afresh on every call saves no work there, and its stream step measured 436-453 us
+    against 241-248 for the reference path (3 x 200, batch 1, one thread); so
+    ``auto`` keeps torch's GRU there. Inside ``frozen()`` it streams (221-227 us
+    against 235-248: docs/benchmarks.md, "One operator for the GRU's stream step")."""
     shares = module.uniform_shares
     return (
         module.cell == "gru" and data.device.type == "cpu" and shares is not None
-        and max(shares, default=0) == 0
+        and max(shares, default=0) == 0 and not module.stream_cache.frozen
     )  # fmt: skip
 
 
@@ -185,8 +189,9 @@ def _autocast(c: Call):
 
 def _gru_step_without_sharing(c: Call):
     if c.steps == 1 and _gru_without_shared_rows(c.module, c.data):
-        return "reference", ("a GRU without shared rows streams no faster than torch's own GRU "
-                             "(0.92x to 0.98x measured, docs/benchmarks.md)")  # fmt: skip
+        return "reference", ("outside frozen(), a GRU without shared rows streams slower than "
+                             "torch's own GRU (it packs its weights at every call; "
+                             "docs/benchmarks.md)")  # fmt: skip
 
 
 def _stream(c: Call):

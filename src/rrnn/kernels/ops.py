@@ -19,6 +19,7 @@ operators, never through a raw pointer taken elsewhere:
 ``rrnn::gru_seq``           a whole sequence of one packed GRU layer, forward
 ``rrnn::gru_seq_backward``  its backward (back through time)
 ``rrnn::lstm_stream``       one inference step of a whole unidirectional packed LSTM stack
+``rrnn::gru_stream``        the same for a packed GRU stack
 ``rrnn::softmax_xent_``     a block of logits rows -> per-row cross-entropy and, in
                             place, its gradient (see :mod:`rrnn.lm.loss`)
 ==========================  ==================================================
@@ -372,6 +373,53 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
        z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
 
 
+# --- GRU stack streaming step -----------------------------------------------------
+def _gru_stream_args(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn):
+    L, B, d = _dims("gru_stream", "h0", h0, 3)
+    if not (len(px) == len(ph) == len(bx) == len(bh) == len(shares) == L):
+        raise KernelArgumentError(
+            f"rrnn::gru_stream: {L} layers of state but {len(px)} P_x, {len(ph)} P_h, "
+            f"{len(bx)} b_x, {len(bh)} b_h and {len(shares)} share counts"
+        )
+    if x.dim() != 2 or x.shape[0] != B:
+        raise KernelArgumentError(f"rrnn::gru_stream: x has shape {tuple(x.shape)}, expected ({B}, k)")
+    m_max = max(s + 3 * (d - s) for s in shares)
+    shapes = {"h0": (L, B, d), "h_n": (L, B, d), "a": (B, m_max), "g": (B, m_max),
+              "r": (B, d), "z": (B, d), "n": (B, d), "gn": (B, d)}  # fmt: skip
+    tensors = {"x": x, "h0": h0, "h_n": h_n, "a": a, "g": g, "r": r, "z": z, "n": n, "gn": gn}
+    k = x.shape[1]
+    for i, s in enumerate(shares):
+        _check_s("gru_stream", s, d)
+        m = s + 3 * (d - s)
+        for name, t, shape in (("px", px[i], (m, k)), ("ph", ph[i], (m, d)),
+                               ("bx", bx[i], (m,)), ("bh", bh[i], (m,))):  # fmt: skip
+            if t is not None:
+                tensors[f"{name}[{i}]"], shapes[f"{name}[{i}]"] = t, shape
+        k = d
+    return _check("gru_stream", tensors, shapes)
+
+
+def _gru_stream_cpu(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn):
+    dtype = _gru_stream_args(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn)
+    fn = native.kernel("gru_stream", dtype)
+    if fn is None:
+        raise KernelArgumentError("rrnn::gru_stream needs the compiled kernels (no compiler was found)")
+    L, B, d = h0.shape
+    ks = [x.shape[1]] + [d] * (L - 1)
+    row = B * d * h0.element_size()
+    ptrs = ctypes.c_void_p * L
+
+    def layer_ptrs(t):
+        return ptrs(*[t.data_ptr() + i * row for i in range(L)])
+
+    def each(ts):
+        return ptrs(*[0 if t is None else t.data_ptr() for t in ts])
+
+    fn(L, B, d, (ctypes.c_int64 * L)(*shares), (ctypes.c_int64 * L)(*ks), each(px), each(ph),
+       each(bx), each(bh), x.data_ptr(), layer_ptrs(h0), layer_ptrs(h_n), a.data_ptr(),
+       g.data_ptr(), r.data_ptr(), z.data_ptr(), n.data_ptr(), gn.data_ptr())  # fmt: skip
+
+
 # --- GRU layer, whole sequence -------------------------------------------------------
 def _gru_seq_shapes(T, B, d, s):
     q = d - s
@@ -577,6 +625,11 @@ OPS: dict[str, _Op] = {
         "int[] shares, Tensor(a!) h_n, Tensor(b!) c_n, Tensor(c!) z, Tensor(d!) sig, "
         "Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c) -> ()",
         cpu=_lstm_stream_cpu, check=_lstm_stream_args),
+    "gru_stream": _Op(
+        "(Tensor x, Tensor h0, Tensor[] px, Tensor[] ph, Tensor?[] bx, Tensor?[] bh, "
+        "int[] shares, Tensor(a!) h_n, Tensor(b!) a, Tensor(c!) g, Tensor(d!) r, "
+        "Tensor(e!) z, Tensor(f!) n, Tensor(g!) gn) -> ()",
+        cpu=_gru_stream_cpu, check=_gru_stream_args),
     "lstm_seq": _Op(
         "(Tensor(a!) xz, Tensor h0, Tensor ph, Tensor(b!) cs, Tensor(c!) out, "
         "Tensor(d!) sig, Tensor(e!) tan_s, Tensor(f!) tan_g, Tensor(g!) tanh_c, int s, "
@@ -621,4 +674,5 @@ lstm_seq_infer = torch.ops.rrnn.lstm_seq_infer.default
 gru_seq = torch.ops.rrnn.gru_seq.default
 gru_seq_backward = torch.ops.rrnn.gru_seq_backward.default
 lstm_stream = torch.ops.rrnn.lstm_stream.default
+gru_stream = torch.ops.rrnn.gru_stream.default
 softmax_xent_ = torch.ops.rrnn.softmax_xent_.default

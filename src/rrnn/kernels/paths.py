@@ -135,7 +135,8 @@ class StreamCache:
                             bias = None if bx is None else bx + bh
                             self.weights.append((torch.cat([px, ph], 1).contiguous(), bias))
                         else:
-                            self.weights.append((px.contiguous(), ph.contiguous(), bx, bh))
+                            self.weights.append(tuple(None if t is None else t.contiguous()
+                                                      for t in (px, ph, bx, bh)))  # fmt: skip
             self.key = key
         return self.weights
 
@@ -183,10 +184,14 @@ def _stream_step(module, data: Tensor, hx):
     dirs = module.num_directions
     h_n = x.new_empty(module.num_layers * dirs, batch, d)  # (L*D, B, d)
     c_n = torch.empty_like(h_n) if lstm else None
-    if packed_rows and lstm and dirs == 1 and native.library() is not None:
-        _lstm_stack_step(module, cache, x, hx, h_n, c_n)  # one C call for all layers
+    if packed_rows and dirs == 1 and native.library() is not None:  # one C call for all layers
+        if lstm:
+            _lstm_stack_step(module, cache, x, hx, h_n, c_n)
+        else:
+            _gru_stack_step(module, cache, x, hx, h_n)
         last = h_n[-1]  # (B, d)
-        return (last.unsqueeze(1) if module.batch_first else last.unsqueeze(0)), (h_n, c_n)
+        state = (h_n, c_n) if lstm else h_n
+        return (last.unsqueeze(1) if module.batch_first else last.unsqueeze(0)), state
     h0 = (hx[0] if lstm else hx).unbind(0)  # views, (B, d) each
     c0 = hx[1].unbind(0) if lstm else None
     h_out = h_n.unbind(0)
@@ -235,3 +240,17 @@ def _lstm_stack_step(module, cache: StreamCache, x: Tensor, hx, h_n: Tensor, c_n
         [w for w, _ in cache.weights], [b for _, b in cache.weights],
         list(module.uniform_shares), h_n, c_n, z, sig, ts, tg, tc,
     )  # fmt: skip
+
+
+def _gru_stack_step(module, cache: StreamCache, x: Tensor, h0: Tensor, h_n: Tensor) -> None:
+    """One call of ``rrnn::gru_stream`` for every layer of a unidirectional packed
+    GRU; writes the contiguous h_n of shape (L, B, d)."""
+    batch, d = x.shape[0], module.hidden_size
+    m_max = max(s + 3 * (d - s) for s in module.uniform_shares)
+    key = ("gru-stack", batch, x.dtype)
+    if key not in cache.scratch:  # a, g (B, m); r, z, n, g_n (B, d)
+        cache.scratch[key] = (x.new_empty(batch, m_max), x.new_empty(batch, m_max),
+                              *(x.new_empty(batch, d) for _ in range(4)))  # fmt: skip
+    px, ph, bx, bh = (list(t) for t in zip(*cache.weights))
+    ops.gru_stream(x.contiguous(), h0.contiguous(), px, ph, bx, bh,
+                   list(module.uniform_shares), h_n, *cache.scratch[key])  # fmt: skip
