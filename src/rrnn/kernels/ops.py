@@ -353,23 +353,33 @@ def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_
     return _check("lstm_stream", tensors, shapes)
 
 
-def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
-    dtype = _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c)
-    fn = native.kernel("lstm_stream", dtype)
+def _stack_call(op: str, dtype, x: Tensor, h0: Tensor, shares):
+    """What both stack operators hand to C: ``(fn, head, rows, each)``, where ``head``
+    is ``(L, B, d, shares[], k[])`` (k: each layer's input width), ``rows(t)`` the
+    pointers of an (L, B, d) tensor's layers and ``each(ts)`` those of a per-layer
+    list (NULL for None)."""
+    fn = native.kernel(op, dtype)
     if fn is None:
-        raise KernelArgumentError("rrnn::lstm_stream needs the compiled kernels (no compiler was found)")
+        raise KernelArgumentError(f"rrnn::{op} needs the compiled kernels (no compiler was found)")
     L, B, d = h0.shape
     ks = [x.shape[1]] + [d] * (L - 1)
     row = B * d * h0.element_size()
     ptrs = ctypes.c_void_p * L
+    head = (L, B, d, (ctypes.c_int64 * L)(*shares), (ctypes.c_int64 * L)(*ks))
 
-    def layer_ptrs(t):
+    def rows(t):
         return ptrs(*[t.data_ptr() + i * row for i in range(L)])
 
-    fn(L, B, d, (ctypes.c_int64 * L)(*shares), (ctypes.c_int64 * L)(*ks),
-       ptrs(*[w.data_ptr() for w in weights]),
-       ptrs(*[0 if b is None else b.data_ptr() for b in biases]),
-       x.data_ptr(), layer_ptrs(h0), layer_ptrs(c0), layer_ptrs(h_n), layer_ptrs(c_n),
+    def each(ts):
+        return ptrs(*[0 if t is None else t.data_ptr() for t in ts])
+
+    return fn, head, rows, each
+
+
+def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
+    dtype = _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c)
+    fn, head, rows, each = _stack_call("lstm_stream", dtype, x, h0, shares)
+    fn(*head, each(weights), each(biases), x.data_ptr(), rows(h0), rows(c0), rows(h_n), rows(c_n),
        z.data_ptr(), sig.data_ptr(), tan_s.data_ptr(), tan_g.data_ptr(), tanh_c.data_ptr())  # fmt: skip
 
 
@@ -401,23 +411,9 @@ def _gru_stream_args(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn):
 
 def _gru_stream_cpu(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn):
     dtype = _gru_stream_args(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn)
-    fn = native.kernel("gru_stream", dtype)
-    if fn is None:
-        raise KernelArgumentError("rrnn::gru_stream needs the compiled kernels (no compiler was found)")
-    L, B, d = h0.shape
-    ks = [x.shape[1]] + [d] * (L - 1)
-    row = B * d * h0.element_size()
-    ptrs = ctypes.c_void_p * L
-
-    def layer_ptrs(t):
-        return ptrs(*[t.data_ptr() + i * row for i in range(L)])
-
-    def each(ts):
-        return ptrs(*[0 if t is None else t.data_ptr() for t in ts])
-
-    fn(L, B, d, (ctypes.c_int64 * L)(*shares), (ctypes.c_int64 * L)(*ks), each(px), each(ph),
-       each(bx), each(bh), x.data_ptr(), layer_ptrs(h0), layer_ptrs(h_n), a.data_ptr(),
-       g.data_ptr(), r.data_ptr(), z.data_ptr(), n.data_ptr(), gn.data_ptr())  # fmt: skip
+    fn, head, rows, each = _stack_call("gru_stream", dtype, x, h0, shares)
+    fn(*head, each(px), each(ph), each(bx), each(bh), x.data_ptr(), rows(h0), rows(h_n),
+       a.data_ptr(), g.data_ptr(), r.data_ptr(), z.data_ptr(), n.data_ptr(), gn.data_ptr())  # fmt: skip
 
 
 # --- GRU layer, whole sequence -------------------------------------------------------
