@@ -741,6 +741,11 @@ def test_latency_of_a_run_without_checkpoint_times_its_architecture(tmp_path, co
             assert nonzero == summary["rnn_params_nonzero"] < summary["rnn_params_dense"]
         if run.name.endswith("-iss"):
             assert list(shaped.rnn.widths) == summary["widths"]
+    broken = tmp_path / "broken"
+    shutil.copytree(bare / runs[0].name, broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no readable config.json"):
+        run_model(broken)
     records = measure_sweep(bare, log=lambda m: None, repeats=2, stream_block=2)
     assert sorted(r["run"] for r in records) == sorted(r.name for r in runs)
     assert all(r["weights"] == "architecture" for r in records)

@@ -77,6 +77,8 @@ def run_model(run_dir) -> tuple[RNNModel, dict, str]:
             f"{run_dir} has neither best.pt nor a summary.json with its model; "
             "time a run that has trained at least one epoch"
         )
+    if not isinstance(config, dict) or "train" not in config:
+        raise FileNotFoundError(f"{run_dir} has no readable config.json (written by rrnn train)")
     spec = dict(summary["model"])
     if spec.get("compress") == "iss" and summary.get("widths"):
         spec["widths"] = summary["widths"]  # the model after the cut
