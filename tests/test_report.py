@@ -411,3 +411,26 @@ def test_the_latency_verdict_compares_runs_of_one_size(tmp_path):
     assert "Lowest batch 1 latency at one size (within 2% of 542,700): **restricted r=0.5**" in section
     assert "Lowest batch 80 latency at one size (within 2% of 542,700): **dense, hidden" in section
     assert "4 of the 4 timed runs had no best.pt" in section
+
+
+def test_seeds_of_one_setting_are_named_once_on_the_pareto_figure(tmp_path, monkeypatch):
+    """Two seeds of the restricted layer at one rate sit on top of each other: the
+    figure names the rate once, not twice over itself."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from rrnn.experiments import pareto as C
+
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain")
+    for seed in (1, 2):
+        make_run(root, "lstm", 0.5, [(160 + seed, 150)], seed=seed, **plain)
+    make_run(root, "lstm", 0.0, [(150, 140)], **plain)
+    make_run(root, "lstm", 0.5, [(155, 145)], compress="dense", **plain)
+    notes = []
+    original = Axes.annotate
+    monkeypatch.setattr(Axes, "annotate", lambda ax, text, *a, **k: notes.append(text) or original(ax, text, *a, **k))
+    C.pareto_figures(R.load_sweep(root), "best-valid", root)
+    assert notes.count("r=0.5") == 1

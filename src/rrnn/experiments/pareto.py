@@ -273,7 +273,7 @@ def pareto_figures(runs, rule: str, out: Path, suffix: str = "", setting: str = 
         fig, axes = plt.subplots(1, len(group) + extra, figsize=(6.5 * (len(group) + extra), 4.8),
                                  squeeze=False)  # fmt: skip
         for ax, (_, xlabel, xfn) in zip(axes[0], group):
-            pts, labelled = [], set()
+            pts, labelled, noted = [], set(), set()
             for r in done:
                 x, y = xfn(r), r.selected(rule)[0]
                 if x is None:
@@ -284,10 +284,10 @@ def pareto_figures(runs, rule: str, out: Path, suffix: str = "", setting: str = 
                 _dot(ax, r, x, y, None if label in labelled else label)
                 labelled.add(label)
                 note = [f"r={r.train['sharing_rate']:g}"] if label == "restricted" else []
-                note += [] if r.finished else [r.status]
-                if note:
-                    ax.annotate(", ".join(note), (x, y), xytext=(5, 4), textcoords="offset points",
-                                fontsize=7)  # fmt: skip
+                note = ", ".join(note + ([] if r.finished else [r.status]))
+                if note and note not in noted:  # seeds of one setting sit together: name them once
+                    noted.add(note)
+                    ax.annotate(note, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
             shown = [r for r in done if xfn(r) is not None]
             _fit_to_finished(ax, shown, rule, [xfn(r) for r in shown])
             front = _frontier(pts)
