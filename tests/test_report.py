@@ -123,9 +123,34 @@ def test_claims_are_judged_on_finished_runs(sweep):
     assert found[1]["verdict"] == "holds"  # r=0.5: 115 <= 120 * 1.01
     assert "115.0 vs LSTM r=0 120.0" in found[1]["evidence"][0]["numbers"]
     assert found[2]["verdict"] == "holds"  # r=1: 175 >= 115 * 1.05
-    # LSTM r=0.9 diverged (not finished), GRU r=0 unfinished: nothing to compare
-    assert found[3]["verdict"] == "not covered by this sweep"
+    # LSTM r=0.9 diverged where the RNN trained: it did not beat it; GRU r=0 unfinished
+    assert found[3]["verdict"].startswith("does not hold (only in part: RLSTM r = 0.3")
+    assert "RLSTM r=0.9 diverged vs RNN r=0 229.0" in found[3]["evidence"][0]["numbers"]
     assert found[4]["verdict"] == "not covered by this sweep"  # no plain variant
+
+
+def test_a_diverged_run_is_worse_than_one_that_trained_and_two_are_not_compared(tmp_path):
+    root = tmp_path / "sweep"
+    plain = dict(variant="plain", lr=10.0)
+    make_run(root, "lstm", 0.0, [(125, 121)], **plain)
+    make_run(root, "lstm", 0.5, [(900, 800)], status="diverged", **plain)
+    make_run(root, "lstm", 1.0, [(900, 800)], status="diverged", **plain)
+    make_run(root, "lstm", 0.9, [(900, 800)], status="diverged", **plain)
+    make_run(root, "rnn", 0.0, [(900, 800)], status="diverged", **plain)
+    make_run(root, "lstm", 0.5, [(110, 105)], variant="tied-dropout", lr=10.0)
+    make_run(root, "lstm", 0.0, [(111, 106)], variant="tied-dropout", lr=10.0, status="running")
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    plain_1 = [e for e in found[1]["evidence"] if "plain" in e["where"]]
+    assert [e["holds"] for e in plain_1] == [False]  # r = 0.5 diverged, r = 0 trained
+    assert plain_1[0]["numbers"] == "RLSTM r=0.5 diverged vs LSTM r=0 121.0"
+    assert found[2]["verdict"] == "holds"  # r = 1 diverged: clearly worse than r = 0
+    assert found[3]["verdict"] == "not covered by this sweep"  # both diverged: no comparison
+    assert found[4]["verdict"] == "holds"  # tied-dropout trains at r = 0.5, plain diverged
+    assert found[4]["evidence"][0]["numbers"] == "tied-dropout 105.0 vs plain diverged"
+    R.write_report(root, log=lambda m: None)
+    text = (root / "report.md").read_text()
+    assert "left out, unfinished: ptb-lstm-r0-tied-dropout-lr10" in text
+    assert "diverged-" not in text.split("left out, unfinished:")[1]
 
 
 def test_claims_take_the_mean_over_seeds_as_the_tables_do(tmp_path):

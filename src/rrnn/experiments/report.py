@@ -389,17 +389,29 @@ def perplexity_tables(runs: list[RunResult], rule: str) -> str:
 # ---------------------------------------------------------------------------
 def _lookup(members, cell, rate, variant=None, rule="best-valid") -> tuple[float | None, str]:
     """(the mean over seeds of the finished runs of (cell, rate[, variant]), as the
-    perplexity tables give it, or None; " [N seeds]" where N > 1, else "")."""
-    picked = [
-        m.selected(rule)[0]
+    perplexity tables give it, or None; " [N seeds]" where N > 1, else ""). Where
+    none finished and one diverged, ``inf``: a model that did not train in this
+    setting is worse than any that did (two diverged ones are not compared)."""
+    same = [
+        m
         for m in members
-        if m.finished
-        and m.train["cell"] == cell
+        if m.train["cell"] == cell
         and abs(m.train["sharing_rate"] - rate) < 1e-9
         and (variant is None or m.train["variant"] == variant)
     ]
-    values = [v for v in picked if v is not None]
+    values = [v for v in (m.selected(rule)[0] for m in same if m.finished) if v is not None]
+    if not values and any(m.status == "diverged" for m in same):
+        return math.inf, ""
     return _mean(values), (f" [{len(values)} seeds]" if len(values) > 1 else "")
+
+
+def _comparable(a, b) -> bool:
+    """Both looked up, and not both diverged."""
+    return a is not None and b is not None and not (math.isinf(a) and math.isinf(b))
+
+
+def _ppl(x) -> str:
+    return "diverged" if x is not None and math.isinf(x) else _fmt(x)
 
 
 def _groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
@@ -424,8 +436,8 @@ def _claim_half_sharing(groups, rule) -> list[dict]:
     for key, members in groups.items():
         a, na = _lookup(members, "lstm", 0.5, rule=rule)
         b, nb = _lookup(members, "lstm", 0.0, rule=rule)
-        if a is not None and b is not None:
-            numbers = f"RLSTM r=0.5 {_fmt(a)}{na} vs LSTM r=0 {_fmt(b)}{nb}"
+        if _comparable(a, b):
+            numbers = f"RLSTM r=0.5 {_ppl(a)}{na} vs LSTM r=0 {_ppl(b)}{nb}"
             checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers))
     return checks
 
@@ -441,7 +453,7 @@ def _claim_phase_transition(groups, rule) -> list[dict]:
         partial = [(r, p) for r, p in partial if p is not None]
         if one is not None and partial:
             r, best = min(partial, key=lambda rp: rp[1])
-            numbers = f"RLSTM r=1 {_fmt(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}"
+            numbers = f"RLSTM r=1 {_ppl(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}"
             checks.append(_check(_label(key), one >= best * (1 + CLEARLY_WORSE_MARGIN), numbers))
     return checks
 
@@ -457,8 +469,8 @@ def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
         for rate, other in SMALLER_CELL_PARTS:
             a, na = _lookup(members, "lstm", rate, rule=rule)
             b, nb = _lookup(members, other, 0.0, rule=rule)
-            if a is not None and b is not None:
-                numbers = f"RLSTM r={rate:g} {_fmt(a)}{na} vs {other.upper()} r=0 {_fmt(b)}{nb}"
+            if _comparable(a, b):
+                numbers = f"RLSTM r={rate:g} {_ppl(a)}{na} vs {other.upper()} r=0 {_ppl(b)}{nb}"
                 checks.append(dict(_check(_label(key), a < b, numbers), part=(rate, other)))
     return checks
 
@@ -482,9 +494,9 @@ def _claim_tied_dropout(runs, rule) -> list[dict]:
         for rate in sorted({m.train["sharing_rate"] for m in members if m.train["cell"] == "lstm"}):
             a, na = _lookup(members, "lstm", rate, "tied-dropout", rule)
             b, nb = _lookup(members, "lstm", rate, "plain", rule)
-            if a is not None and b is not None:
+            if _comparable(a, b):
                 where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
-                numbers = f"tied-dropout {_fmt(a)}{na} vs plain {_fmt(b)}{nb}"
+                numbers = f"tied-dropout {_ppl(a)}{na} vs plain {_ppl(b)}{nb}"
                 checks.append(_check(where, a < b, numbers))
     return checks
 
@@ -498,7 +510,8 @@ def _verdict(checks: list[dict]) -> str:
 
 
 def claims(runs: list[RunResult], rule: str) -> list[dict]:
-    """The paper's four claims, judged on finished runs within each comparable group."""
+    """The paper's four claims, judged on finished runs within each comparable group
+    (a diverged run counts as worse than any that trained: see :func:`_lookup`)."""
     groups = _groups(runs)
     table = [
         (f"RLSTM at r = 0.5 is as good as the classical LSTM or better (within "
@@ -521,7 +534,7 @@ def claims(runs: list[RunResult], rule: str) -> list[dict]:
 
 def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
     lines = []
-    skipped = [r.name for r in runs if not r.finished]
+    skipped = [r.name for r in runs if not r.finished and r.status != "diverged"]
     for c in items:
         lines.append(f"{c['claim']}. **{c['verdict']}**: {c['text']}.")
         for e in c["evidence"]:
@@ -530,7 +543,8 @@ def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
             )
     if skipped:
         lines.append("")
-        lines.append(f"Only finished runs count; left out: {', '.join(skipped)}.")
+        lines.append("Only finished runs count, and diverged ones (as worse than any run that "
+                     f"trained); left out, unfinished: {', '.join(skipped)}.")  # fmt: skip
     return "\n".join(lines)
 
 
