@@ -436,6 +436,11 @@ def test_the_latency_verdict_compares_runs_of_one_size(tmp_path):
     assert "Lowest batch 1 latency at one size (within 2% of 542,700): **restricted r=0.5**" in section
     assert "Lowest batch 80 latency at one size (within 2% of 542,700): **dense, hidden" in section
     assert "4 of the 4 timed runs had no best.pt" in section
+    assert "Not timed yet" not in section
+    (next(iter(timings)) / "latency.json").unlink()  # a run finished after the timing
+    R.write_report(root, log=lambda m: None)
+    section = (root / "report.md").read_text().split("## Compression methods")[1]
+    assert "Not timed yet (`rrnn report --latency`): ptb-lstm-r0.9-plain-lr1-authors-seed1." in section
 
 
 def test_seeds_of_one_setting_are_named_once_on_the_pareto_figure(tmp_path, monkeypatch):

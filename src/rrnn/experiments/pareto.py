@@ -139,6 +139,9 @@ def _table(runs, rule: str) -> list[str]:
                          "best.pt (checkpoints are not kept with committed runs) and were timed as "
                          "their final architecture with fresh weights: a forward pass's time depends "
                          "on the shapes, a pruned model's CSR form on its nonzero count, both kept.")  # fmt: skip
+        untimed = [r.name for r in done if not r.latency]
+        if machines and untimed:  # finished since the last `--latency`
+            lines.append(f"Not timed yet (`rrnn report --latency`): {', '.join(untimed)}.")
     # only runs that ended: a summary written mid-ramp (before this rule) may carry a note
     off = [r for r in runs if r.finished and isinstance(r.summary.get("budget_note"), str)]
     if off:
