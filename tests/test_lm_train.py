@@ -305,20 +305,11 @@ def test_generation_streams_the_same_text_as_the_reference_path(tmp_path, corpus
     operators (rrnn::gru_stream, rrnn::lstm_stream: one call per token), and
     samples the same words as torch's own kernels on the gathered weights (the
     operators' numbers are checked against torch.nn in test_kernels.py)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.append(str(func))
-            return func(*args, **(kwargs or {}))
+    from .op_log import OpLog
 
     out = tmp_path / "run"
     T.train(small_config(corpus, epochs=1, cell=cell), out, **QUIET)
-    with Ops() as ops:
+    with OpLog() as ops:
         streamed = generate(out / "best.pt", words=30, seed=4)
     assert ops.names.count(f"rrnn.{cell}_stream.default") == 31  # the prompt's token, each word
     monkeypatch.setenv("RRNN_KERNEL", "reference")

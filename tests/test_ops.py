@@ -3,20 +3,11 @@ and bad arguments get a clear error before any pointer is touched."""
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from rrnn import RestrictedGRU, RestrictedLSTM
 from rrnn.kernels import ops
 
-
-class _Log(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
+from .op_log import OpLog as _Log
 
 
 @pytest.mark.parametrize("cls, fwd, bwd, calls", [
