@@ -325,13 +325,23 @@ def _lstm_seq_infer_cpu(xz, h0, c0, ph, bias, out, c_n, s, fold=False):
 
 
 # --- LSTM stack streaming step ----------------------------------------------------
-def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
-    L, B, d = _dims("lstm_stream", "h0", h0, 3)
-    if not (len(weights) == len(biases) == len(shares) == L):
+def _stack_dims(op: str, x: Tensor, h0: Tensor, per_layer: dict[str, list]) -> tuple[int, int, int]:
+    """``(L, B, d)`` of a stack operator's state h0 (L, B, d), once every per-layer
+    list (named in the error) has L entries and x is (B, k)."""
+    L, B, d = _dims(op, "h0", h0, 3)
+    if any(len(v) != L for v in per_layer.values()):
+        counts = [f"{len(v)} {name}" for name, v in per_layer.items()]
         raise KernelArgumentError(
-            f"rrnn::lstm_stream: {L} layers of state but {len(weights)} weights, "
-            f"{len(biases)} biases and {len(shares)} share counts"
+            f"rrnn::{op}: {L} layers of state but {', '.join(counts[:-1])} and {counts[-1]}"
         )
+    if x.dim() != 2 or x.shape[0] != B:
+        raise KernelArgumentError(f"rrnn::{op}: x has shape {tuple(x.shape)}, expected ({B}, k)")
+    return L, B, d
+
+
+def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s, tan_g, tanh_c):
+    lists = {"weights": weights, "biases": biases, "share counts": shares}
+    L, B, d = _stack_dims("lstm_stream", x, h0, lists)
     m_max = max(s + 4 * (d - s) for s in shares)
     shapes = {"h0": (L, B, d), "c0": (L, B, d), "h_n": (L, B, d), "c_n": (L, B, d),
               "z": (B, m_max), "sig": (B, m_max), "tan_s": (B, d), "tan_g": (B, d),
@@ -339,8 +349,6 @@ def _lstm_stream_args(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_
     tensors = {"x": x, "h0": h0, "c0": c0, "h_n": h_n, "c_n": c_n, "z": z, "sig": sig,
                "tan_s": tan_s, "tan_g": tan_g, "tanh_c": tanh_c}  # fmt: skip
     k = x.shape[1]
-    if x.dim() != 2 or x.shape[0] != B:
-        raise KernelArgumentError(f"rrnn::lstm_stream: x has shape {tuple(x.shape)}, expected ({B}, k)")
     for i, (w, b, s) in enumerate(zip(weights, biases, shares)):
         _check_s("lstm_stream", s, d)
         m = s + 4 * (d - s)
@@ -385,14 +393,8 @@ def _lstm_stream_cpu(x, h0, c0, weights, biases, shares, h_n, c_n, z, sig, tan_s
 
 # --- GRU stack streaming step -----------------------------------------------------
 def _gru_stream_args(x, h0, px, ph, bx, bh, shares, h_n, a, g, r, z, n, gn):
-    L, B, d = _dims("gru_stream", "h0", h0, 3)
-    if not (len(px) == len(ph) == len(bx) == len(bh) == len(shares) == L):
-        raise KernelArgumentError(
-            f"rrnn::gru_stream: {L} layers of state but {len(px)} P_x, {len(ph)} P_h, "
-            f"{len(bx)} b_x, {len(bh)} b_h and {len(shares)} share counts"
-        )
-    if x.dim() != 2 or x.shape[0] != B:
-        raise KernelArgumentError(f"rrnn::gru_stream: x has shape {tuple(x.shape)}, expected ({B}, k)")
+    lists = {"P_x": px, "P_h": ph, "b_x": bx, "b_h": bh, "share counts": shares}
+    L, B, d = _stack_dims("gru_stream", x, h0, lists)
     m_max = max(s + 3 * (d - s) for s in shares)
     shapes = {"h0": (L, B, d), "h_n": (L, B, d), "a": (B, m_max), "g": (B, m_max),
               "r": (B, d), "z": (B, d), "n": (B, d), "gn": (B, d)}  # fmt: skip
