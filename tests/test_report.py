@@ -149,8 +149,48 @@ def test_a_diverged_run_is_worse_than_one_that_trained_and_two_are_not_compared(
     assert found[4]["evidence"][0]["numbers"] == "tied-dropout 105.0 vs plain diverged"
     R.write_report(root, log=lambda m: None)
     text = (root / "report.md").read_text()
-    assert "left out, unfinished: ptb-lstm-r0-tied-dropout-lr10" in text
-    assert "diverged-" not in text.split("left out, unfinished:")[1]
+    assert "Unfinished: ptb-lstm-r0-tied-dropout-lr10" in text
+    assert "diverged-" not in text.split("Unfinished:")[1]
+
+
+def test_unfinished_runs_give_provisional_evidence_at_equal_epochs(tmp_path):
+    """An unfinished run is compared with the others at its own epochs: r = 0's best
+    within 2 epochs is 110 (valid 112), though it reaches 100 by epoch 4."""
+    root = tmp_path / "sweep"
+    tied = dict(variant="tied-dropout", lr=10.0)
+    make_run(root, "lstm", 0.0, [(120, 118), (112, 110), (105, 103), (102, 100)], **tied)
+    make_run(root, "lstm", 0.5, [(115, 113), (110, 108)], status="running", epochs=4, **tied)
+    make_run(root, "lstm", 1.0, [], status="running", epochs=4, **tied)  # no epoch yet
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[1]["verdict"] == "holds (" + R.PROVISIONAL_NOTE + ")"  # 108 <= 110 * 1.01
+    (e,) = found[1]["evidence"]
+    assert e["provisional"] and e["epochs"] == 2
+    assert e["numbers"] == "RLSTM r=0.5 108.0 vs LSTM r=0 110.0 (-1.8%)"
+    assert found[2]["verdict"] == "not covered by this sweep"  # r = 1 has no epoch to read
+    R.write_report(root, log=lambda m: None)
+    text = (root / "report.md").read_text()
+    assert "-> holds (provisional: each run's best within its first 2 epochs)" in text
+
+
+def test_provisional_evidence_does_not_overrule_a_finished_comparison(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "lstm", 0.0, [(100, 100)], variant="plain")
+    make_run(root, "lstm", 0.5, [(100.5, 100.5)], variant="plain")
+    make_run(root, "lstm", 0.0, [(90, 90)], status="running", epochs=3)  # tied-dropout
+    make_run(root, "lstm", 0.5, [(99, 99)], status="interrupted", epochs=3)
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    assert found[1]["verdict"] == "holds"  # the plain pair, finished; not "mixed"
+    final, maybe = found[1]["evidence"]
+    assert final["numbers"] == "RLSTM r=0.5 100.5 vs LSTM r=0 100.0 (+0.5%)"
+    assert "provisional" not in final
+    assert maybe["provisional"] and not maybe["holds"]  # 99 against 90, at 1 epoch each
+    # a finished seed and an unfinished one at r = 0.5: the verdict reads the finished one,
+    # and the provisional line (both seeds, at equal epochs) is not repeated for the group
+    make_run(root, "lstm", 0.5, [(101, 101), (100, 100)], variant="plain", seed=2,
+             status="running", epochs=3)  # fmt: skip
+    found = {c["claim"]: c for c in R.claims(R.load_sweep(root), "best-valid")}
+    plain = [e for e in found[1]["evidence"] if "plain" in e["where"]]
+    assert len(plain) == 1 and "provisional" not in plain[0]
 
 
 def test_claims_take_the_mean_over_seeds_as_the_tables_do(tmp_path):

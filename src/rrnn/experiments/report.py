@@ -62,10 +62,14 @@ class RunResult:
         return self.train.get("compress") or "restrict"
 
     # --- what the run measured -------------------------------------------
-    def selected(self, rule: str) -> tuple[float | None, float | None, int | None]:
-        """(test, valid, epoch) by ``rule``; epoch is the best-validation epoch."""
+    def selected(
+        self, rule: str, upto: int | None = None
+    ) -> tuple[float | None, float | None, int | None]:
+        """(test, valid, epoch) by ``rule`` over the first ``upto`` epochs (all where
+        None); epoch is the best-validation epoch."""
         # epochs before pruning ended (or the ISS cut) are a larger model than the run's
-        sized = [h for h in self.history if h.get("at_final_size", True)]
+        sized = [h for h in self.history if h.get("at_final_size", True)
+                 and (upto is None or h["epoch"] <= upto)]  # fmt: skip
         good = [h for h in sized if _finite(h.get("valid_ppl"))]
         if not good:
             return None, None, None
@@ -387,22 +391,50 @@ def perplexity_tables(runs: list[RunResult], rule: str) -> str:
 # ---------------------------------------------------------------------------
 # Claims
 # ---------------------------------------------------------------------------
-def _lookup(members, cell, rate, variant=None, rule="best-valid") -> tuple[float | None, str]:
-    """(the mean over seeds of the finished runs of (cell, rate[, variant]), as the
-    perplexity tables give it, or None; " [N seeds]" where N > 1, else ""). Where
-    none finished and one diverged, ``inf``: a model that did not train in this
-    setting is worse than any that did (two diverged ones are not compared)."""
-    same = [
+@dataclass(frozen=True)
+class _Basis:
+    """What a claim's checks read. The verdict's basis reads finished runs only. The
+    provisional one also reads unfinished runs, and compares every run of a check at
+    equal epochs: each at its best within the epochs that the shortest unfinished run
+    of the check has trained (a run that stopped earlier keeps its whole result)."""
+
+    rule: str
+    provisional: bool = False
+
+    def usable(self, run: RunResult) -> bool:
+        if run.finished:
+            return True
+        return self.provisional and run.status != "diverged" and run.epochs_done > 0
+
+    def compare(self, *sides: list[RunResult]):
+        """([(value, seeds note) per side], the epoch cut or None), where each value is
+        the mean over the side's usable runs, as the perplexity tables give it, or
+        ``inf`` where none is usable and one diverged: a model that did not train in
+        this setting is worse than any that did. None on the provisional basis where
+        no run of the sides is unfinished: the verdict's basis covers it."""
+        unfinished = [r for side in sides for r in side if self.usable(r) and not r.finished]
+        if self.provisional and not unfinished:
+            return None
+        upto = min((r.epochs_done for r in unfinished), default=None)
+        return [self._value(side, upto) for side in sides], upto
+
+    def _value(self, side: list[RunResult], upto: int | None) -> tuple[float | None, str]:
+        picked = (r.selected(self.rule, upto)[0] for r in side if self.usable(r))
+        values = [v for v in picked if v is not None]
+        if not values and any(r.status == "diverged" for r in side):
+            return math.inf, ""
+        return _mean(values), (f" [{len(values)} seeds]" if len(values) > 1 else "")
+
+
+def _side(members, cell, rate, variant=None) -> list[RunResult]:
+    """The runs of (cell, rate[, variant]) among ``members``, every seed."""
+    return [
         m
         for m in members
         if m.train["cell"] == cell
         and abs(m.train["sharing_rate"] - rate) < 1e-9
         and (variant is None or m.train["variant"] == variant)
     ]
-    values = [v for v in (m.selected(rule)[0] for m in same if m.finished) if v is not None]
-    if not values and any(m.status == "diverged" for m in same):
-        return math.inf, ""
-    return _mean(values), (f" [{len(values)} seeds]" if len(values) > 1 else "")
 
 
 def _comparable(a, b) -> bool:
@@ -412,6 +444,11 @@ def _comparable(a, b) -> bool:
 
 def _ppl(x) -> str:
     return "diverged" if x is not None and math.isinf(x) else _fmt(x)
+
+
+def _gap(a: float, b: float) -> str:
+    """How far a is above b, as the claims' margins are stated; "" if either diverged."""
+    return "" if math.isinf(a) or math.isinf(b) else f" ({a / b - 1:+.1%})"
 
 
 def _groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
@@ -426,35 +463,43 @@ def _label(key: tuple) -> str:
     return f"{dataset}, {variant}, lr {lr:g}, init {init}, {epochs} epochs"
 
 
-def _check(where: str, holds: bool, numbers: str) -> dict:
-    return {"where": where, "holds": bool(holds), "numbers": numbers}
+def _check(where: str, holds: bool, numbers: str, upto: int | None = None) -> dict:
+    """One comparison; ``upto``: the epoch cut of a provisional one."""
+    check = {"where": where, "holds": bool(holds), "numbers": numbers}
+    return check if upto is None else {**check, "provisional": True, "epochs": upto}
 
 
-def _claim_half_sharing(groups, rule) -> list[dict]:
+def _claim_half_sharing(groups, basis: _Basis) -> list[dict]:
     """1. RLSTM at r = 0.5 as good as the classical LSTM, or better."""
     checks = []
     for key, members in groups.items():
-        a, na = _lookup(members, "lstm", 0.5, rule=rule)
-        b, nb = _lookup(members, "lstm", 0.0, rule=rule)
+        found = basis.compare(_side(members, "lstm", 0.5), _side(members, "lstm", 0.0))
+        if found is None:
+            continue
+        ((a, na), (b, nb)), upto = found
         if _comparable(a, b):
-            numbers = f"RLSTM r=0.5 {_ppl(a)}{na} vs LSTM r=0 {_ppl(b)}{nb}"
-            checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers))
+            numbers = f"RLSTM r=0.5 {_ppl(a)}{na} vs LSTM r=0 {_ppl(b)}{nb}{_gap(a, b)}"
+            checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers, upto))
     return checks
 
 
-def _claim_phase_transition(groups, rule) -> list[dict]:
+def _claim_phase_transition(groups, basis: _Basis) -> list[dict]:
     """2. All-sharing (r = 1) clearly worse than the best LSTM at r <= 0.5."""
     checks = []
     for key, members in groups.items():
-        one = _lookup(members, "lstm", 1.0, rule=rule)[0]
-        rates = {m.train["sharing_rate"] for m in members
-                 if m.finished and m.train["cell"] == "lstm" and m.train["sharing_rate"] <= 0.5}
-        partial = [(r, _lookup(members, "lstm", r, rule=rule)[0]) for r in sorted(rates)]
-        partial = [(r, p) for r, p in partial if p is not None]
+        lstms = [m for m in members if basis.usable(m) and m.train["cell"] == "lstm"]
+        rates = sorted({m.train["sharing_rate"] for m in lstms if m.train["sharing_rate"] <= 0.5})
+        found = basis.compare(_side(members, "lstm", 1.0),
+                              *(_side(members, "lstm", r) for r in rates))  # fmt: skip
+        if found is None:
+            continue
+        ((one, _), *values), upto = found
+        partial = [(r, p) for r, (p, _) in zip(rates, values) if p is not None]
         if one is not None and partial:
             r, best = min(partial, key=lambda rp: rp[1])
-            numbers = f"RLSTM r=1 {_ppl(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}"
-            checks.append(_check(_label(key), one >= best * (1 + CLEARLY_WORSE_MARGIN), numbers))
+            numbers = f"RLSTM r=1 {_ppl(one)} vs best r<=0.5 (r={r:g}) {_fmt(best)}{_gap(one, best)}"
+            holds = one >= best * (1 + CLEARLY_WORSE_MARGIN)
+            checks.append(_check(_label(key), holds, numbers, upto))
     return checks
 
 
@@ -462,16 +507,20 @@ def _claim_phase_transition(groups, rule) -> list[dict]:
 SMALLER_CELL_PARTS = ((0.9, "rnn"), (0.3, "gru"))
 
 
-def _claim_lstm_beats_smaller_cells(groups, rule) -> list[dict]:
+def _claim_lstm_beats_smaller_cells(groups, basis: _Basis) -> list[dict]:
     """3. RLSTM r = 0.9 beats the classical RNN; r = 0.3 the classical GRU."""
     checks = []
     for key, members in groups.items():
         for rate, other in SMALLER_CELL_PARTS:
-            a, na = _lookup(members, "lstm", rate, rule=rule)
-            b, nb = _lookup(members, other, 0.0, rule=rule)
+            found = basis.compare(_side(members, "lstm", rate), _side(members, other, 0.0))
+            if found is None:
+                continue
+            ((a, na), (b, nb)), upto = found
             if _comparable(a, b):
                 numbers = f"RLSTM r={rate:g} {_ppl(a)}{na} vs {other.upper()} r=0 {_ppl(b)}{nb}"
-                checks.append(dict(_check(_label(key), a < b, numbers), part=(rate, other)))
+                numbers += _gap(a, b)
+                check = _check(_label(key), a < b, numbers, upto)
+                checks.append(dict(check, part=(rate, other)))
     return checks
 
 
@@ -483,7 +532,7 @@ def _uncovered_parts(checks: list[dict]) -> str:
     return f" (only in part: {' and '.join(missing)} not in this sweep)" if checks and missing else ""
 
 
-def _claim_tied_dropout(runs, rule) -> list[dict]:
+def _claim_tied_dropout(runs, basis: _Basis) -> list[dict]:
     """4. Tied embedding + dropout improves the LSTM, at each sharing rate."""
     checks = []
     by_rest: dict[tuple, list[RunResult]] = defaultdict(list)
@@ -492,12 +541,15 @@ def _claim_tied_dropout(runs, rule) -> list[dict]:
         by_rest[(key[0], *key[2:10])].append(run)
     for key, members in by_rest.items():
         for rate in sorted({m.train["sharing_rate"] for m in members if m.train["cell"] == "lstm"}):
-            a, na = _lookup(members, "lstm", rate, "tied-dropout", rule)
-            b, nb = _lookup(members, "lstm", rate, "plain", rule)
+            found = basis.compare(_side(members, "lstm", rate, "tied-dropout"),
+                                  _side(members, "lstm", rate, "plain"))  # fmt: skip
+            if found is None:
+                continue
+            ((a, na), (b, nb)), upto = found
             if _comparable(a, b):
                 where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
-                numbers = f"tied-dropout {_ppl(a)}{na} vs plain {_ppl(b)}{nb}"
-                checks.append(_check(where, a < b, numbers))
+                numbers = f"tied-dropout {_ppl(a)}{na} vs plain {_ppl(b)}{nb}{_gap(a, b)}"
+                checks.append(_check(where, a < b, numbers, upto))
     return checks
 
 
@@ -509,42 +561,72 @@ def _verdict(checks: list[dict]) -> str:
     return "does not hold" if not any(c["holds"] for c in checks) else "mixed"
 
 
-def claims(runs: list[RunResult], rule: str) -> list[dict]:
-    """The paper's four claims, judged on finished runs within each comparable group
-    (a diverged run counts as worse than any that trained: see :func:`_lookup`)."""
+PROVISIONAL_NOTE = "provisionally: unfinished runs, compared at equal epochs"
+
+
+def _judge(runs: list[RunResult], basis: _Basis) -> list[list[dict]]:
+    """Each claim's checks on one basis, in the claims' order."""
     groups = _groups(runs)
-    table = [
-        (f"RLSTM at r = 0.5 is as good as the classical LSTM or better (within "
-         f"{AS_GOOD_MARGIN:.0%})", _claim_half_sharing(groups, rule)),
-        (f"all-sharing (r = 1) is clearly worse than partial sharing (at least "
-         f"{CLEARLY_WORSE_MARGIN:.0%} higher perplexity than the best LSTM at r <= 0.5)",
-         _claim_phase_transition(groups, rule)),
-        ("RLSTM at r = 0.9 beats the classical RNN (fewer parameters), and at r = 0.3 the "
-         "classical GRU (similar size)", _claim_lstm_beats_smaller_cells(groups, rule)),
-        ("tied embedding + dropout 0.2 improves the (restricted) LSTM",
-         _claim_tied_dropout(runs, rule)),
-    ]  # fmt: skip
-    out = [
-        {"claim": n, "text": text, "verdict": _verdict(checks), "evidence": checks}
-        for n, (text, checks) in enumerate(table, 1)
+    return [
+        _claim_half_sharing(groups, basis),
+        _claim_phase_transition(groups, basis),
+        _claim_lstm_beats_smaller_cells(groups, basis),
+        _claim_tied_dropout(runs, basis),
     ]
+
+
+def claims(runs: list[RunResult], rule: str) -> list[dict]:
+    """The paper's four claims within each comparable group. The verdict reads finished
+    runs (a diverged run counts as worse than any that trained: :class:`_Basis`).
+    Comparisons that need an unfinished run follow as provisional evidence, at equal
+    epochs; they decide a verdict only where no finished comparison exists, and it
+    says so."""
+    texts = [
+        f"RLSTM at r = 0.5 is as good as the classical LSTM or better (within "
+        f"{AS_GOOD_MARGIN:.0%})",
+        f"all-sharing (r = 1) is clearly worse than partial sharing (at least "
+        f"{CLEARLY_WORSE_MARGIN:.0%} higher perplexity than the best LSTM at r <= 0.5)",
+        "RLSTM at r = 0.9 beats the classical RNN (fewer parameters), and at r = 0.3 the "
+        "classical GRU (similar size)",
+        "tied embedding + dropout 0.2 improves the (restricted) LSTM",
+    ]
+    final = _judge(runs, _Basis(rule))
+    early = _judge(runs, _Basis(rule, provisional=True))
+    out = []
+    for n, (text, checks, maybe) in enumerate(zip(texts, final, early), 1):
+        judged = {(c["where"], c.get("part")) for c in checks}
+        maybe = [c for c in maybe if (c["where"], c.get("part")) not in judged]
+        verdict = _verdict(checks if checks or not maybe else maybe)
+        if maybe and not checks:
+            verdict += f" ({PROVISIONAL_NOTE})"
+        out.append({"claim": n, "text": text, "verdict": verdict, "evidence": checks + maybe})
     out[2]["verdict"] += _uncovered_parts(out[2]["evidence"])
     return out
 
 
+def _evidence_line(e: dict) -> str:
+    outcome = "holds" if e["holds"] else "does not hold"
+    if e.get("provisional"):
+        outcome += f" (provisional: each run's best within its first {e['epochs']} epochs)"
+    return f"   - {e['where']}: {e['numbers']} -> {outcome}"
+
+
 def claims_markdown(items: list[dict], runs: list[RunResult]) -> str:
     lines = []
-    skipped = [r.name for r in runs if not r.finished and r.status != "diverged"]
+    unfinished = [r.name for r in runs if not r.finished and r.status != "diverged"]
     for c in items:
         lines.append(f"{c['claim']}. **{c['verdict']}**: {c['text']}.")
-        for e in c["evidence"]:
-            lines.append(
-                f"   - {e['where']}: {e['numbers']} -> {'holds' if e['holds'] else 'does not hold'}"
-            )
-    if skipped:
+        lines += [_evidence_line(e) for e in c["evidence"]]
+    if unfinished:
         lines.append("")
-        lines.append("Only finished runs count, and diverged ones (as worse than any run that "
-                     f"trained); left out, unfinished: {', '.join(skipped)}.")  # fmt: skip
+        lines.append(
+            "Verdicts count finished runs, and diverged ones (as worse than any run that "
+            "trained). Lines marked provisional need an unfinished run, and compare every "
+            "run in them at its best within the epochs that the shortest unfinished one has "
+            "trained (a run that stopped earlier keeps its whole result); they decide a "
+            f"verdict only where no finished comparison exists. Unfinished: "
+            f"{', '.join(unfinished)}."
+        )
     return "\n".join(lines)
 
 
