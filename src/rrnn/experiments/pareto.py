@@ -245,6 +245,65 @@ def _equal_size_panel(ax, runs, rule: str) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
+def _latency_ms(kind: str):
+    """x of a latency panel: the run's ``kind`` latency in ms, or None where not timed."""
+
+    def x(run):
+        found = _latency(run, kind)
+        return found["latency_s"] * 1e3 if found else None
+
+    return x
+
+
+def _pareto_panel(ax, done, rule: str, xlabel: str, xfn) -> None:
+    """One panel: a dot per run (labelled once per series), the front of finished runs."""
+    pts, labelled, noted = [], set(), set()
+    for r in done:
+        x, y = xfn(r), r.selected(rule)[0]
+        if x is None:
+            continue
+        if r.finished:  # a run still training is no point of the front yet
+            pts.append((x, y))
+        label = _series(r)
+        _dot(ax, r, x, y, None if label in labelled else label)
+        labelled.add(label)
+        note = [f"r={r.train['sharing_rate']:g}"] if label == "restricted" else []
+        note = ", ".join(note + ([] if r.finished else [r.status]))
+        if note and note not in noted:  # seeds of one setting sit together: name them once
+            noted.add(note)
+            ax.annotate(note, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    shown = [r for r in done if xfn(r) is not None]
+    _fit_to_finished(ax, shown, rule, [xfn(r) for r in shown])
+    front = _frontier(pts)
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", color="black", alpha=0.4, lw=1,
+                label="Pareto front")  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test perplexity ({rule})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _pareto_title(done, timed, setting: str, latency: bool) -> str:
+    """The setting (or budget), then where the runs trained, or where they were timed."""
+    if setting:
+        title = f"compression methods, {setting}"
+    else:
+        epochs = ", ".join(sorted({str(r.train["epochs"]) for r in done}))
+        title = f"compression methods, {epochs} epochs"
+    if latency:
+        where = "; ".join(sorted({
+            describe_machine(r.latency["machine"])
+            + f", {r.latency['machine'].get('threads')} thread(s)"
+            for r in timed
+        }))  # fmt: skip
+        title += f"\nlatency on {where}"
+    else:
+        machine = "\n".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
+        title += f"\ntrained on {machine}" if machine else ""
+    return "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
+
+
 def pareto_figures(runs, rule: str, out: Path, suffix: str = "", setting: str = "") -> list[Path]:
     """pareto-params.png, and pareto-latency.png where latency was measured (named
     ``pareto-params{suffix}.png`` etc. where a report has one per setting,
@@ -255,69 +314,27 @@ def pareto_figures(runs, rule: str, out: Path, suffix: str = "", setting: str = 
     import matplotlib.pyplot as plt
 
     done = [r for r in runs if r.selected(rule)[0] is not None]
-    machine = "\n".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
-    epochs = ", ".join(sorted({str(r.train["epochs"]) for r in done}))
-    written = []
-    panels = [("params", "recurrent parameters stored", lambda r: r.rnn_params)]
     timed = [r for r in done if r.latency]
+    # (file name, its panels: x label and x of a run)
+    figures = [(f"pareto-params{suffix}.png",
+                [("recurrent parameters stored", lambda r: r.rnn_params)])]  # fmt: skip
     if timed:
-        panels += [
-            ("stream", "latency per token, batch 1 (ms)",
-             lambda r: _latency(r, "stream")["latency_s"] * 1e3 if _latency(r, "stream") else None),
-            ("batch80", "latency per batch of 80 x 35 steps (ms)",
-             lambda r: _latency(r, "batch80")["latency_s"] * 1e3 if _latency(r, "batch80") else None),
-        ]  # fmt: skip
-    groups = [(f"pareto-params{suffix}.png", panels[:1])]
-    if timed:
-        groups.append((f"pareto-latency{suffix}.png", panels[1:]))
+        figures.append((f"pareto-latency{suffix}.png", [
+            ("latency per token, batch 1 (ms)", _latency_ms("stream")),
+            ("latency per batch of 80 x 35 steps (ms)", _latency_ms("batch80")),
+        ]))  # fmt: skip
     same = _at_one_budget(done)
-    for filename, group in groups:
-        extra = filename.startswith("pareto-params") and len(same) > 1
-        fig, axes = plt.subplots(1, len(group) + extra, figsize=(6.5 * (len(group) + extra), 4.8),
+    written = []
+    for filename, panels in figures:
+        latency = filename.startswith("pareto-latency")
+        extra = not latency and len(same) > 1  # a panel of the runs at one size
+        fig, axes = plt.subplots(1, len(panels) + extra, figsize=(6.5 * (len(panels) + extra), 4.8),
                                  squeeze=False)  # fmt: skip
-        for ax, (_, xlabel, xfn) in zip(axes[0], group):
-            pts, labelled, noted = [], set(), set()
-            for r in done:
-                x, y = xfn(r), r.selected(rule)[0]
-                if x is None:
-                    continue
-                if r.finished:  # a run still training is no point of the front yet
-                    pts.append((x, y))
-                label = _series(r)
-                _dot(ax, r, x, y, None if label in labelled else label)
-                labelled.add(label)
-                note = [f"r={r.train['sharing_rate']:g}"] if label == "restricted" else []
-                note = ", ".join(note + ([] if r.finished else [r.status]))
-                if note and note not in noted:  # seeds of one setting sit together: name them once
-                    noted.add(note)
-                    ax.annotate(note, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
-            shown = [r for r in done if xfn(r) is not None]
-            _fit_to_finished(ax, shown, rule, [xfn(r) for r in shown])
-            front = _frontier(pts)
-            if len(front) > 1:
-                ax.step(*zip(*front), where="post", color="black", alpha=0.4, lw=1,
-                        label="Pareto front")  # fmt: skip
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(f"test perplexity ({rule})")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        for ax, (xlabel, xfn) in zip(axes[0], panels):
+            _pareto_panel(ax, done, rule, xlabel, xfn)
         if extra:
             _equal_size_panel(axes[0][-1], same, rule)
-        title = f"compression methods, {setting}" if setting else f"compression methods, {epochs} epochs"
-        if filename.startswith("pareto-latency"):
-            where = "; ".join(
-                sorted(
-                    {
-                        describe_machine(r.latency["machine"])
-                        + f", {r.latency['machine'].get('threads')} thread(s)"
-                        for r in timed
-                    }
-                )
-            )
-            title += f"\nlatency on {where}"
-        elif machine:
-            title += f"\ntrained on {machine}"
-        fig.suptitle("\n".join(textwrap.fill(line, 110) for line in title.split("\n")), fontsize=8)
+        fig.suptitle(_pareto_title(done, timed, setting, latency), fontsize=8)
         fig.tight_layout()
         path = out / filename
         fig.savefig(path, dpi=120)
