@@ -716,59 +716,80 @@ def learning_curves(runs: list[RunResult], out: Path) -> Path:
     return path
 
 
+CELL_COLORS = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:red"}
+
+
+def _series_points(runs: list[RunResult], dataset: str, rule: str) -> dict[tuple, list]:
+    """(cell, variant, lr, init, epochs) -> [(recurrent parameters, test, finished)]."""
+    lines: dict[tuple, list] = defaultdict(list)
+    for run in runs:
+        t, test = run.train, run.selected(rule)[0]
+        if run.dataset == dataset and test is not None and _finite(test):
+            label = (t["cell"], t["variant"], t["lr"], t.get("init"), t["epochs"])
+            lines[label].append((run.rnn_params, test, run.finished))
+    return lines
+
+
+def _plot_series(ax, key: tuple, pts: list) -> None:
+    """Ours: the mean over seeds at each size (a band where several), unfinished named."""
+    cell, variant, lr, init, epochs = key
+    color = CELL_COLORS[cell]
+    xs, mean, lo, hi, n = _over_seeds([(x, y) for x, y, _ in pts])
+    seeds = f", mean of {max(n)} seeds (band: min-max)" if max(n) > 1 else ""
+    ax.plot(xs, mean, "-" if variant == "tied-dropout" else "-.",
+            marker="o" if init == "authors" else "s", color=color, alpha=1.0 if lr == 1 else 0.55,
+            label=f"ours R{cell.upper()} {variant}, lr {lr:g}, {init}, {epochs} ep{seeds}")  # fmt: skip
+    if max(n) > 1:
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+    for x, y, finished in pts:
+        if not finished:
+            ax.annotate("unfinished", (x, y), fontsize=7, color=color)
+
+
+def _plot_paper(ax, dataset: str, cell: str, variant: str) -> bool:
+    """The paper's curve of (cell, variant), dashed; False where it has none."""
+    if dataset not in ("ptb", "wikitext-2"):
+        return False
+    rows = paper.tables()["perplexity"][dataset][variant].get(cell)
+    if not rows:
+        return False
+    xs = [count_parameters(cell, 200, 200, 3, sharing_rate=r) for r in paper.TABLE_II_RATES]
+    ax.plot(xs, [row[0] for row in rows], "--", color=CELL_COLORS[cell], alpha=0.6,
+            label=f"paper R{cell.upper()} {variant} (100 ep)")  # fmt: skip
+    return True
+
+
+def _log_scale_if_spread(ax) -> None:
+    """One run far off (lr 10, not training) would flatten the rest: a log axis then."""
+    import matplotlib.ticker
+
+    ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+    if ys and max(ys) > 3 * min(ys):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.0f"))
+
+
 def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
+    """ppl-vs-params-<dataset>.png (Figures 2/3): ours beside the paper's curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     written = []
-    colors = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:red"}
+    where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
     for dataset in sorted({r.dataset for r in runs}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        lines: dict[tuple, list] = defaultdict(list)
-        for run in runs:
-            if run.dataset != dataset:
-                continue
-            t = run.train
-            test = run.selected(rule)[0]
-            if test is not None and _finite(test):
-                label = (t["cell"], t["variant"], t["lr"], t.get("init"), t["epochs"])
-                lines[label].append((run.rnn_params, test, run.finished))
         paper_done = set()
-        for (cell, variant, lr, init, epochs), pts in sorted(lines.items()):
-            style = "-" if variant == "tied-dropout" else "-."
-            marker = "o" if init == "authors" else "s"
-            xs, mean, lo, hi, n = _over_seeds([(x, y) for x, y, _ in pts])
-            seeds = f", mean of {max(n)} seeds (band: min-max)" if max(n) > 1 else ""
-            ax.plot(xs, mean, style, marker=marker, color=colors[cell],
-                    alpha=1.0 if lr == 1 else 0.55,
-                    label=f"ours R{cell.upper()} {variant}, lr {lr:g}, {init}, {epochs} ep{seeds}")  # fmt: skip
-            if max(n) > 1:
-                ax.fill_between(xs, lo, hi, color=colors[cell], alpha=0.15, linewidth=0)
-            for x, y, finished in pts:
-                if not finished:
-                    ax.annotate("unfinished", (x, y), fontsize=7, color=colors[cell])
-            key = (cell, variant)
-            if dataset in ("ptb", "wikitext-2") and key not in paper_done:
-                rows = paper.tables()["perplexity"][dataset][variant].get(cell)
-                if rows:
-                    paper_done.add(key)
-                    xs = [
-                        count_parameters(cell, 200, 200, 3, sharing_rate=r)
-                        for r in paper.TABLE_II_RATES
-                    ]
-                    ax.plot(xs, [row[0] for row in rows], "--", color=colors[cell], alpha=0.6,
-                            label=f"paper R{cell.upper()} {variant} (100 ep)")  # fmt: skip
-        ys = [y for line in ax.get_lines() for y in line.get_ydata()]
-        if ys and max(ys) > 3 * min(ys):  # one run far off (lr 10, not training) would flatten the rest
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.0f"))
+        for key, pts in sorted(_series_points(runs, dataset, rule).items()):
+            _plot_series(ax, key, pts)
+            cell_variant = key[:2]
+            if cell_variant not in paper_done and _plot_paper(ax, dataset, *cell_variant):
+                paper_done.add(cell_variant)
+        _log_scale_if_spread(ax)
         ax.set_xlabel("recurrent parameters (exact)")
         ax.set_ylabel(f"test perplexity ({rule})")
-        where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
         ax.set_title(
             f"{dataset}: perplexity against recurrent parameters" + (f"\n{where}" if where else ""),
             fontsize=9,
@@ -780,7 +801,6 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)
-
     return written
 
 
