@@ -651,38 +651,8 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     if resume:
         ckpt = load_checkpoint(out / "checkpoint.pt")
         cfg = _check_resume_config(ckpt.train_config, cfg, explicit)
-    device = group.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    group.columns(cfg.batch_size)  # divisible, before anything is written
-    # the thread count of a run stays what it was, so that a resumed run is exact;
-    # under torchrun the processes of a machine divide the default between them
-    threads = (
-        cfg.threads
-        or (ckpt.threads if ckpt else None)
-        or max(1, default_threads() // group.local_world)
-    )
-    torch.set_num_threads(threads)
-    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        raise ValueError(
-            "--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16 "
-            "or ARM bf16), so bfloat16 GEMMs would run slower than float32; train with "
-            "--precision fp32 (the default)"
-        )
-
-    try:
-        corpus = D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
-    except D.DataError as err:
-        if ckpt is None:
-            raise
-        where, flag = ((f"the corpus in {cfg.corpus}", "--corpus DIR") if cfg.corpus
-                       else (f"the dataset {cfg.dataset}", "--data-dir DIR"))  # fmt: skip
-        raise D.DataError(
-            f"{err}. {out} was trained on {where}; pass {flag} with --resume to point "
-            "at a copy"
-        ) from None
+    device, threads = _claim_device(cfg, group, ckpt)
+    corpus = _load_corpus(cfg, out, ckpt, log)
     D.check_batching(corpus, cfg.batch_size, cfg.bptt, ("train",), "--batch-size")
     D.check_batching(corpus, cfg.eval_batch_size, 1, ("valid", "test"), "--eval-batch-size")
     check_prune_window(cfg, corpus)
@@ -707,19 +677,65 @@ def _open_run(cfg, out: Path, resume, overwrite, explicit, log, group: Group) ->
     group.barrier()
     run = _Run(cfg, out, corpus, model, optimizer, state, ckpt, threads, log, group)
     if state.epoch == 0 and state.batch == 0:
-        run.log(
-            f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
-            f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
-            f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
-            f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
-            + (f" x {group.world} processes" if group.world > 1 else "")
-        )
-        if cfg.compress != "restrict":
-            run.log(f"compression: {run.method.describe()}")
-        if cfg.compress in ("prune", "iss") and run.method.schedule.adjusted:
-            run.log(f"the run is shorter than --compress-start: starting at iteration "
-                    f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
+        _announce(run)
     return run
+
+
+def _claim_device(cfg, group: Group, ckpt) -> tuple[torch.device, int]:
+    """The run's device and thread count, checked before anything is written."""
+    device = group.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    group.columns(cfg.batch_size)  # divisible, before anything is written
+    # the thread count of a run stays what it was, so that a resumed run is exact;
+    # under torchrun the processes of a machine divide the default between them
+    threads = (
+        cfg.threads
+        or (ckpt.threads if ckpt else None)
+        or max(1, default_threads() // group.local_world)
+    )
+    torch.set_num_threads(threads)
+    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ValueError(
+            "--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16 "
+            "or ARM bf16), so bfloat16 GEMMs would run slower than float32; train with "
+            "--precision fp32 (the default)"
+        )
+    return device, threads
+
+
+def _load_corpus(cfg, out: Path, ckpt, log) -> D.Corpus:
+    """The run's corpus; a resumed run whose data moved is told how to point at it."""
+    try:
+        return D.load_corpus(cfg.dataset, cfg.corpus, cfg.data_dir, log=log)
+    except D.DataError as err:
+        if ckpt is None:
+            raise
+        where, flag = ((f"the corpus in {cfg.corpus}", "--corpus DIR") if cfg.corpus
+                       else (f"the dataset {cfg.dataset}", "--data-dir DIR"))  # fmt: skip
+        raise D.DataError(
+            f"{err}. {out} was trained on {where}; pass {flag} with --resume to point "
+            "at a copy"
+        ) from None
+
+
+def _announce(run: _Run) -> None:
+    """The first lines of a new run's log: data, model, threads, compression."""
+    corpus, cfg, mconf, threads = run.corpus, run.cfg, run.mconf, run.threads
+    run.log(
+        f"{corpus.name}: vocab {corpus.vocab_size:,}, train {corpus.train.numel():,} "
+        f"tokens; {mconf.cell} r={mconf.sharing_rate} {mconf.layers}x"
+        f"{mconf.hidden_size}: {run.rnn_params:,} recurrent / {run.total_params:,} "
+        f"total parameters; {threads} thread{'s' if threads > 1 else ''}"
+        + (f" x {run.group.world} processes" if run.group.world > 1 else "")
+    )
+    if cfg.compress != "restrict":
+        run.log(f"compression: {run.method.describe()}")
+    if cfg.compress in ("prune", "iss") and run.method.schedule.adjusted:
+        run.log(f"the run is shorter than --compress-start: starting at iteration "
+                f"{run.method.schedule.start} of {run.method.schedule.total}")  # fmt: skip
 
 
 def _restore(ckpt, out, corpus, mconf, model, optimizer, state, cfg, group, log) -> None:
