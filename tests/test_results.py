@@ -53,3 +53,33 @@ def test_committed_runs_hold_no_checkpoints_and_every_small_file():
             # a run that diverged before its first log interval wrote no metrics line
             early = summary["status"] == "diverged" and summary["epochs"] == 0
             assert early or (run / "metrics.jsonl").is_file(), f"{run.name} lacks metrics.jsonl"
+
+
+def _measured_numbers(runs: Path) -> set[str]:
+    """Every perplexity the committed runs hold, to two decimals: each epoch's valid and
+    test, and the mean over seeds of each setting's best-validation pair."""
+    from rrnn.experiments.report import load_sweep
+
+    found, by_setting = set(), {}
+    for run in load_sweep(runs):
+        for h in run.history:
+            found |= {f"{h[k]:.2f}" for k in ("valid_ppl", "test_ppl") if h.get(k) is not None}
+        test, valid, _ = run.selected("best-valid")
+        if test is not None:
+            by_setting.setdefault(re.sub(r"-seed\d+", "", run.name), []).append((test, valid))
+    for pairs in by_setting.values():
+        found |= {f"{sum(p[i] for p in pairs) / len(pairs):.2f}" for i in (0, 1)}
+    return found
+
+
+def test_the_readmes_campaign_numbers_are_the_committed_runs():
+    """The README's section on the paper's schedule quotes perplexities by hand; each one
+    with two decimals must be a number of a committed run (a rerun that replaces a
+    record, or a record that grows, makes a stale quote fail here)."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    start = readme.index("### At the paper's schedule")
+    section = readme[start : readme.index("\n### ", start + 1)]
+    quoted = set(re.findall(r"(?<![\d.])\d{2,3}\.\d{2}(?![\d%])", section))
+    assert len(quoted) > 10  # the section still quotes the campaign
+    missing = quoted - _measured_numbers(RESULTS / "ptb-paper-schedule" / "runs")
+    assert not missing, f"README quotes perplexities that no committed run holds: {missing}"
