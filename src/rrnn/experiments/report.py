@@ -418,6 +418,15 @@ class _Basis:
         upto = min((r.epochs_done for r in unfinished), default=None)
         return [self._value(side, upto) for side in sides], upto
 
+    def pair(self, a_side: list[RunResult], b_side: list[RunResult]):
+        """(a, a's seeds note, b, b's seeds note, the epoch cut) where the two sides
+        can be compared on this basis (see :meth:`compare`, :func:`_comparable`), else None."""
+        found = self.compare(a_side, b_side)
+        if found is None:
+            return None
+        ((a, na), (b, nb)), upto = found
+        return (a, na, b, nb, upto) if _comparable(a, b) else None
+
     def _value(self, side: list[RunResult], upto: int | None) -> tuple[float | None, str]:
         picked = (r.selected(self.rule, upto)[0] for r in side if self.usable(r))
         values = [v for v in picked if v is not None]
@@ -473,11 +482,9 @@ def _claim_half_sharing(groups, basis: _Basis) -> list[dict]:
     """1. RLSTM at r = 0.5 as good as the classical LSTM, or better."""
     checks = []
     for key, members in groups.items():
-        found = basis.compare(_side(members, "lstm", 0.5), _side(members, "lstm", 0.0))
-        if found is None:
-            continue
-        ((a, na), (b, nb)), upto = found
-        if _comparable(a, b):
+        found = basis.pair(_side(members, "lstm", 0.5), _side(members, "lstm", 0.0))
+        if found:
+            a, na, b, nb, upto = found
             numbers = f"RLSTM r=0.5 {_ppl(a)}{na} vs LSTM r=0 {_ppl(b)}{nb}{_gap(a, b)}"
             checks.append(_check(_label(key), a <= b * (1 + AS_GOOD_MARGIN), numbers, upto))
     return checks
@@ -512,11 +519,9 @@ def _claim_lstm_beats_smaller_cells(groups, basis: _Basis) -> list[dict]:
     checks = []
     for key, members in groups.items():
         for rate, other in SMALLER_CELL_PARTS:
-            found = basis.compare(_side(members, "lstm", rate), _side(members, other, 0.0))
-            if found is None:
-                continue
-            ((a, na), (b, nb)), upto = found
-            if _comparable(a, b):
+            found = basis.pair(_side(members, "lstm", rate), _side(members, other, 0.0))
+            if found:
+                a, na, b, nb, upto = found
                 numbers = f"RLSTM r={rate:g} {_ppl(a)}{na} vs {other.upper()} r=0 {_ppl(b)}{nb}"
                 numbers += _gap(a, b)
                 check = _check(_label(key), a < b, numbers, upto)
@@ -541,12 +546,10 @@ def _claim_tied_dropout(runs, basis: _Basis) -> list[dict]:
         by_rest[(key[0], *key[2:10])].append(run)
     for key, members in by_rest.items():
         for rate in sorted({m.train["sharing_rate"] for m in members if m.train["cell"] == "lstm"}):
-            found = basis.compare(_side(members, "lstm", rate, "tied-dropout"),
-                                  _side(members, "lstm", rate, "plain"))  # fmt: skip
-            if found is None:
-                continue
-            ((a, na), (b, nb)), upto = found
-            if _comparable(a, b):
+            found = basis.pair(_side(members, "lstm", rate, "tied-dropout"),
+                               _side(members, "lstm", rate, "plain"))  # fmt: skip
+            if found:
+                a, na, b, nb, upto = found
                 where = f"{key[0]}, lr {key[1]:g}, init {key[2]}, {key[3]} epochs, r = {rate:g}"
                 numbers = f"tied-dropout {_ppl(a)}{na} vs plain {_ppl(b)}{nb}{_gap(a, b)}"
                 checks.append(_check(where, a < b, numbers, upto))
