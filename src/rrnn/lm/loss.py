@@ -48,6 +48,15 @@ def _softmax_xent_(logits, target, bias, loss, dbias, scale: float) -> None:
         softmax_xent_ops(logits, target, bias, loss, dbias, scale)
 
 
+def without_subnormals(t: Tensor) -> Tensor:
+    """``t``, or where a float32/float64 CPU tensor holds subnormal numbers, a copy
+    with them set to 0 (see :func:`linear_cross_entropy`, "Subnormal inputs")."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return t
+    small = (t.abs() < torch.finfo(t.dtype).tiny) & (t != 0)  # NaN compares False: kept
+    return t.masked_fill(small, 0) if bool(small.any()) else t
+
+
 class _GEMMs:
     """The three products of a chunk, in the operands' float32 or with bfloat16
     operands (``low``): the GEMMs then take bfloat16 copies of h and W (made once
@@ -56,7 +65,8 @@ class _GEMMs:
 
     def __init__(self, h: Tensor, weight: Tensor, rows: int, low: bool):
         self.low = low
-        self.h = h.to(torch.bfloat16) if low else h  # (N, H)
+        h = without_subnormals(h)  # (N, H)
+        self.h = h.to(torch.bfloat16) if low else h
         self.w = weight.to(torch.bfloat16) if low else weight  # (V, H)
         if low:
             self.block = h.new_empty(rows, weight.size(0), dtype=torch.bfloat16)  # (c, V)
@@ -137,7 +147,17 @@ def linear_cross_entropy(
     (no ignore_index, no weights). ``precision="bf16"`` runs the three GEMMs on
     bfloat16 copies of their float32 operands (faster where the CPU has bfloat16
     instructions, or on a GPU; the softmax, the loss and every result stay float32,
-    with the rounding of bfloat16 products, as under ``torch.autocast``)."""
+    with the rounding of bfloat16 products, as under ``torch.autocast``).
+
+    Subnormal inputs: on the CPU, entries of a float32/float64 ``h`` smaller in
+    magnitude than the dtype's smallest normal number (1.2e-38 in float32) enter the
+    GEMMs as 0; ``h`` itself is not changed, and its gradient does not depend on its
+    values. An LSTM unit whose output gate is shut emits such values, and each
+    entry of ``h`` is read by all ``V`` columns of the decoder, so a few of them
+    made this function's GEMMs about twice as slow on an Intel Xeon
+    (docs/benchmarks.md, "Subnormal hidden states"). What they would add to a
+    logit or to ``weight``'s gradient lies below float32's resolution of any sum
+    that holds a normal number."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if h.dim() != 2 or weight.dim() != 2 or h.size(1) != weight.size(1):
