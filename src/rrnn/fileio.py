@@ -200,3 +200,9 @@ def describe_machine(info: dict) -> str:
         f"torch {info.get('torch', '?')}"
     )
     return text + (f", {info['gpu']}" if info.get("gpu") else "")
+
+
+def describe_machines(infos) -> list[str]:
+    """The distinct descriptions of ``infos`` (machine records, empty ones skipped),
+    sorted: one line each in a report's or a figure's caption."""
+    return sorted({describe_machine(info) for info in infos if info})

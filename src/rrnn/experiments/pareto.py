@@ -7,7 +7,7 @@ import statistics
 import textwrap
 from pathlib import Path
 
-from ..fileio import describe_machine
+from ..fileio import describe_machine, describe_machines
 
 # (marker, colour) per method; the classical layer (restrict at r = 0) is its own
 # series, so that it never looks like the restricted one
@@ -299,7 +299,7 @@ def _pareto_title(done, timed, setting: str, latency: bool) -> str:
         }))  # fmt: skip
         title += f"\nlatency on {where}"
     else:
-        machine = "\n".join(sorted({describe_machine(r.machine) for r in done if r.machine}))
+        machine = "\n".join(describe_machines(r.machine for r in done))
         title += f"\ntrained on {machine}" if machine else ""
     return "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paper
-from ..fileio import describe_machine, read_json
+from ..fileio import describe_machines, read_json
 from ..lm.train import FINISHED
 from ..restriction import count_parameters
 from . import pareto
@@ -710,7 +710,7 @@ def learning_curves(runs: list[RunResult], out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, ncol=2)
     axes[-1, 0].set_xlabel("epoch")
-    where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))  # one line each
+    where = "\n".join(describe_machines(r.machine for r in runs))
     fig.suptitle("learning curves" + (f"\n{where}" if where else ""), fontsize=8)
     path = out / "learning-curves.png"
     fig.tight_layout()
@@ -781,7 +781,7 @@ def figures(runs: list[RunResult], rule: str, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    where = "\n".join(sorted({describe_machine(r.machine) for r in runs if r.machine}))
+    where = "\n".join(describe_machines(r.machine for r in runs))
     for dataset in sorted({r.dataset for r in runs}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         paper_done = set()
@@ -932,7 +932,7 @@ def _write_figures(runs, every, settings, rule, out: Path, log) -> tuple[list, s
 def _report_head(name: str, every: list, rule: str, skipped: list[str]) -> list[str]:
     """The title, what was run at which budget and on what, and the runs' table."""
     finished = sum(r.finished for r in every)
-    machines = sorted({describe_machine(r.machine) for r in every if r.machine})
+    machines = describe_machines(r.machine for r in every)
     budget = sorted({r.train["epochs"] for r in every})
     patience = sorted({r.train.get("patience") or 0 for r in every})
     stopping = (
